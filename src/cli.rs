@@ -1,0 +1,211 @@
+//! Command-line arguments (INTERFACE.md, "Commands"), including the seed tool's aliases.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "offsite",
+    version,
+    about = "Offsite copies of ZFS/btrfs datasets and command output on several rclone remotes"
+)]
+pub struct Cli {
+    /// Config file (else $OFFSITE_CONFIG, /etc/offsite/offsite.toml, ~/.config/offsite/offsite.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Work on another machine's backups (the host folder on the remotes).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host: Option<String>,
+    /// More log output (-vv for trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// One JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars or progress log lines.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the datasets that are due (or all with --once).
+    Backup(BackupArgs),
+    /// Restore a backup chain into zfs, btrfs, a file or stdout.
+    Restore(RestoreArgs),
+    /// Backups on the providers, newest last.
+    List { dataset: Option<String> },
+    /// Backups x providers: complete, missing or bad shards.
+    Status { dataset: Option<String> },
+    /// Check that providers hold what the manifests say (--deep: download and hash).
+    Verify(VerifyArgs),
+    /// Fill every provider's gaps from providers that hold a good copy.
+    Sync(SyncArgs),
+    /// Apply retention on providers and local snapshots.
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Each provider: reachable? free space? object count.
+    Providers,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Datasets to back up (default: all).
+    pub datasets: Vec<String>,
+    /// Run now, whether due or not.
+    #[arg(long)]
+    pub once: bool,
+    /// Force a full backup.
+    #[arg(long)]
+    pub full: bool,
+    /// Say what would be done, do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The dataset's name on the providers.
+    pub dataset: String,
+    /// Restore this backup id (default: the newest).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub backup: Option<String>,
+    /// Restore the backup of this snapshot.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Prefer this provider.
+    #[arg(long, value_name = "PROVIDER")]
+    pub from: Option<String>,
+    /// zfs dataset or btrfs directory to receive into.
+    #[arg(long, required_unless_present_any = ["output", "stdout"], conflicts_with_all = ["output", "stdout"])]
+    pub target: Option<String>,
+    /// With --target on zfs: `zfs receive -F`.
+    #[arg(long, requires = "target")]
+    pub force: bool,
+    /// Write one backup's raw stream to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "stdout")]
+    pub output: Option<PathBuf>,
+    /// Write one backup's raw stream to stdout.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub dataset: Option<String>,
+    /// Download every shard and check its SHA-256.
+    #[arg(long)]
+    pub deep: bool,
+    /// Only this provider.
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Datasets to sync (default: all on the providers).
+    pub datasets: Vec<String>,
+    /// List what would be copied, copy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only bring this provider up to date.
+    #[arg(long, value_name = "NAME", conflicts_with = "migrate")]
+    pub repair_provider: Option<String>,
+    /// Copy everything this provider holds for this host to --to.
+    #[arg(long, value_name = "FROM", requires = "to")]
+    pub migrate: Option<String>,
+    /// Destination of --migrate.
+    #[arg(long, value_name = "TO", requires = "migrate")]
+    pub to: Option<String>,
+    /// With --migrate: delete FROM's copy once TO is verified.
+    #[arg(long, requires = "migrate")]
+    pub remove_source: bool,
+}
+
+const SUBCOMMANDS: [&str; 9] = [
+    "backup",
+    "restore",
+    "list",
+    "status",
+    "verify",
+    "sync",
+    "prune",
+    "providers",
+    "help",
+];
+
+/// Rewrites the seed tool's flags into `sync` forms: `--sync-providers` is `sync`,
+/// `--repair-provider NAME` is `sync --repair-provider NAME`, `--migrate FROM --to TO` is
+/// `sync --migrate FROM --to TO`.
+pub fn rewrite_aliases(args: Vec<OsString>) -> Vec<OsString> {
+    let has_subcommand = args
+        .iter()
+        .skip(1)
+        .any(|a| SUBCOMMANDS.contains(&a.to_string_lossy().as_ref()));
+    if has_subcommand {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut inserted = false;
+    for a in args {
+        let s = a.to_string_lossy();
+        if !inserted && s == "--sync-providers" {
+            out.push("sync".into());
+            inserted = true;
+            continue;
+        }
+        if !inserted
+            && (s == "--repair-provider"
+                || s.starts_with("--repair-provider=")
+                || s == "--migrate"
+                || s.starts_with("--migrate="))
+        {
+            out.push("sync".into());
+            inserted = true;
+        }
+        out.push(a);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(rewrite_aliases(args.iter().map(OsString::from).collect())).unwrap()
+    }
+
+    #[test]
+    fn seed_tool_aliases_map_to_sync() {
+        let c = parse(&["offsite", "--config", "x.toml", "--sync-providers"]);
+        assert!(
+            matches!(c.command, Command::Sync(ref s) if s.repair_provider.is_none() && s.migrate.is_none())
+        );
+        let c = parse(&["offsite", "--repair-provider", "b2"]);
+        assert!(
+            matches!(c.command, Command::Sync(ref s) if s.repair_provider.as_deref() == Some("b2"))
+        );
+        let c = parse(&["offsite", "--migrate", "b2", "--to", "s3"]);
+        assert!(
+            matches!(c.command, Command::Sync(ref s) if s.migrate.as_deref() == Some("b2") && s.to.as_deref() == Some("s3"))
+        );
+    }
+
+    #[test]
+    fn restore_needs_exactly_one_destination() {
+        let base = ["offsite", "restore", "media"];
+        assert!(Cli::try_parse_from(base).is_err());
+        assert!(Cli::try_parse_from([&base[..], &["--target", "t", "--stdout"]].concat()).is_err());
+        assert!(Cli::try_parse_from([&base[..], &["--output", "f"]].concat()).is_ok());
+        assert!(Cli::try_parse_from([&base[..], &["--output", "f", "--force"]].concat()).is_err());
+    }
+}

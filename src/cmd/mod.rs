@@ -1,0 +1,89 @@
+//! One file per command (STYLE.md §2). Each command reads the validated config, calls the
+//! engine and turns its result into output and an [`Outcome`].
+
+pub mod backup;
+pub mod list;
+pub mod providers;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::error::ConfigError;
+use crate::progress::Progress;
+use crate::provider::{self, DynProvider};
+use anyhow::Result;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// How a command that did its job ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Done,
+    /// Exit 3: done, but some provider misses something; the text says what.
+    Gaps(String),
+}
+
+/// What every command gets.
+pub struct Ctx {
+    pub cfg: Config,
+    pub json: bool,
+    pub progress: Arc<dyn Progress>,
+    pub cancel: CancellationToken,
+}
+
+impl Ctx {
+    /// Providers by name, in priority order; an unknown name is a usage error.
+    pub fn providers(&self, names: &[String]) -> Result<Vec<DynProvider>, ConfigError> {
+        let mut out = Vec::new();
+        for p in &self.cfg.providers {
+            if names.contains(&p.name) {
+                out.push(provider::from_config(&self.cfg, p));
+            }
+        }
+        if let Some(unknown) = names.iter().find(|n| self.cfg.provider(n).is_none()) {
+            return Err(ConfigError(format!(
+                "unknown provider {unknown:?}; the providers are the files in the providers directory: {}",
+                self.cfg.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Every enabled provider, in priority order.
+    pub fn enabled_providers(&self) -> Vec<DynProvider> {
+        self.cfg
+            .providers
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| provider::from_config(&self.cfg, p))
+            .collect()
+    }
+}
+
+pub async fn run(
+    cli: Cli,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<Outcome> {
+    let path = Config::locate(cli.config.as_deref())?;
+    let cfg = Config::load(&path, cli.host.as_deref())?;
+    let ctx = Ctx {
+        cfg,
+        json: cli.json,
+        progress,
+        cancel,
+    };
+    match cli.command {
+        Command::Backup(args) => backup::run(&ctx, &args).await,
+        Command::List { dataset } => list::run(&ctx, dataset.as_deref()).await,
+        Command::Providers => providers::run(&ctx).await,
+        Command::Restore(_)
+        | Command::Status { .. }
+        | Command::Verify(_)
+        | Command::Sync(_)
+        | Command::Prune { .. } => Err(ConfigError(
+            "this command is not available in this build of offsite yet".into(),
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,49 @@
+//! The config files as written, before validation. Unknown keys are errors.
+
+use super::units::{ByteSize, Span};
+use serde::Deserialize;
+use std::path::PathBuf;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub host: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub providers_dir: Option<PathBuf>,
+    pub rclone: Option<String>,
+    pub rclone_config: Option<PathBuf>,
+    pub shard_size: Option<Spanned<ByteSize>>,
+    pub min_providers: Option<Spanned<i64>>,
+    pub shards_in_flight: Option<Spanned<i64>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<i64>>,
+    pub retry_delay: Option<Span>,
+    pub timeout: Option<Spanned<Span>>,
+    #[serde(default)]
+    pub dataset: Vec<Spanned<RawDataset>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDataset {
+    pub name: Spanned<String>,
+    pub zfs: Option<String>,
+    pub btrfs: Option<PathBuf>,
+    pub command: Option<String>,
+    pub snapshot_dir: Option<PathBuf>,
+    pub full_every: Option<Span>,
+    pub incremental_every: Option<Span>,
+    pub keep_chains: Option<u32>,
+    pub providers: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub remote: Spanned<String>,
+    pub enabled: Option<bool>,
+    pub priority: Option<i64>,
+    pub bwlimit: Option<String>,
+    pub flags: Option<Vec<String>>,
+}

@@ -1,0 +1,4 @@
+//! The work behind the commands: pipelines that move streams between sources, providers and
+//! receivers. Commands in `cmd/` decide *what* to do; these modules do it.
+
+pub mod backup;

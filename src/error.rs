@@ -1,0 +1,129 @@
+//! Error types that callers branch on, and the exit codes of INTERFACE.md.
+//!
+//! Everything else travels as `anyhow::Error` with context; [`exit_code`] looks through the
+//! chain for one of the typed errors below to pick the process exit code.
+
+use std::fmt;
+
+/// Process exit codes (INTERFACE.md, "Exit codes").
+pub mod code {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const GAPS: i32 = 3;
+    pub const LOCKED: i32 = 4;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Bad usage or an invalid configuration: nothing was touched (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Another offsite holds the lock for a dataset (exit 4).
+#[derive(Debug, thiserror::Error)]
+#[error("dataset {dataset:?} is locked by another offsite (PID {pid}); wait for it to finish or stop it first")]
+pub struct LockHeld {
+    pub dataset: String,
+    pub pid: u32,
+}
+
+/// The run was stopped by SIGINT/SIGTERM after a clean stop (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: children stopped, progress kept; run the same command again to resume")]
+pub struct Interrupted;
+
+/// How a provider operation failed, which decides whether a retry can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth retrying: network trouble, rclone exit 5, a timeout.
+    Transient,
+    /// Retrying will not help: bad remote, quota, rclone exit 6/7.
+    Permanent,
+    /// The object or directory does not exist.
+    NotFound,
+}
+
+/// A failed operation on one provider.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ProviderError {
+    pub provider: String,
+    pub op: &'static str,
+    pub path: String,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(
+        provider: &str,
+        op: &'static str,
+        path: &str,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        ProviderError {
+            provider: provider.to_string(),
+            op,
+            path: path.to_string(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "provider {}: {} {}: {}",
+            self.provider,
+            self.op,
+            self.path,
+            self.message.trim_end()
+        )
+    }
+}
+
+/// Maps an error chain to the exit code INTERFACE.md gives for it.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.is::<ConfigError>() {
+            return code::USAGE;
+        }
+        if cause.is::<LockHeld>() {
+            return code::LOCKED;
+        }
+        if cause.is::<Interrupted>() {
+            return code::INTERRUPTED;
+        }
+    }
+    code::FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn exit_code_looks_through_context() {
+        let e = anyhow::Error::new(LockHeld {
+            dataset: "d".into(),
+            pid: 7,
+        })
+        .context("backup of d");
+        assert_eq!(exit_code(&e), code::LOCKED);
+        let e: anyhow::Result<()> = Err(ConfigError("x".into())).context("loading");
+        assert_eq!(exit_code(&e.unwrap_err()), code::USAGE);
+        assert_eq!(exit_code(&anyhow::anyhow!("boom")), code::FAILED);
+    }
+}

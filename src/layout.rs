@@ -1,0 +1,266 @@
+//! Names on the remotes (INTERFACE.md, "Layout on every provider").
+//!
+//! ```text
+//! <remote>/<host>/<dataset-key>/<backup-id>/manifest.json
+//! <remote>/<host>/<dataset-key>/<backup-id>/s<index>-b<offset>
+//! ```
+//! Every function here is pure; the round trips are unit-tested.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const MANIFEST: &str = "manifest.json";
+
+/// Width of the zero-padded shard index: with shards of at least 1 MiB, 1 PiB is 2^30 shards.
+const INDEX_WIDTH: usize = 10;
+/// Width of the zero-padded byte offset: 1 PiB is 16 decimal digits.
+const OFFSET_WIDTH: usize = 16;
+
+/// Encodes a dataset name as one path segment: bytes outside `[A-Za-z0-9_.-]`, a leading dot and
+/// `%` itself become `%XX`, so the encoding is reversible and never collides.
+pub fn dataset_key(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`dataset_key`]; `None` for a segment that no dataset name encodes to.
+pub fn dataset_name(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = key.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (dataset_key(&name) == key).then_some(name)
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    Full,
+    Incremental,
+}
+
+/// A backup's id: its UTC creation time and kind, e.g. `20261121T020000Z-full`. Ids sort in
+/// creation order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupId {
+    stamp: String,
+    pub kind: BackupKind,
+}
+
+impl BackupId {
+    pub fn new(time: SystemTime, kind: BackupKind) -> Self {
+        BackupId {
+            stamp: utc_stamp(time),
+            kind,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let (stamp, kind) = s.split_once('-')?;
+        let kind = match kind {
+            "full" => BackupKind::Full,
+            "incr" => BackupKind::Incremental,
+            _ => return None,
+        };
+        let ok = stamp.len() == 16
+            && stamp.as_bytes()[8] == b'T'
+            && stamp.ends_with('Z')
+            && stamp[..8]
+                .bytes()
+                .chain(stamp[9..15].bytes())
+                .all(|b| b.is_ascii_digit());
+        ok.then(|| BackupId {
+            stamp: stamp.to_string(),
+            kind,
+        })
+    }
+
+    /// The UTC time stamp part, `YYYYMMDDTHHMMSSZ`.
+    pub fn stamp(&self) -> &str {
+        &self.stamp
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incr",
+        };
+        write!(f, "{}-{kind}", self.stamp)
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a point in time.
+pub fn utc_stamp(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// RFC 3339 UTC, for manifests and JSON output.
+pub fn rfc3339(time: SystemTime) -> String {
+    let s = utc_stamp(time);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The object name of a shard: index and byte offset, zero-padded so that name order is stream
+/// order.
+pub fn shard_name(index: u64, offset: u64) -> String {
+    format!("s{index:0INDEX_WIDTH$}-b{offset:0OFFSET_WIDTH$}")
+}
+
+/// Parses a shard object name back into (index, offset).
+pub fn parse_shard_name(name: &str) -> Option<(u64, u64)> {
+    let rest = name.strip_prefix('s')?;
+    let (idx, off) = rest.split_once("-b")?;
+    if idx.len() != INDEX_WIDTH || off.len() != OFFSET_WIDTH {
+        return None;
+    }
+    Some((idx.parse().ok()?, off.parse().ok()?))
+}
+
+/// `<host>/<dataset-key>`: the folder holding a dataset's backups.
+pub fn dataset_dir(host: &str, dataset: &str) -> String {
+    format!("{host}/{}", dataset_key(dataset))
+}
+
+/// `<host>/<dataset-key>/<backup-id>`.
+pub fn backup_dir(host: &str, dataset: &str, id: &BackupId) -> String {
+    format!("{}/{id}", dataset_dir(host, dataset))
+}
+
+/// Joins an rclone remote (`b2:bucket/x`, `:local:/mnt`, `/abs/path`) and a relative path.
+pub fn join_remote(remote: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        remote.to_string()
+    } else if remote.ends_with(':') || remote.ends_with('/') {
+        format!("{remote}{rel}")
+    } else {
+        format!("{remote}/{rel}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dataset_keys_round_trip_and_do_not_collide() {
+        for name in [
+            "media",
+            "tank/media",
+            "a%2Fb",
+            ".hidden",
+            "x y",
+            "ünï",
+            "a.b",
+            "-",
+        ] {
+            let key = dataset_key(name);
+            assert!(!key.contains('/'), "{key}");
+            assert!(!key.starts_with('.'), "{key}");
+            assert_eq!(dataset_name(&key).as_deref(), Some(name));
+        }
+        assert_ne!(dataset_key("a/b"), dataset_key("a%2Fb"));
+        assert_eq!(dataset_key("media"), "media");
+        assert_eq!(dataset_name("%2"), None);
+        assert_eq!(
+            dataset_name("a%2fb"),
+            None,
+            "only the canonical spelling decodes"
+        );
+    }
+
+    #[test]
+    fn backup_ids_sort_in_time_and_round_trip() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_226_400); // 2026-11-21T02:00:00Z
+        let id = BackupId::new(t, BackupKind::Full);
+        assert_eq!(id.to_string(), "20261121T020000Z-full");
+        assert_eq!(BackupId::parse("20261121T020000Z-full"), Some(id.clone()));
+        let later = BackupId::new(t + Duration::from_secs(1), BackupKind::Incremental);
+        assert!(id < later);
+        assert!(id.to_string() < later.to_string());
+        assert_eq!(BackupId::parse("20261121T020000Z-weird"), None);
+        assert_eq!(BackupId::parse("manifest.json"), None);
+        assert_eq!(rfc3339(t), "2026-11-21T02:00:00Z");
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&utc_stamp(leap)[..8], "20000229");
+    }
+
+    #[test]
+    fn shard_names_sort_in_stream_order_up_to_a_pebibyte() {
+        let max_index = (1u64 << 50) / (1 << 20);
+        let names = [
+            shard_name(0, 0),
+            shard_name(9, 9 << 20),
+            shard_name(10, 10 << 20),
+            shard_name(max_index - 1, (1 << 50) - (1 << 20)),
+        ];
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+        assert_eq!(names[0], "s0000000000-b0000000000000000");
+        assert_eq!(parse_shard_name(&names[2]), Some((10, 10 << 20)));
+        assert_eq!(parse_shard_name("s1-b2"), None);
+        assert_eq!(parse_shard_name(MANIFEST), None);
+    }
+
+    #[test]
+    fn remote_join() {
+        assert_eq!(join_remote("b2:bucket/x", "h/d"), "b2:bucket/x/h/d");
+        assert_eq!(join_remote("b2:", "h/d"), "b2:h/d");
+        assert_eq!(join_remote(":local:/mnt/usb", "h"), ":local:/mnt/usb/h");
+        assert_eq!(join_remote("/srv/offsite", "h"), "/srv/offsite/h");
+    }
+}

@@ -1,0 +1,88 @@
+//! One behaviour suite run against every provider implementation (restic's backend test suite).
+
+use super::*;
+use crate::config::ProviderConfig;
+use crate::error::ErrorKind;
+
+async fn suite(p: &dyn Provider) {
+    assert_eq!(
+        p.list("h/d").await.unwrap(),
+        vec![],
+        "a missing directory lists as empty"
+    );
+    let data = Bytes::from(vec![7u8; 300_000]);
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = seen.clone();
+    let progress: ProgressFn = Arc::new(move |n| s2.store(n, std::sync::atomic::Ordering::SeqCst));
+    p.put("h/d/b/s1", data.clone(), Some(progress))
+        .await
+        .unwrap();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 300_000);
+    p.put("h/d/b/manifest.json", Bytes::from_static(b"{}"), None)
+        .await
+        .unwrap();
+    p.put("h/other", Bytes::from_static(b"x"), None)
+        .await
+        .unwrap();
+
+    let mut listing = p.list("h/d").await.unwrap();
+    listing.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(
+        listing,
+        vec![
+            ObjectInfo {
+                path: "b/manifest.json".into(),
+                size: 2
+            },
+            ObjectInfo {
+                path: "b/s1".into(),
+                size: 300_000
+            },
+        ]
+    );
+    assert_eq!(p.get("h/d/b/s1", 300_000).await.unwrap(), data);
+    assert!(
+        p.get("h/d/b/s1", 1000).await.is_err(),
+        "a read larger than the limit fails"
+    );
+    assert_eq!(
+        p.get("h/d/b/nope", 10).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+
+    p.put("h/d/b/s1", Bytes::from_static(b"short"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        p.get("h/d/b/s1", 100).await.unwrap(),
+        Bytes::from_static(b"short"),
+        "put replaces"
+    );
+
+    p.delete("h/d/b/s1").await.unwrap();
+    p.delete("h/d/b/s1").await.unwrap();
+    assert_eq!(p.list("h/d").await.unwrap().len(), 1);
+    p.about().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_provider_conforms() {
+    suite(&MemoryProvider::new("mem")).await;
+}
+
+#[tokio::test]
+async fn rclone_provider_conforms() {
+    let Ok(rclone) = which::which("rclone") else {
+        panic!("rclone is not installed: run scripts/test.sh, which installs it");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ProviderConfig {
+        name: "local".into(),
+        remote: dir.path().display().to_string(),
+        enabled: true,
+        priority: 1,
+        bwlimit: None,
+        flags: vec![],
+    };
+    suite(&RcloneProvider::from_parts(&rclone, None, &cfg)).await;
+}

@@ -1,0 +1,179 @@
+//! An in-memory provider for tests, with injectable faults.
+
+use super::{ObjectInfo, ProgressFn, Provider, Usage};
+use crate::error::{ErrorKind, ProviderError};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// A fault to inject into the next matching operations.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// `put`, `get`, `list`, `delete` or `*`.
+    pub op: &'static str,
+    /// Substring the path must contain.
+    pub path_contains: String,
+    pub kind: ErrorKind,
+    /// How many times it fires; `u32::MAX` for "stays down".
+    pub times: u32,
+}
+
+#[derive(Default)]
+pub struct MemoryProvider {
+    name: String,
+    objects: Mutex<BTreeMap<String, Bytes>>,
+    faults: Mutex<Vec<Fault>>,
+    puts: AtomicU64,
+}
+
+impl MemoryProvider {
+    pub fn new(name: &str) -> Self {
+        MemoryProvider {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.faults.lock().unwrap().push(fault);
+    }
+
+    /// Number of successful `put`s so far.
+    pub fn puts(&self) -> u64 {
+        self.puts.load(Ordering::SeqCst)
+    }
+
+    pub fn object(&self, path: &str) -> Option<Bytes> {
+        self.objects.lock().unwrap().get(path).cloned()
+    }
+
+    pub fn set_object(&self, path: &str, data: Bytes) {
+        self.objects.lock().unwrap().insert(path.to_string(), data);
+    }
+
+    pub fn remove_object(&self, path: &str) {
+        self.objects.lock().unwrap().remove(path);
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+
+    fn check(&self, op: &'static str, path: &str) -> Result<(), ProviderError> {
+        let mut faults = self.faults.lock().unwrap();
+        if let Some(f) = faults
+            .iter_mut()
+            .find(|f| (f.op == op || f.op == "*") && path.contains(&f.path_contains) && f.times > 0)
+        {
+            if f.times != u32::MAX {
+                f.times -= 1;
+            }
+            return Err(ProviderError::new(
+                &self.name,
+                op,
+                path,
+                f.kind,
+                "injected fault",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Provider for MemoryProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        data: Bytes,
+        progress: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.check("put", path)?;
+            if let Some(p) = progress {
+                p(data.len() as u64);
+            }
+            self.objects.lock().unwrap().insert(path.to_string(), data);
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(async move {
+            self.check("get", path)?;
+            let data = self.object(path).ok_or_else(|| {
+                ProviderError::new(
+                    &self.name,
+                    "get",
+                    path,
+                    ErrorKind::NotFound,
+                    "object not found",
+                )
+            })?;
+            if data.len() as u64 > limit {
+                return Err(ProviderError::new(
+                    &self.name,
+                    "get",
+                    path,
+                    ErrorKind::Permanent,
+                    "object is larger than expected",
+                ));
+            }
+            Ok(data)
+        })
+    }
+
+    fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(async move {
+            self.check("list", dir)?;
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", dir.trim_end_matches('/'))
+            };
+            Ok(self
+                .objects
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(&prefix).map(|rel| ObjectInfo {
+                        path: rel.to_string(),
+                        size: v.len() as u64,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.check("delete", path)?;
+            self.remove_object(path);
+            Ok(())
+        })
+    }
+
+    fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
+        Box::pin(async move {
+            let used = self
+                .objects
+                .lock()
+                .unwrap()
+                .values()
+                .map(|v| v.len() as u64)
+                .sum();
+            Ok(Usage {
+                total: None,
+                used: Some(used),
+                free: None,
+            })
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! Storage providers: one small trait, implemented by [`RcloneProvider`] (the real thing) and
+//! [`MemoryProvider`] (an in-memory fake for tests), and wrapped by [`Retry`] for backoff and
+//! timeouts (STYLE.md §3). Paths are relative to the provider's root and use `/`.
+
+mod memory;
+mod rclone;
+mod retry;
+
+pub use memory::{Fault, MemoryProvider};
+pub use rclone::RcloneProvider;
+pub use retry::Retry;
+
+use crate::error::ProviderError;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Path relative to the listed directory.
+    pub path: String,
+    pub size: u64,
+}
+
+/// Space on a provider, where the backend can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub total: Option<u64>,
+    pub used: Option<u64>,
+    pub free: Option<u64>,
+}
+
+/// Called with the number of bytes sent so far during an upload.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Stores `data` at `path`, replacing what was there.
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        data: Bytes,
+        progress: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Reads the object at `path` whole. `limit` bounds what is read: a larger object is an error.
+    fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>>;
+
+    /// Lists every object below `dir`, recursively. A missing directory is an empty listing.
+    fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>>;
+
+    /// Deletes the object at `path`; deleting a missing object is not an error.
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Total, used and free space.
+    fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>>;
+}
+
+pub type DynProvider = Arc<dyn Provider>;
+
+/// Builds the provider stack for a configured provider: rclone, with retry and timeout.
+pub fn from_config(cfg: &crate::config::Config, p: &crate::config::ProviderConfig) -> DynProvider {
+    Arc::new(Retry::new(
+        RcloneProvider::new(cfg, p),
+        cfg.retry,
+        cfg.timeout,
+    ))
+}
+
+#[cfg(test)]
+mod conformance;

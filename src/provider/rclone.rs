@@ -1,0 +1,298 @@
+//! The real provider: one `rclone` child per operation.
+//!
+//! Uploads use `rclone rcat --size N`, which streams without spooling. rclone 1.60 checks
+//! neither size nor hash and treats end of input as success, so callers verify sizes from a
+//! listing before they trust a shard (see `engine::backup`).
+
+use super::{ObjectInfo, ProgressFn, Provider, Usage};
+use crate::config::{Config, ProviderConfig};
+use crate::error::{ErrorKind, ProviderError};
+use crate::layout::join_remote;
+use crate::process::{ChildError, ChildProc};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// How much is written to rclone's stdin at a time, which is also the progress granularity.
+const WRITE_CHUNK: usize = 1 << 20;
+
+pub struct RcloneProvider {
+    name: String,
+    remote: String,
+    program: PathBuf,
+    global_args: Vec<OsString>,
+}
+
+impl RcloneProvider {
+    pub fn new(cfg: &Config, p: &ProviderConfig) -> Self {
+        Self::from_parts(&cfg.rclone, cfg.rclone_config.as_deref(), p)
+    }
+
+    pub fn from_parts(
+        program: &std::path::Path,
+        rclone_config: Option<&std::path::Path>,
+        p: &ProviderConfig,
+    ) -> Self {
+        let mut global_args: Vec<OsString> = Vec::new();
+        if let Some(c) = rclone_config {
+            global_args.push("--config".into());
+            global_args.push(c.into());
+        }
+        if let Some(b) = &p.bwlimit {
+            global_args.push("--bwlimit".into());
+            global_args.push(b.into());
+        }
+        // offsite retries itself, per shard and with the data in memory.
+        global_args.push("--retries".into());
+        global_args.push("1".into());
+        global_args.extend(p.flags.iter().map(OsString::from));
+        RcloneProvider {
+            name: p.name.clone(),
+            remote: p.remote.clone(),
+            program: program.to_path_buf(),
+            global_args,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.global_args).args(args).stdin(Stdio::null());
+        c
+    }
+
+    fn target(&self, path: &str) -> String {
+        join_remote(&self.remote, path)
+    }
+
+    fn spawn(
+        &self,
+        op: &'static str,
+        path: &str,
+        cmd: &mut Command,
+    ) -> Result<ChildProc, ProviderError> {
+        ChildProc::spawn("rclone", cmd).map_err(|e| self.error(op, path, e))
+    }
+
+    /// Classifies a failed rclone by its documented exit codes: 3 and 4 are not-found, 6 and 7
+    /// are no-retry and fatal, and everything else (5 included) is worth another attempt.
+    fn error(&self, op: &'static str, path: &str, e: ChildError) -> ProviderError {
+        let kind = match e.status {
+            Some(3) | Some(4) => ErrorKind::NotFound,
+            Some(6) | Some(7) => ErrorKind::Permanent,
+            None if e.stderr.starts_with("cannot start") => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
+        };
+        ProviderError::new(&self.name, op, path, kind, e.to_string())
+    }
+
+    async fn put_inner(
+        &self,
+        path: &str,
+        data: Bytes,
+        progress: Option<ProgressFn>,
+    ) -> Result<(), ProviderError> {
+        let size = data.len().to_string();
+        let target = self.target(path);
+        let mut cmd = self.command(&["rcat", "--size", &size, &target]);
+        cmd.stdin(Stdio::piped());
+        let mut child = self.spawn("upload", path, &mut cmd)?;
+        let mut stdin = child.take_stdin().expect("stdin is piped");
+        let mut sent = 0usize;
+        let mut write_err = None;
+        for chunk in data.chunks(WRITE_CHUNK) {
+            if let Err(e) = stdin.write_all(chunk).await {
+                write_err = Some(e);
+                break;
+            }
+            sent += chunk.len();
+            if let Some(p) = &progress {
+                p(sent as u64);
+            }
+        }
+        drop(stdin);
+        // rclone's own error explains a broken pipe better than the pipe does.
+        child
+            .finish()
+            .await
+            .map_err(|e| self.error("upload", path, e))?;
+        match write_err {
+            Some(e) => Err(ProviderError::new(
+                &self.name,
+                "upload",
+                path,
+                ErrorKind::Transient,
+                format!("writing to rclone: {e}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    async fn get_inner(&self, path: &str, limit: u64) -> Result<Bytes, ProviderError> {
+        let target = self.target(path);
+        let mut child = self.spawn("download", path, &mut self.command(&["cat", &target]))?;
+        let stdout = child.take_stdout().expect("stdout is piped");
+        let mut buf = Vec::with_capacity(limit.min(1 << 30) as usize);
+        let read = stdout.take(limit + 1).read_to_end(&mut buf).await;
+        child
+            .finish()
+            .await
+            .map_err(|e| self.error("download", path, e))?;
+        read.map_err(|e| {
+            ProviderError::new(
+                &self.name,
+                "download",
+                path,
+                ErrorKind::Transient,
+                e.to_string(),
+            )
+        })?;
+        if buf.len() as u64 > limit {
+            return Err(ProviderError::new(
+                &self.name,
+                "download",
+                path,
+                ErrorKind::Permanent,
+                format!("object is larger than the expected {limit} bytes"),
+            ));
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    async fn output(
+        &self,
+        op: &'static str,
+        path: &str,
+        args: &[&str],
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut child = self.spawn(op, path, &mut self.command(args))?;
+        let mut stdout = child.take_stdout().expect("stdout is piped");
+        let mut out = Vec::new();
+        let read = stdout.read_to_end(&mut out).await;
+        child.finish().await.map_err(|e| self.error(op, path, e))?;
+        read.map_err(|e| {
+            ProviderError::new(&self.name, op, path, ErrorKind::Transient, e.to_string())
+        })?;
+        Ok(out)
+    }
+
+    async fn list_inner(&self, dir: &str) -> Result<Vec<ObjectInfo>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(rename = "Path")]
+            path: String,
+            #[serde(rename = "Size")]
+            size: i64,
+        }
+        let target = self.target(dir);
+        let out = match self
+            .output(
+                "list",
+                dir,
+                &[
+                    "lsjson",
+                    "-R",
+                    "--files-only",
+                    "--no-mimetype",
+                    "--no-modtime",
+                    &target,
+                ],
+            )
+            .await
+        {
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            other => other?,
+        };
+        let entries: Vec<Entry> = serde_json::from_slice(&out).map_err(|e| {
+            ProviderError::new(
+                &self.name,
+                "list",
+                dir,
+                ErrorKind::Transient,
+                format!("rclone lsjson output does not parse: {e}"),
+            )
+        })?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ObjectInfo {
+                path: e.path,
+                size: e.size.max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn delete_inner(&self, path: &str) -> Result<(), ProviderError> {
+        let target = self.target(path);
+        match self.output("delete", path, &["deletefile", &target]).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn about_inner(&self) -> Result<Usage, ProviderError> {
+        let out = self
+            .output("about", "", &["about", "--json", &self.remote])
+            .await?;
+        serde_json::from_slice::<Usage>(&out).map_err(|e| {
+            ProviderError::new(
+                &self.name,
+                "about",
+                "",
+                ErrorKind::Permanent,
+                format!("rclone about output does not parse: {e}"),
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Usage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            total: Option<u64>,
+            used: Option<u64>,
+            free: Option<u64>,
+        }
+        let r = Raw::deserialize(d)?;
+        Ok(Usage {
+            total: r.total,
+            used: r.used,
+            free: r.free,
+        })
+    }
+}
+
+impl Provider for RcloneProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        data: Bytes,
+        progress: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.put_inner(path, data, progress))
+    }
+
+    fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(self.get_inner(path, limit))
+    }
+
+    fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(self.list_inner(dir))
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.delete_inner(path))
+    }
+
+    fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
+        Box::pin(self.about_inner())
+    }
+}

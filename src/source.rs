@@ -1,0 +1,124 @@
+//! Where backup streams come from: `zfs send`, `btrfs send` or a shell command's stdout, and
+//! the snapshots behind the first two.
+//!
+//! offsite names its own snapshots `offsite-<UTC stamp>` (zfs: `DATASET@offsite-...`; btrfs:
+//! `SNAPSHOT_DIR/<dataset-key>.offsite-...`) so that it can tell them from everybody else's.
+
+use crate::config::SourceSpec;
+use crate::layout::dataset_key;
+use crate::process::ChildProc;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+/// Prefix of every snapshot name offsite creates.
+pub const SNAPSHOT_PREFIX: &str = "offsite-";
+
+fn program(name: &str) -> Result<PathBuf> {
+    which::which(name).with_context(|| format!("{name} not found on PATH; is it installed?"))
+}
+
+/// Runs a program to completion and returns its stdout; the error carries its stderr.
+pub async fn run(name: &str, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(program(name)?);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    let mut child = ChildProc::spawn(name, &mut cmd)?;
+    let mut out = String::new();
+    child
+        .take_stdout()
+        .expect("stdout is piped")
+        .read_to_string(&mut out)
+        .await?;
+    child
+        .finish()
+        .await
+        .with_context(|| format!("`{name} {}` failed", args.join(" ")))?;
+    Ok(out)
+}
+
+/// Takes the snapshot a backup of `spec` will send, named with `stamp`. `None` for commands.
+pub async fn take_snapshot(
+    dataset: &str,
+    spec: &SourceSpec,
+    stamp: &str,
+) -> Result<Option<String>> {
+    match spec {
+        SourceSpec::Command { .. } => Ok(None),
+        SourceSpec::Zfs { dataset: fs } => {
+            let snap = format!("{fs}@{SNAPSHOT_PREFIX}{stamp}");
+            run("zfs", &["snapshot", &snap])
+                .await
+                .with_context(|| format!("cannot snapshot zfs dataset {fs}"))?;
+            Ok(Some(snap))
+        }
+        SourceSpec::Btrfs {
+            subvolume,
+            snapshot_dir,
+        } => {
+            tokio::fs::create_dir_all(snapshot_dir)
+                .await
+                .with_context(|| {
+                    format!("cannot create snapshot_dir {}", snapshot_dir.display())
+                })?;
+            let snap =
+                snapshot_dir.join(format!("{}.{SNAPSHOT_PREFIX}{stamp}", dataset_key(dataset)));
+            let (sub, dst) = (subvolume.display().to_string(), snap.display().to_string());
+            run("btrfs", &["subvolume", "snapshot", "-r", &sub, &dst])
+                .await
+                .with_context(|| format!("cannot snapshot btrfs subvolume {sub}"))?;
+            Ok(Some(dst))
+        }
+    }
+}
+
+/// Starts the process whose stdout is the backup stream. `parent` makes an incremental send.
+pub fn start_send(
+    spec: &SourceSpec,
+    snapshot: Option<&str>,
+    parent: Option<&str>,
+) -> Result<ChildProc> {
+    let (name, mut cmd) = match spec {
+        SourceSpec::Command { command } => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(command);
+            ("command", c)
+        }
+        SourceSpec::Zfs { .. } => {
+            let Some(snap) = snapshot else {
+                bail!("zfs send needs a snapshot")
+            };
+            let mut c = Command::new(program("zfs")?);
+            c.arg("send");
+            if let Some(p) = parent {
+                c.arg("-i").arg(p);
+            }
+            c.arg(snap);
+            ("zfs send", c)
+        }
+        SourceSpec::Btrfs { .. } => {
+            let Some(snap) = snapshot else {
+                bail!("btrfs send needs a snapshot")
+            };
+            let mut c = Command::new(program("btrfs")?);
+            c.arg("send");
+            if let Some(p) = parent {
+                c.arg("-p").arg(p);
+            }
+            c.arg(snap);
+            ("btrfs send", c)
+        }
+    };
+    cmd.stdin(std::process::Stdio::null());
+    Ok(ChildProc::spawn(name, &mut cmd)?)
+}
+
+/// A human description of the stream, for errors: `zfs send tank/a@offsite-...`.
+pub fn describe(spec: &SourceSpec, snapshot: Option<&str>) -> String {
+    match (spec, snapshot) {
+        (SourceSpec::Command { command }, _) => format!("command `{command}`"),
+        (SourceSpec::Zfs { .. }, Some(s)) => format!("zfs send {s}"),
+        (SourceSpec::Btrfs { .. }, Some(s)) => format!("btrfs send {s}"),
+        (spec, None) => spec.kind().to_string(),
+    }
+}

@@ -1,0 +1,158 @@
+//! The terminal side: logging setup and indicatif progress bars. Only the CLI layer uses this
+//! module; the engine reports through `progress::Progress`.
+//!
+//! Log lines go through [`BarsWriter`], which suspends the bars while a line is printed so that
+//! logs never tear them.
+
+use crate::config::units::human_bytes;
+use crate::progress::{LogProgress, NoProgress, Progress};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+fn bars() -> &'static MultiProgress {
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+/// Sets up tracing: `-q` shows errors only, `-v` debug, `-vv` trace; `RUST_LOG` overrides.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "offsite={level},{}",
+            if quiet { "error" } else { "warn" }
+        ))
+    });
+    let tty = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(tty)
+        .with_writer(|| BarsWriter);
+    if tty {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Writes to stderr with the progress bars suspended.
+pub struct BarsWriter;
+
+impl Write for BarsWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match BARS.get() {
+            Some(mp) => mp.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The progress reporter for this run: bars on a terminal, log lines elsewhere, nothing
+/// under `-q`, `--no-progress` or `--json`.
+pub fn progress(quiet: bool, no_progress: bool) -> Arc<dyn Progress> {
+    if quiet || no_progress {
+        Arc::new(NoProgress)
+    } else if std::io::stderr().is_terminal() {
+        Arc::new(Bars::default())
+    } else {
+        Arc::new(LogProgress::new(Duration::from_secs(5)))
+    }
+}
+
+/// indicatif bars: one for the stream, one per provider.
+#[derive(Default)]
+pub struct Bars {
+    main: Mutex<Option<ProgressBar>>,
+    lanes: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn begin(&self, what: &str, total: Option<u64>, providers: &[String]) {
+        let mp = bars();
+        let main = match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template(
+                    "{msg:20} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::no_length().with_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg:18} {bytes} {binary_bytes_per_sec} {elapsed}",
+                )
+                .expect("valid template"),
+            ),
+        };
+        let main = mp.add(main.with_message(what.to_string()));
+        main.enable_steady_tick(Duration::from_millis(200));
+        let width = providers.iter().map(|p| p.len()).max().unwrap_or(0);
+        let lanes = providers
+            .iter()
+            .map(|p| {
+                let bar = mp.add(
+                    ProgressBar::no_length()
+                        .with_style(
+                            ProgressStyle::with_template(
+                                "  {prefix} {bytes} {binary_bytes_per_sec}",
+                            )
+                            .expect("valid template"),
+                        )
+                        .with_prefix(format!("{p:width$}")),
+                );
+                (p.clone(), bar)
+            })
+            .collect();
+        *self.main.lock().unwrap() = Some(main);
+        *self.lanes.lock().unwrap() = lanes;
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = &*self.main.lock().unwrap() {
+            b.inc(bytes);
+        }
+    }
+
+    fn provider(&self, provider: &str, bytes: u64) {
+        if let Some(b) = self.lanes.lock().unwrap().get(provider) {
+            b.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.main.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+        for (_, b) in self.lanes.lock().unwrap().drain() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Prints a JSON document on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON output always serializes")
+    );
+}
+
+/// `12.3 GiB` or `-` for unknown.
+pub fn opt_bytes(v: Option<u64>) -> String {
+    v.map(human_bytes).unwrap_or_else(|| "-".into())
+}
