@@ -27,6 +27,7 @@
 #   BENCH_DIR    where the temporary work dir goes (default $TMPDIR or /tmp)
 #   BENCH_KEEP=1 keep the work dir (configs, logs, provider dirs) for inspection
 #   OFFSITE      the binary (default target/release/offsite; its rows are skipped when missing)
+#   BENCH_OFFSITE_TOML  extra top-level offsite.toml lines, e.g. 'concurrency = 3' (tuning runs)
 #
 # Peak RSS is GNU time's %M: the largest single process among the tool and its children
 # (offsite's rclone children included), not their sum.
@@ -250,6 +251,7 @@ host = "bench"
 state_dir = $(toml_str "$dir/state")
 rclone_config = $(toml_str "$CONF")
 shard_size = "64MiB"
+${BENCH_OFFSITE_TOML:-}
 
 [[dataset]]
 name = "stream"

@@ -43,6 +43,17 @@ impl BackupEntry {
         })
     }
 
+    /// Whether every shard of `m` is on at least one provider with the right size, so that a
+    /// restore can find each of them somewhere.
+    pub fn restorable(&self, m: &Manifest) -> bool {
+        m.shards.iter().all(|s| {
+            let name = s.name();
+            self.objects
+                .values()
+                .any(|objs| objs.get(&name) == Some(&s.length))
+        })
+    }
+
     /// Providers whose manifest does not parse or disagrees with the trusted one.
     pub fn manifest_conflicts(&self, order: &[String]) -> Vec<(String, String)> {
         let trusted = self.manifest(order).map(|(_, m)| m);
@@ -90,6 +101,48 @@ pub fn group(
         }
     }
     out
+}
+
+impl Catalog {
+    /// The restorable backups of `dataset` with their trusted manifests, oldest first.
+    pub fn restorable(&self, dataset: &str) -> Vec<(&BackupId, &Manifest)> {
+        self.backups
+            .iter()
+            .filter(|(k, _)| k.dataset == dataset)
+            .filter_map(|(k, e)| {
+                e.manifest(&self.order)
+                    .filter(|(_, m)| e.restorable(m))
+                    .map(|(_, m)| (&k.id, m))
+            })
+            .collect()
+    }
+
+    /// Why the chain ending at `id` does not resolve to a full backup, if it does not.
+    pub fn broken_link(&self, dataset: &str, id: &BackupId) -> Option<String> {
+        let good = self.restorable(dataset);
+        let mut cur = id.clone();
+        for _ in 0..=good.len() {
+            let Some((_, m)) = good.iter().find(|(i, _)| **i == cur) else {
+                return Some(format!(
+                    "backup {cur} of the chain is missing or not restorable"
+                ));
+            };
+            match (&m.parent, m.kind) {
+                (_, crate::layout::BackupKind::Full) => return None,
+                (Some(p), _) => match BackupId::parse(&p.backup_id) {
+                    Some(pid) => cur = pid,
+                    None => {
+                        return Some(format!(
+                            "backup {cur} names an invalid parent {:?}",
+                            p.backup_id
+                        ))
+                    }
+                },
+                (None, _) => return Some(format!("incremental backup {cur} names no parent")),
+            }
+        }
+        Some(format!("the chain of {id} loops"))
+    }
 }
 
 pub struct Catalog {
@@ -225,9 +278,9 @@ mod tests {
         ];
         let g = group(&listings, None);
         assert_eq!(g.len(), 2);
-        let first = g.keys().next().unwrap();
-        assert_eq!(first.dataset, "tank/x");
-        assert_eq!(g[first].objects["a"].len(), 2);
+        let tank = g.keys().find(|k| k.dataset == "tank/x").unwrap();
+        assert_eq!(tank.id.to_string(), "20261121T020000Z-full");
+        assert_eq!(g[tank].objects["a"].len(), 2);
         assert_eq!(group(&listings, Some("other")).len(), 1);
     }
 }

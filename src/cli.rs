@@ -69,6 +69,9 @@ pub struct BackupArgs {
     /// Say what would be done, do nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Discard an unfinished backup instead of resuming it, and start afresh.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +131,11 @@ pub struct SyncArgs {
     /// With --migrate: delete FROM's copy once TO is verified.
     #[arg(long, requires = "migrate")]
     pub remove_source: bool,
+    /// Download and SHA-256 every shard on every provider first: corrupt copies (right size,
+    /// wrong content) are then replaced, and never used as a source (not even server-side).
+    /// Without it sync trusts sizes, and checks content only where it passes through offsite.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 const SUBCOMMANDS: [&str; 9] = [
@@ -206,6 +214,5 @@ mod tests {
         assert!(Cli::try_parse_from(base).is_err());
         assert!(Cli::try_parse_from([&base[..], &["--target", "t", "--stdout"]].concat()).is_err());
         assert!(Cli::try_parse_from([&base[..], &["--output", "f"]].concat()).is_ok());
-        assert!(Cli::try_parse_from([&base[..], &["--output", "f", "--force"]].concat()).is_err());
     }
 }

@@ -33,6 +33,20 @@ pub struct LockHeld {
 #[error("interrupted: children stopped, progress kept; run the same command again to resume")]
 pub struct Interrupted;
 
+/// A resumed backup's source did not re-send the bytes recorded for it (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the source stream differs from what unfinished backup {backup_id} recorded at shard {index} (byte {offset}): {what}; \
+     nothing from the new stream was uploaded. Run `offsite backup --restart {dataset}` to discard the unfinished backup and start afresh"
+)]
+pub struct SourceChanged {
+    pub dataset: String,
+    pub backup_id: String,
+    pub index: u64,
+    pub offset: u64,
+    pub what: String,
+}
+
 /// How a provider operation failed, which decides whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -95,6 +95,26 @@ impl BackupId {
         })
     }
 
+    /// A new id at `time`, or one second after `newest` if that is not later: ids never
+    /// repeat, even for two backups started in the same second.
+    pub fn new_after(time: SystemTime, kind: BackupKind, newest: Option<&BackupId>) -> Self {
+        let id = BackupId::new(time, kind);
+        match newest {
+            Some(n) if n.stamp >= id.stamp => {
+                BackupId::new(n.time() + std::time::Duration::from_secs(1), kind)
+            }
+            _ => id,
+        }
+    }
+
+    /// When the backup was started.
+    pub fn time(&self) -> SystemTime {
+        let n = |r: std::ops::Range<usize>| self.stamp[r].parse::<i64>().unwrap_or(0);
+        let days = days_from_civil(n(0..4), n(4..6) as u32, n(6..8) as u32);
+        let secs = days * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+        UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+    }
+
     /// The UTC time stamp part, `YYYYMMDDTHHMMSSZ`.
     pub fn stamp(&self) -> &str {
         &self.stamp
@@ -152,6 +172,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01, the inverse of `civil_from_days`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The object name of a shard: index and byte offset, zero-padded so that name order is stream
@@ -229,6 +260,15 @@ mod tests {
         let id = BackupId::new(t, BackupKind::Full);
         assert_eq!(id.to_string(), "20261121T020000Z-full");
         assert_eq!(BackupId::parse("20261121T020000Z-full"), Some(id.clone()));
+        assert_eq!(id.time(), t);
+        let leap_id = BackupId::new(
+            UNIX_EPOCH + Duration::from_secs(951_825_661),
+            BackupKind::Full,
+        );
+        assert_eq!(
+            leap_id.time(),
+            UNIX_EPOCH + Duration::from_secs(951_825_661)
+        );
         let later = BackupId::new(t + Duration::from_secs(1), BackupKind::Incremental);
         assert!(id < later);
         assert!(id.to_string() < later.to_string());
@@ -238,6 +278,20 @@ mod tests {
         assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&utc_stamp(leap)[..8], "20000229");
+    }
+
+    #[test]
+    fn ids_never_repeat() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_226_400);
+        let first = BackupId::new(t, BackupKind::Full);
+        let second = BackupId::new_after(
+            t + Duration::from_millis(700),
+            BackupKind::Full,
+            Some(&first),
+        );
+        assert!(second > first);
+        assert_eq!(second.to_string(), "20261121T020001Z-full");
+        assert_eq!(BackupId::new_after(t, BackupKind::Full, None), first);
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub mod manifest;
 pub mod process;
 pub mod progress;
 pub mod provider;
+pub mod schedule;
+pub mod snapshots;
 pub mod source;
+pub mod state;
 pub mod ui;
 
 use error::code;

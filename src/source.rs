@@ -75,6 +75,7 @@ pub async fn take_snapshot(
 /// Starts the process whose stdout is the backup stream. `parent` makes an incremental send.
 pub fn start_send(
     spec: &SourceSpec,
+    flags: &[String],
     snapshot: Option<&str>,
     parent: Option<&str>,
 ) -> Result<ChildProc> {
@@ -89,7 +90,7 @@ pub fn start_send(
                 bail!("zfs send needs a snapshot")
             };
             let mut c = Command::new(program("zfs")?);
-            c.arg("send");
+            c.arg("send").args(flags);
             if let Some(p) = parent {
                 c.arg("-i").arg(p);
             }
@@ -101,7 +102,7 @@ pub fn start_send(
                 bail!("btrfs send needs a snapshot")
             };
             let mut c = Command::new(program("btrfs")?);
-            c.arg("send");
+            c.arg("send").args(flags);
             if let Some(p) = parent {
                 c.arg("-p").arg(p);
             }
@@ -113,12 +114,13 @@ pub fn start_send(
     Ok(ChildProc::spawn(name, &mut cmd)?)
 }
 
-/// A human description of the stream, for errors: `zfs send tank/a@offsite-...`.
-pub fn describe(spec: &SourceSpec, snapshot: Option<&str>) -> String {
+/// A human description of the stream, for errors: `zfs send -i tank/a@x tank/a@y`.
+pub fn describe(spec: &SourceSpec, snapshot: Option<&str>, parent: Option<&str>) -> String {
+    let p = |flag: &str| parent.map(|p| format!("{flag} {p} ")).unwrap_or_default();
     match (spec, snapshot) {
         (SourceSpec::Command { command }, _) => format!("command `{command}`"),
-        (SourceSpec::Zfs { .. }, Some(s)) => format!("zfs send {s}"),
-        (SourceSpec::Btrfs { .. }, Some(s)) => format!("btrfs send {s}"),
+        (SourceSpec::Zfs { .. }, Some(s)) => format!("zfs send {}{s}", p("-i")),
+        (SourceSpec::Btrfs { .. }, Some(s)) => format!("btrfs send {}{s}", p("-p")),
         (spec, None) => spec.kind().to_string(),
     }
 }

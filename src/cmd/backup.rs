@@ -1,16 +1,25 @@
-//! `offsite backup [DATASET...] [--once] [--full] [--dry-run]`.
+//! `offsite backup [DATASET...] [--once] [--full] [--dry-run] [--restart]`.
+//!
+//! For each dataset: take the lock, resume the unfinished backup if there is one, else decide
+//! (schedule, full or incremental), take the snapshot and run the pipeline; afterwards forget
+//! the unfinished state and apply local snapshot retention.
 
 use super::{Ctx, Outcome};
+use crate::catalog::Catalog;
 use crate::cli::BackupArgs;
 use crate::config::units::{human_bytes, human_rate};
-use crate::config::Dataset;
+use crate::config::{Dataset, SourceSpec};
 use crate::engine::backup::{self, Job, Report};
 use crate::error::{ConfigError, Interrupted};
-use crate::layout::{BackupId, BackupKind};
+use crate::layout::{self, BackupId, BackupKind};
 use crate::lock::DatasetLock;
-use crate::source;
-use crate::ui;
-use anyhow::Result;
+use crate::manifest::ParentRef;
+use crate::provider::DynProvider;
+use crate::schedule::{self, Decision, History, Request, Schedule};
+use crate::state::{DatasetState, Unfinished};
+use crate::{snapshots, source, ui};
+use anyhow::{bail, Result};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
@@ -31,9 +40,7 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
         match backup_one(ctx, ds, args).await {
             Ok(Some(r)) => reports.push((ds.name.clone(), r)),
             Ok(None) => {}
-            Err(e) if e.is::<Interrupted>() || e.chain().any(|c| c.is::<Interrupted>()) => {
-                return Err(e)
-            }
+            Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),
             Err(e) => {
                 let e = e.context(format!("backup of dataset {:?} failed", ds.name));
                 if !errors.is_empty() {
@@ -67,28 +74,75 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
     }
 }
 
+/// What this run will do for a dataset.
+struct Plan {
+    unfinished: Unfinished,
+    /// Shards recorded by the run being resumed; `None` for a new backup.
+    resume: Option<std::collections::BTreeMap<u64, crate::manifest::ShardRecord>>,
+}
+
 async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option<Report>> {
     let cfg = &ctx.cfg;
     let providers = ctx.providers(&ds.providers)?;
+    snapshots::check_send_flags(ds).await?;
+    let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
     if args.dry_run {
-        tracing::info!(
-            "dry run: would make a full backup of {:?} ({}) to {}",
-            ds.name,
-            ds.source.kind(),
-            ds.providers.join(", ")
-        );
+        match state.load()? {
+            Some((u, r)) if !args.restart => tracing::info!(
+                "dry run: would resume unfinished backup {} of {:?} ({} shards recorded)",
+                u.backup_id,
+                ds.name,
+                r.len()
+            ),
+            _ => match decide(ctx, ds, &providers, args).await? {
+                (Decision::NotDue { next_due }, _, _) => not_due(ds, next_due),
+                (d, _, _) => tracing::info!(
+                    "dry run: would make {} of {:?} to {}",
+                    describe(&d),
+                    ds.name,
+                    ds.providers.join(", ")
+                ),
+            },
+        }
         return Ok(None);
     }
     let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
-    let id = BackupId::new(SystemTime::now(), BackupKind::Full);
-    let snapshot = source::take_snapshot(&ds.name, &ds.source, id.stamp()).await?;
-    let source_desc = source::describe(&ds.source, snapshot.as_deref());
+    if args.restart {
+        if let Some((u, _)) = state.load()? {
+            tracing::warn!(
+                "discarding unfinished backup {} of {:?} (--restart)",
+                u.backup_id,
+                ds.name
+            );
+        }
+        state.clear()?;
+    }
+    let Some(plan) = plan(ctx, ds, &providers, args, &state).await? else {
+        return Ok(None);
+    };
+    let u = &plan.unfinished;
+    let id = u
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("unfinished backup has an invalid id {:?}", u.backup_id))?;
+    let journal = Arc::new(match plan.resume {
+        Some(_) => state.reopen()?,
+        None => state.begin(u)?,
+    });
+    let parent_snap = u.parent.as_ref().and_then(|p| p.snapshot.clone());
+    let source_desc = source::describe(&ds.source, u.snapshot.as_deref(), parent_snap.as_deref());
+    let estimate =
+        snapshots::estimate(&ds.source, u.snapshot.as_deref(), parent_snap.is_some()).await;
     tracing::info!(
         "backing up {:?} as {id}: {source_desc} to {}",
         ds.name,
         ds.providers.join(", ")
     );
-    let proc = source::start_send(&ds.source, snapshot.as_deref(), None)?;
+    let proc = source::start_send(
+        &ds.source,
+        &ds.send_flags,
+        u.snapshot.as_deref(),
+        parent_snap.as_deref(),
+    )?;
     let job = Job {
         host: cfg.host.clone(),
         dataset: ds.name.clone(),
@@ -96,15 +150,30 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
         source_kind: ds.source.kind().to_string(),
         source: source_text(ds),
         source_desc,
-        snapshot,
-        parent: None,
-        shard_size: cfg.shard_size,
+        snapshot: u.snapshot.clone(),
+        parent: u.parent.clone(),
+        shard_size: u.shard_size,
         min_providers: cfg.min_providers,
         shards_in_flight: cfg.shards_in_flight,
         concurrency: cfg.concurrency,
         providers,
+        estimate,
+        resume: plan.resume,
+        journal: Some(journal),
     };
     let report = backup::run(job, proc, ctx.progress.clone(), ctx.cancel.clone()).await?;
+    state.clear()?;
+    if ds.snapshot_pattern.is_none() {
+        if let Some(snap) = &u.snapshot {
+            match snapshots::retain(ds, &[snap.as_str()], false).await {
+                Ok(deleted) if !deleted.is_empty() => {
+                    tracing::info!("deleted older offsite snapshots: {}", deleted.join(", "))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("local snapshot retention failed: {e:#}"),
+            }
+        }
+    }
     tracing::info!(
         event = %"backup_metrics",
         dataset = %ds.name,
@@ -119,11 +188,171 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
     Ok(Some(report))
 }
 
+/// Resumes the unfinished backup, or decides on a new one and takes its snapshot. `None` when
+/// nothing is due.
+async fn plan(
+    ctx: &Ctx,
+    ds: &Dataset,
+    providers: &[DynProvider],
+    args: &BackupArgs,
+    state: &DatasetState,
+) -> Result<Option<Plan>> {
+    if let Some((u, recorded)) = state.load()? {
+        if let Some(snap) = &u.snapshot {
+            if !snapshots::exists(&ds.source, snap).await {
+                bail!(
+                    "snapshot {snap} of unfinished backup {} no longer exists, so the backup cannot be resumed with the same bytes; \
+                     run `offsite backup --restart {}` to start afresh",
+                    u.backup_id,
+                    ds.name
+                );
+            }
+        }
+        tracing::info!(
+            "resuming unfinished backup {} of {:?} ({} shards recorded)",
+            u.backup_id,
+            ds.name,
+            recorded.len()
+        );
+        return Ok(Some(Plan {
+            unfinished: u,
+            resume: Some(recorded),
+        }));
+    }
+    let (decision, parent, newest) = decide(ctx, ds, providers, args).await?;
+    let kind = match &decision {
+        Decision::NotDue { next_due } => {
+            not_due(ds, *next_due);
+            return Ok(None);
+        }
+        Decision::Full { reason } => {
+            tracing::info!("full backup of {:?}: {reason}", ds.name);
+            BackupKind::Full
+        }
+        Decision::Incremental => BackupKind::Incremental,
+    };
+    let now = SystemTime::now();
+    let id = BackupId::new_after(now, kind, newest.as_ref());
+    let snapshot = match &ds.snapshot_pattern {
+        Some(pattern) => {
+            let Some(snap) = snapshots::newest_matching(&ds.source, pattern).await? else {
+                bail!("dataset {:?}: no snapshot matches snapshot_pattern {pattern:?}; nothing to back up", ds.name);
+            };
+            let parent_snap = parent.as_ref().and_then(|p| p.snapshot.as_deref());
+            if kind == BackupKind::Incremental && parent_snap == Some(snap.as_str()) {
+                tracing::info!("{:?}: no snapshot matching {pattern:?} is newer than {snap}, which is backed up", ds.name);
+                return Ok(None);
+            }
+            Some(snap)
+        }
+        None => source::take_snapshot(&ds.name, &ds.source, id.stamp()).await?,
+    };
+    let parent = if kind == BackupKind::Incremental {
+        parent
+    } else {
+        None
+    };
+    let unfinished = Unfinished {
+        backup_id: id.to_string(),
+        snapshot,
+        parent,
+        shard_size: ctx.cfg.shard_size,
+        started: layout::rfc3339(now),
+    };
+    Ok(Some(Plan {
+        unfinished,
+        resume: None,
+    }))
+}
+
+/// Full, incremental or not due, from the schedule and what the providers hold.
+/// Also returns the newest backup id on the providers, which a new id must follow.
+async fn decide(
+    ctx: &Ctx,
+    ds: &Dataset,
+    providers: &[DynProvider],
+    args: &BackupArgs,
+) -> Result<(Decision, Option<ParentRef>, Option<BackupId>)> {
+    let catalog = Catalog::scan(providers, &ctx.cfg.host, Some(&ds.name)).await;
+    if !providers.is_empty() && catalog.unreachable.len() == providers.len() {
+        let why: Vec<String> = catalog
+            .unreachable
+            .values()
+            .map(|e| e.to_string())
+            .collect();
+        bail!(
+            "no provider of {:?} could be listed, so its backup history is unknown: {}",
+            ds.name,
+            why.join("; ")
+        );
+    }
+    let good = catalog.restorable(&ds.name);
+    let history = History {
+        last_full: good
+            .iter()
+            .rev()
+            .find(|(id, _)| id.kind == BackupKind::Full)
+            .map(|(id, _)| id.time()),
+        last: good.last().map(|(id, _)| id.time()),
+    };
+    let newest_listed = catalog
+        .backups
+        .keys()
+        .filter(|k| k.dataset == ds.name)
+        .map(|k| &k.id)
+        .max();
+    let parent = good.last().map(|(id, m)| ParentRef {
+        backup_id: id.to_string(),
+        snapshot: m.snapshot.clone(),
+    });
+    let parent_usable = match (&parent, good.last()) {
+        (Some(p), Some((id, _))) => match (&p.snapshot, catalog.broken_link(&ds.name, id)) {
+            (_, Some(why)) => Err(format!(
+                "the chain of the last backup {id} is broken ({why})"
+            )),
+            (None, _) => Err(format!("the last backup {id} recorded no snapshot")),
+            (Some(snap), None) if !snapshots::exists(&ds.source, snap).await => Err(format!(
+                "the parent snapshot {snap} of the last backup {id} no longer exists locally"
+            )),
+            _ => Ok(()),
+        },
+        _ => Err("there is no previous backup".into()),
+    };
+    let request = Request {
+        once: args.once,
+        force_full: args.full,
+        can_incremental: !matches!(ds.source, SourceSpec::Command { .. }),
+        parent_usable,
+    };
+    let sched = Schedule {
+        full_every: ds.full_every,
+        incremental_every: ds.incremental_every,
+    };
+    let decision = schedule::decide(SystemTime::now(), sched, &history, &request);
+    Ok((decision, parent, newest_listed.cloned()))
+}
+
+fn not_due(ds: &Dataset, next_due: SystemTime) {
+    tracing::info!(
+        "{:?} is not due; its next backup is due at {} (use --once to run now)",
+        ds.name,
+        layout::rfc3339(next_due)
+    );
+}
+
+fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Full { reason } => format!("a full backup ({reason})"),
+        Decision::Incremental => "an incremental backup".into(),
+        Decision::NotDue { .. } => "nothing".into(),
+    }
+}
+
 fn source_text(ds: &Dataset) -> String {
     match &ds.source {
-        crate::config::SourceSpec::Zfs { dataset } => dataset.clone(),
-        crate::config::SourceSpec::Btrfs { subvolume, .. } => subvolume.display().to_string(),
-        crate::config::SourceSpec::Command { command } => command.clone(),
+        SourceSpec::Zfs { dataset } => dataset.clone(),
+        SourceSpec::Btrfs { subvolume, .. } => subvolume.display().to_string(),
+        SourceSpec::Command { command } => command.clone(),
     }
 }
 

@@ -26,6 +26,7 @@ pub enum Outcome {
 /// What every command gets.
 pub struct Ctx {
     pub cfg: Config,
+
     pub json: bool,
     pub progress: Arc<dyn Progress>,
     pub cancel: CancellationToken,
@@ -77,13 +78,8 @@ pub async fn run(
         Command::Backup(args) => backup::run(&ctx, &args).await,
         Command::List { dataset } => list::run(&ctx, dataset.as_deref()).await,
         Command::Providers => providers::run(&ctx).await,
-        Command::Restore(_)
-        | Command::Status { .. }
-        | Command::Verify(_)
-        | Command::Sync(_)
-        | Command::Prune { .. } => Err(ConfigError(
-            "this command is not available in this build of offsite yet".into(),
-        )
-        .into()),
+        Command::Prune { .. } | Command::Restore(_) | Command::Status { .. } | Command::Verify(_) | Command::Sync(_) => {
+            Err(ConfigError("this command is not available in this build of offsite yet".into()).into())
+        }
     }
 }

@@ -25,6 +25,9 @@ pub const MAX_SHARD_SIZE: u64 = 4 << 30;
 pub struct Config {
     pub path: PathBuf,
     pub host: String,
+    /// `--host` named another machine than this config's own: its backups have no local
+    /// snapshots or state here.
+    pub foreign_host: bool,
     pub state_dir: PathBuf,
     pub rclone: PathBuf,
     pub rclone_config: Option<PathBuf>,
@@ -90,6 +93,12 @@ pub struct Dataset {
     pub keep_chains: Option<u32>,
     /// Names of the providers this dataset goes to (enabled ones only).
     pub providers: Vec<String>,
+    /// Use the newest existing snapshot matching this glob instead of making one.
+    pub snapshot_pattern: Option<String>,
+    /// Extra flags for `zfs send` / `btrfs send`.
+    pub send_flags: Vec<String>,
+    /// Extra flags for `zfs receive` / `btrfs receive` when restoring this dataset.
+    pub receive_flags: Vec<String>,
 }
 
 impl Config {
@@ -137,9 +146,17 @@ impl Config {
                 .unwrap_or(Path::new("providers.d")),
         );
         let providers = load_providers(&providers_dir)?;
-        let rclone = resolve_program(raw.rclone.as_deref().unwrap_or("rclone"), base).map_err(
-            |e| ConfigError(format!("{}: rclone: {e}; install rclone (apt-get install rclone) or set `rclone = \"/path/to/rclone\"`", path.display())),
-        )?;
+        let rclone_name = raw
+            .rclone
+            .as_ref()
+            .map_or("rclone", |r| r.get_ref().as_str());
+        let rclone = resolve_program(rclone_name, base).map_err(|e| {
+            let msg = format!("rclone: {e}; install rclone (apt-get install rclone) or set `rclone = \"/path/to/rclone\"`");
+            match &raw.rclone {
+                Some(r) => file.err(r.span(), msg),
+                None => ConfigError(format!("{}: {msg}", path.display())),
+            }
+        })?;
 
         let shard_size = match &raw.shard_size {
             Some(s) => {
@@ -206,10 +223,9 @@ impl Config {
             datasets.push(ds);
         }
 
-        let host = match host_override.map(str::to_string).or(raw.host) {
-            Some(h) => h,
-            None => hostname(),
-        };
+        let own_host = raw.host.unwrap_or_else(hostname);
+        let foreign_host = host_override.is_some_and(|h| h != own_host);
+        let host = host_override.map(str::to_string).unwrap_or(own_host);
         if host.is_empty() || host.contains('/') || host.starts_with('.') {
             return Err(ConfigError(format!(
                 "{}: host {host:?} is not usable as a folder name on the remotes; set `host = \"name\"`",
@@ -225,6 +241,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             host,
+            foreign_host,
             state_dir,
             rclone,
             rclone_config,
@@ -331,6 +348,21 @@ fn validate_dataset(
             format!("dataset name {name:?} must be non-empty printable text"),
         ));
     }
+    let is_command = d.command.is_some() && d.zfs.is_none() && d.btrfs.is_none();
+    if is_command
+        && (d.snapshot_pattern.is_some() || d.send_flags.is_some() || d.receive_flags.is_some())
+    {
+        return Err(file.err(span, format!(
+            "dataset {name:?}: snapshot_pattern, send_flags and receive_flags apply to zfs and btrfs datasets only"
+        )));
+    }
+    if let Some(p) = &d.snapshot_pattern {
+        if p.is_empty() || p.contains('/') || p.contains('@') {
+            return Err(file.err(span, format!(
+                "dataset {name:?}: snapshot_pattern {p:?} must match a snapshot's short name (no '@' or '/'), e.g. \"autosnap_*_daily\""
+            )));
+        }
+    }
     if d.snapshot_dir.is_some() && d.btrfs.is_none() {
         return Err(file.err(
             span,
@@ -398,6 +430,11 @@ fn validate_dataset(
             out
         }
     };
+    if d.keep_chains == Some(0) {
+        return Err(file.err(span, format!(
+            "dataset {name:?}: keep_chains = 0 would delete every backup; use 1 or more, or leave it out to keep everything"
+        )));
+    }
     Ok(Dataset {
         name,
         source,
@@ -405,6 +442,9 @@ fn validate_dataset(
         incremental_every: d.incremental_every.map(|s| s.0),
         keep_chains: d.keep_chains,
         providers,
+        snapshot_pattern: d.snapshot_pattern,
+        send_flags: d.send_flags.unwrap_or_default(),
+        receive_flags: d.receive_flags.unwrap_or_default(),
     })
 }
 

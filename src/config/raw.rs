@@ -11,7 +11,7 @@ pub(super) struct RawConfig {
     pub host: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub providers_dir: Option<PathBuf>,
-    pub rclone: Option<String>,
+    pub rclone: Option<Spanned<String>>,
     pub rclone_config: Option<PathBuf>,
     pub shard_size: Option<Spanned<ByteSize>>,
     pub min_providers: Option<Spanned<i64>>,
@@ -36,6 +36,9 @@ pub(super) struct RawDataset {
     pub incremental_every: Option<Span>,
     pub keep_chains: Option<u32>,
     pub providers: Option<Spanned<Vec<String>>>,
+    pub snapshot_pattern: Option<String>,
+    pub send_flags: Option<Vec<String>>,
+    pub receive_flags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

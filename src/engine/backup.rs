@@ -14,16 +14,17 @@
 //! - On any error the source and every upload are stopped and waited on before returning, and
 //!   the first error is the one returned.
 
-use crate::error::{Interrupted, ProviderError};
+use crate::error::{Interrupted, ProviderError, SourceChanged};
 use crate::layout::{self, BackupId, BackupKind};
 use crate::manifest::{hex, Manifest, ParentRef, ShardRecord, FORMAT_VERSION};
 use crate::process::ChildProc;
 use crate::progress::Progress;
 use crate::provider::{DynProvider, ProgressFn};
+use crate::state::Journal;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,6 +52,14 @@ pub struct Job {
     pub shards_in_flight: usize,
     pub concurrency: usize,
     pub providers: Vec<DynProvider>,
+    /// Expected stream size, for progress.
+    pub estimate: Option<u64>,
+    /// Resuming: the shards the unfinished backup recorded (a contiguous prefix). Each is
+    /// re-hashed from the re-read stream and compared before anything after it is uploaded;
+    /// providers whose listing shows it with the right size are not sent it again.
+    pub resume: Option<BTreeMap<u64, ShardRecord>>,
+    /// Where each newly hashed shard is recorded, for a later resume.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// What one provider ended up with.
@@ -85,10 +94,12 @@ impl Report {
 /// One provider's part of the run.
 struct Lane {
     provider: DynProvider,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     down: OnceLock<String>,
     /// Shards whose upload rclone reported as done.
     uploaded: Mutex<BTreeSet<u64>>,
+    /// When resuming: the objects the provider already held, name to size.
+    present: HashMap<String, u64>,
 }
 
 impl Lane {
@@ -119,19 +130,9 @@ pub async fn run(
 ) -> Result<Report> {
     let start = Instant::now();
     let dir = layout::backup_dir(&job.host, &job.dataset, &job.id);
-    let lanes: Arc<Vec<Lane>> = Arc::new(
-        job.providers
-            .iter()
-            .map(|p| Lane {
-                provider: p.clone(),
-                slots: Semaphore::new(job.concurrency),
-                down: OnceLock::new(),
-                uploaded: Mutex::default(),
-            })
-            .collect(),
-    );
+    let lanes: Arc<Vec<Lane>> = Arc::new(make_lanes(&job, &dir, &cancel).await?);
     let names: Vec<String> = lanes.iter().map(|l| l.name().to_string()).collect();
-    progress.begin(&format!("backup {}", job.dataset), None, &names);
+    progress.begin(&format!("backup {}", job.dataset), job.estimate, &names);
 
     let mut stdout = source.take_stdout().expect("source stdout is piped");
     let mut tasks = JoinSet::new();
@@ -209,7 +210,12 @@ pub async fn run(
     let providers = lanes
         .iter()
         .map(|lane| {
-            let held = confirmed.get(lane.name());
+            // A provider dropped from the run was not listed: what rclone reported uploaded is
+            // the best knowledge (sync and status check it later).
+            let uploaded = lane.uploaded.lock().unwrap().clone();
+            let held = confirmed
+                .get(lane.name())
+                .or(lane.is_down().then_some(&uploaded));
             ProviderOutcome {
                 provider: lane.name().to_string(),
                 missing_shards: manifest
@@ -231,6 +237,36 @@ pub async fn run(
         elapsed: start.elapsed(),
         providers,
     })
+}
+
+/// One lane per provider; when resuming, each provider is listed once to see what it holds.
+async fn make_lanes(job: &Job, dir: &str, cancel: &CancellationToken) -> Result<Vec<Lane>> {
+    let lanes = job.providers.iter().map(|p| async move {
+        let lane = Lane {
+            provider: p.clone(),
+            slots: Arc::new(Semaphore::new(job.concurrency)),
+            down: OnceLock::new(),
+            uploaded: Mutex::default(),
+            present: HashMap::new(),
+        };
+        if job.resume.is_none() {
+            return lane;
+        }
+        match p.list(dir).await {
+            Ok(listing) => Lane {
+                present: listing.into_iter().map(|o| (o.path, o.size)).collect(),
+                ..lane
+            },
+            Err(e) => {
+                lane.drop_out(&e);
+                lane
+            }
+        }
+    });
+    tokio::select! {
+        lanes = futures::future::join_all(lanes) => Ok(lanes),
+        _ = cancel.cancelled() => Err(Interrupted.into()),
+    }
 }
 
 /// Reads shards and hands each to an upload task, until end of stream; returns the shards'
@@ -266,10 +302,15 @@ async fn pump<R: AsyncRead + Unpin>(
             break;
         }
         progress.advance(len);
+        let known = match job.resume.as_ref().and_then(|r| r.get(&index)) {
+            Some(rec) => Some(check_recorded(job, rec, &data).await?),
+            None => None,
+        };
         let shard = Shard {
             index,
             offset,
             data,
+            known,
         };
         let (lanes, path, progress) = (
             lanes.clone(),
@@ -278,8 +319,9 @@ async fn pump<R: AsyncRead + Unpin>(
         );
         let min = job.min_providers;
         let id = job.id.to_string();
+        let journal = job.journal.clone();
         tasks.spawn(async move {
-            let record = ship(shard, &path, &lanes, min, &progress).await;
+            let record = ship(shard, &path, &lanes, min, &progress, journal.as_deref()).await;
             drop(permit);
             record.with_context(|| format!("backup {id}"))
         });
@@ -299,13 +341,52 @@ async fn pump<R: AsyncRead + Unpin>(
         }
     }
     records.sort_by_key(|r| r.index);
+    if let Some(missing) = job
+        .resume
+        .as_ref()
+        .and_then(|r| r.values().find(|r| r.index >= index))
+    {
+        return Err(SourceChanged {
+            dataset: job.dataset.clone(),
+            backup_id: job.id.to_string(),
+            index: missing.index,
+            offset: missing.offset,
+            what: format!("the stream ended after {offset} bytes, before this recorded shard"),
+        }
+        .into());
+    }
     Ok(records)
+}
+
+/// Hashes a re-read shard and compares it with what the unfinished backup recorded.
+async fn check_recorded(job: &Job, rec: &ShardRecord, data: &Bytes) -> Result<String> {
+    let d = data.clone();
+    let sha = tokio::task::spawn_blocking(move || hex(&Sha256::digest(&d))).await?;
+    if rec.length != data.len() as u64 || rec.sha256 != sha {
+        return Err(SourceChanged {
+            dataset: job.dataset.clone(),
+            backup_id: job.id.to_string(),
+            index: rec.index,
+            offset: rec.offset,
+            what: format!(
+                "{} bytes with SHA-256 {} now, {} bytes with SHA-256 {} then",
+                data.len(),
+                &sha[..12],
+                rec.length,
+                &rec.sha256[..12]
+            ),
+        }
+        .into());
+    }
+    Ok(sha)
 }
 
 struct Shard {
     index: u64,
     offset: u64,
     data: Bytes,
+    /// The SHA-256, when already checked against the journal.
+    known: Option<String>,
 }
 
 /// Reads up to `size` bytes: fewer only at end of stream.
@@ -319,36 +400,51 @@ async fn read_shard<R: AsyncRead + Unpin>(r: &mut R, size: u64) -> std::io::Resu
     Ok(buf.freeze())
 }
 
-/// Uploads one shard to every provider still in the run, hashing it meanwhile.
+/// Uploads one shard to every provider still in the run that lacks it, hashing it meanwhile.
 async fn ship(
     shard: Shard,
     path: &str,
     lanes: &[Lane],
     min_providers: usize,
     progress: &Arc<dyn Progress>,
+    journal: Option<&Journal>,
 ) -> Result<ShardRecord> {
     let data = shard.data.clone();
-    let hash = tokio::task::spawn_blocking(move || hex(&Sha256::digest(&data)));
+    let known = shard.known.clone();
+    let hash =
+        tokio::task::spawn_blocking(move || known.unwrap_or_else(|| hex(&Sha256::digest(&data))));
+    let name = layout::shard_name(shard.index, shard.offset);
     let uploads = lanes.iter().map(|lane| {
         let data = shard.data.clone();
         let progress = progress.clone();
+        let in_place =
+            shard.known.is_some() && lane.present.get(&name) == Some(&(data.len() as u64));
         async move {
             if lane.is_down() {
                 return Err(lane.down.get().cloned().unwrap_or_default());
             }
-            let _slot = lane
+            if in_place {
+                lane.uploaded.lock().unwrap().insert(shard.index);
+                progress.provider(lane.name(), data.len() as u64);
+                return Ok(());
+            }
+            let slot = lane
                 .slots
-                .acquire()
+                .clone()
+                .acquire_owned()
                 .await
                 .expect("semaphore is never closed");
             if lane.is_down() {
                 return Err(lane.down.get().cloned().unwrap_or_default());
             }
-            match lane
-                .provider
-                .put(path, data, Some(provider_progress(progress, lane.name())))
-                .await
-            {
+            // The slot is freed as soon as the whole shard is handed to the uploader, so the
+            // provider's next upload starts while this one drains rclone's buffers.
+            let slot = Arc::new(Mutex::new(Some(slot)));
+            let len = data.len() as u64;
+            let on_sent = provider_progress(progress, lane.name(), Some((slot.clone(), len)));
+            let put = lane.provider.put(path, data, Some(on_sent)).await;
+            slot.lock().unwrap().take();
+            match put {
                 Ok(()) => {
                     lane.uploaded.lock().unwrap().insert(shard.index);
                     Ok(())
@@ -371,17 +467,26 @@ async fn ship(
             why.join("; ")
         );
     }
-    Ok(ShardRecord {
+    let record = ShardRecord {
         index: shard.index,
         offset: shard.offset,
         length: shard.data.len() as u64,
         sha256: hash.await.context("hashing a shard")?,
-    })
+    };
+    if let (Some(j), None) = (journal, &shard.known) {
+        j.record(&record).context("writing the resume journal")?;
+    }
+    Ok(record)
 }
 
 /// Reports an upload's cumulative byte count as increments; a retry's restart from zero does
 /// not count twice.
-fn provider_progress(progress: Arc<dyn Progress>, name: &str) -> ProgressFn {
+/// `release`, when given, is a provider slot freed once `len` bytes were sent.
+fn provider_progress(
+    progress: Arc<dyn Progress>,
+    name: &str,
+    release: Option<(SlotCell, u64)>,
+) -> ProgressFn {
     let name = name.to_string();
     let high = AtomicU64::new(0);
     Arc::new(move |sent| {
@@ -389,8 +494,15 @@ fn provider_progress(progress: Arc<dyn Progress>, name: &str) -> ProgressFn {
         if sent > before {
             progress.provider(&name, sent - before);
         }
+        if let Some((slot, len)) = &release {
+            if sent >= *len {
+                slot.lock().unwrap().take();
+            }
+        }
     })
 }
+
+type SlotCell = Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
 
 /// Lists each provider once and keeps the shards whose object has the right size.
 async fn confirm_sizes(

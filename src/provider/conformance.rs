@@ -4,7 +4,8 @@ use super::*;
 use crate::config::ProviderConfig;
 use crate::error::ErrorKind;
 
-async fn suite(p: &dyn Provider) {
+/// `root` is what [`Provider::copy_from`] takes to name `p` itself as the source.
+async fn suite(p: &dyn Provider, root: &str) {
     assert_eq!(
         p.list("h/d").await.unwrap(),
         vec![],
@@ -59,6 +60,24 @@ async fn suite(p: &dyn Provider) {
         "put replaces"
     );
 
+    p.copy_from(root, "h/d/b/s1", "h/d/c/s1").await.unwrap();
+    assert_eq!(
+        p.get("h/d/c/s1", 100).await.unwrap(),
+        Bytes::from_static(b"short"),
+        "copy_from copies"
+    );
+    p.put("h/d/c/s1", Bytes::from_static(b"other"), None)
+        .await
+        .unwrap();
+    p.copy_from(root, "h/d/b/s1", "h/d/c/s1").await.unwrap();
+    assert_eq!(
+        p.get("h/d/c/s1", 100).await.unwrap(),
+        Bytes::from_static(b"short"),
+        "copy_from replaces an object of the same size"
+    );
+    assert!(p.copy_from(root, "h/d/b/nope", "h/d/c/x").await.is_err());
+    p.delete("h/d/c/s1").await.unwrap();
+
     p.delete("h/d/b/s1").await.unwrap();
     p.delete("h/d/b/s1").await.unwrap();
     assert_eq!(p.list("h/d").await.unwrap().len(), 1);
@@ -67,7 +86,21 @@ async fn suite(p: &dyn Provider) {
 
 #[tokio::test]
 async fn memory_provider_conforms() {
-    suite(&MemoryProvider::new("mem")).await;
+    suite(&MemoryProvider::new("mem"), "mem").await;
+}
+
+#[tokio::test]
+async fn retry_wrapper_conforms() {
+    let policy = crate::config::RetryPolicy {
+        attempts: 2,
+        base_delay: std::time::Duration::from_millis(1),
+    };
+    let p = Retry::new(
+        MemoryProvider::new("mem"),
+        policy,
+        std::time::Duration::from_secs(10),
+    );
+    suite(&p, "mem").await;
 }
 
 #[tokio::test]
@@ -84,5 +117,9 @@ async fn rclone_provider_conforms() {
         bwlimit: None,
         flags: vec![],
     };
-    suite(&RcloneProvider::from_parts(&rclone, None, &cfg)).await;
+    suite(
+        &RcloneProvider::from_parts(&rclone, None, &cfg),
+        &dir.path().display().to_string(),
+    )
+    .await;
 }

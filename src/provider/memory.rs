@@ -11,7 +11,7 @@ use std::sync::Mutex;
 /// A fault to inject into the next matching operations.
 #[derive(Debug, Clone)]
 pub struct Fault {
-    /// `put`, `get`, `list`, `delete` or `*`.
+    /// `put`, `get`, `list`, `delete`, `copy` or `*`.
     pub op: &'static str,
     /// Substring the path must contain.
     pub path_contains: String,
@@ -26,6 +26,7 @@ pub struct MemoryProvider {
     objects: Mutex<BTreeMap<String, Bytes>>,
     faults: Mutex<Vec<Fault>>,
     puts: AtomicU64,
+    ops: Mutex<Vec<String>>,
 }
 
 impl MemoryProvider {
@@ -55,6 +56,15 @@ impl MemoryProvider {
 
     pub fn remove_object(&self, path: &str) {
         self.objects.lock().unwrap().remove(path);
+    }
+
+    /// Successful `put`s, `delete`s and `copy_from`s so far, in order: `"put PATH"`, ...
+    pub fn ops(&self) -> Vec<String> {
+        self.ops.lock().unwrap().clone()
+    }
+
+    fn record(&self, op: &str, path: &str) {
+        self.ops.lock().unwrap().push(format!("{op} {path}"));
     }
 
     pub fn paths(&self) -> Vec<String> {
@@ -100,6 +110,7 @@ impl Provider for MemoryProvider {
             }
             self.objects.lock().unwrap().insert(path.to_string(), data);
             self.puts.fetch_add(1, Ordering::SeqCst);
+            self.record("put", path);
             Ok(())
         })
     }
@@ -156,6 +167,40 @@ impl Provider for MemoryProvider {
         Box::pin(async move {
             self.check("delete", path)?;
             self.remove_object(path);
+            self.record("delete", path);
+            Ok(())
+        })
+    }
+
+    /// Copies within this provider only: `src_root` must be its name (its "remote").
+    fn copy_from<'a>(
+        &'a self,
+        src_root: &'a str,
+        src_path: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.check("copy", path)?;
+            if src_root != self.name {
+                return Err(ProviderError::new(
+                    &self.name,
+                    "copy",
+                    path,
+                    ErrorKind::Permanent,
+                    format!("cannot copy from {src_root:?}: not this memory provider"),
+                ));
+            }
+            let data = self.object(src_path).ok_or_else(|| {
+                ProviderError::new(
+                    &self.name,
+                    "copy",
+                    src_path,
+                    ErrorKind::NotFound,
+                    "object not found",
+                )
+            })?;
+            self.objects.lock().unwrap().insert(path.to_string(), data);
+            self.record("copy", path);
             Ok(())
         })
     }

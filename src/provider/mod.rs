@@ -56,6 +56,30 @@ pub trait Provider: Send + Sync {
 
     /// Total, used and free space.
     fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>>;
+
+    /// Copies the object at `src_path` below `src_root` to `path` here without the bytes
+    /// passing through offsite (`rclone copyto`; server-side where the backend allows).
+    /// `src_root` is another provider's remote on the *same* rclone remote and config; the
+    /// caller decides that (`engine::sync`). Like `put`, the size is not checked: list after.
+    /// Providers that cannot do this return a permanent error, and the caller copies through
+    /// this machine instead.
+    fn copy_from<'a>(
+        &'a self,
+        src_root: &'a str,
+        src_path: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let _ = (src_root, src_path);
+        Box::pin(async move {
+            Err(ProviderError::new(
+                self.name(),
+                "copy",
+                path,
+                crate::error::ErrorKind::Permanent,
+                "this provider cannot copy from another one",
+            ))
+        })
+    }
 }
 
 pub type DynProvider = Arc<dyn Provider>;

@@ -228,9 +228,30 @@ impl RcloneProvider {
     async fn delete_inner(&self, path: &str) -> Result<(), ProviderError> {
         let target = self.target(path);
         match self.output("delete", path, &["deletefile", &target]).await {
-            Err(e) if e.is_not_found() => Ok(()),
+            // rclone 1.60 exits 1 (not 4) for a missing object on some backends.
+            Err(e)
+                if e.is_not_found()
+                    || e.message.contains("doesn't exist")
+                    || e.message.contains("not found") =>
+            {
+                Ok(())
+            }
             other => other.map(drop),
         }
+    }
+
+    async fn copy_inner(
+        &self,
+        src_root: &str,
+        src_path: &str,
+        path: &str,
+    ) -> Result<(), ProviderError> {
+        let src = join_remote(src_root, src_path);
+        let dst = self.target(path);
+        // --ignore-times: a damaged object of the same size and time is replaced too.
+        self.output("copy", path, &["copyto", "--ignore-times", &src, &dst])
+            .await
+            .map(drop)
     }
 
     async fn about_inner(&self) -> Result<Usage, ProviderError> {
@@ -294,5 +315,14 @@ impl Provider for RcloneProvider {
 
     fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
         Box::pin(self.about_inner())
+    }
+
+    fn copy_from<'a>(
+        &'a self,
+        src_root: &'a str,
+        src_path: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.copy_inner(src_root, src_path, path))
     }
 }

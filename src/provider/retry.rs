@@ -110,6 +110,17 @@ impl<P: Provider> Provider for Retry<P> {
     fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
         Box::pin(self.run("about", "", move || self.inner.about()))
     }
+
+    fn copy_from<'a>(
+        &'a self,
+        src_root: &'a str,
+        src_path: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.run("copy", path, move || {
+            self.inner.copy_from(src_root, src_path, path)
+        }))
+    }
 }
 
 #[cfg(test)]

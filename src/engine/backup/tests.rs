@@ -1,1 +1,363 @@
+//! Pipeline behaviour against in-memory providers and real child processes.
 
+use super::*;
+use crate::error::ErrorKind;
+use crate::progress::NoProgress;
+use crate::provider::{Fault, MemoryProvider, ObjectInfo, Provider, Usage};
+use crate::state::DatasetState;
+use futures::future::BoxFuture;
+use std::path::Path;
+
+const SHARD: u64 = 1000;
+
+fn sh(script: &str) -> ChildProc {
+    let mut c = tokio::process::Command::new("sh");
+    c.arg("-c").arg(script);
+    ChildProc::spawn("sh", &mut c).unwrap()
+}
+
+fn data_file(dir: &Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let mut x: u32 = 0x9e37_79b9;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let p = dir.join("stream");
+    std::fs::write(&p, &data).unwrap();
+    (p, data)
+}
+
+fn job(providers: Vec<DynProvider>, min: usize) -> Job {
+    Job {
+        host: "h".into(),
+        dataset: "tank/x".into(),
+        id: BackupId::parse("20261121T020000Z-full").unwrap(),
+        source_kind: "command".into(),
+        source: "cat".into(),
+        source_desc: "command `cat`".into(),
+        snapshot: None,
+        parent: None,
+        shard_size: SHARD,
+        min_providers: min,
+        shards_in_flight: 3,
+        concurrency: 2,
+        providers,
+        estimate: None,
+        resume: None,
+        journal: None,
+    }
+}
+
+const DIR: &str = "h/tank%2Fx/20261121T020000Z-full";
+
+fn mems(n: usize) -> Vec<Arc<MemoryProvider>> {
+    (0..n)
+        .map(|i| Arc::new(MemoryProvider::new(&format!("p{i}"))))
+        .collect()
+}
+
+fn dyns(m: &[Arc<MemoryProvider>]) -> Vec<DynProvider> {
+    m.iter().map(|p| p.clone() as DynProvider).collect()
+}
+
+/// The shards a provider holds for the test backup, concatenated in name order.
+fn stream_of(p: &MemoryProvider) -> Vec<u8> {
+    let mut out = Vec::new();
+    for path in p
+        .paths()
+        .iter()
+        .filter(|p| p.starts_with(DIR) && !p.ends_with(layout::MANIFEST))
+    {
+        out.extend_from_slice(&p.object(path).unwrap());
+    }
+    out
+}
+
+fn manifest_of(p: &MemoryProvider) -> Option<Manifest> {
+    p.object(&format!("{DIR}/{}", layout::MANIFEST))
+        .map(|b| Manifest::from_json(&b).unwrap())
+}
+
+async fn run_job(j: Job, src: ChildProc) -> Result<Report> {
+    run(j, src, Arc::new(NoProgress), CancellationToken::new()).await
+}
+
+#[tokio::test]
+async fn every_provider_gets_every_shard_and_a_matching_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 3500);
+    let m = mems(3);
+    let report = run_job(job(dyns(&m), 1), sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    assert!(report.complete());
+    assert_eq!((report.shards, report.total_bytes), (4, 3500));
+    for p in &m {
+        assert_eq!(stream_of(p), data);
+        let man = manifest_of(p).unwrap();
+        assert_eq!(man.shards[3].name(), "s0000000003-b0000000000003000");
+        assert_eq!(man.shards[3].length, 500);
+        assert_eq!(
+            man.shards[1].sha256,
+            hex(&Sha256::digest(&data[1000..2000]))
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_empty_stream_is_a_backup_of_zero_shards() {
+    let m = mems(1);
+    let report = run_job(job(dyns(&m), 1), sh("true")).await.unwrap();
+    assert_eq!(report.shards, 0);
+    assert_eq!(manifest_of(&m[0]).unwrap().total_bytes, 0);
+}
+
+#[tokio::test]
+async fn a_provider_that_stays_down_is_dropped_and_the_others_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 5000);
+    let m = mems(3);
+    m[1].inject(Fault {
+        op: "put",
+        path_contains: "s000".into(),
+        kind: ErrorKind::Transient,
+        times: u32::MAX,
+    });
+    let report = run_job(job(dyns(&m), 1), sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    assert!(!report.complete());
+    let down = &report.providers[1];
+    assert_eq!(down.missing_shards, vec![0, 1, 2, 3, 4]);
+    assert!(!down.manifest_written && down.error.as_deref().unwrap().contains("injected"));
+    for i in [0, 2] {
+        assert_eq!(stream_of(&m[i]), data);
+        assert!(manifest_of(&m[i]).is_some());
+    }
+    assert!(m[1].puts() == 0, "a dropped provider is not tried again");
+}
+
+#[tokio::test]
+async fn fewer_than_min_providers_fails_without_manifest_and_stops_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let m = mems(2);
+    m[0].inject(Fault {
+        op: "put",
+        path_contains: "".into(),
+        kind: ErrorKind::Permanent,
+        times: u32::MAX,
+    });
+    let src = sh(&format!(
+        "echo $$ > {}; exec cat /dev/zero",
+        pidfile.display()
+    ));
+    let err = run_job(job(dyns(&m), 2), src).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("fewer than min_providers = 2") && msg.contains("injected fault"),
+        "{msg}"
+    );
+    assert!(manifest_of(&m[1]).is_none());
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: probing a pid with signal 0. The source was waited on, so it is gone.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "source {pid} survived");
+}
+
+#[tokio::test]
+async fn a_source_that_fails_mid_stream_writes_no_manifest_and_reports_its_stderr() {
+    let m = mems(2);
+    let src = sh("head -c 2500 /dev/zero; echo boom >&2; exit 7");
+    let err = run_job(job(dyns(&m), 1), src).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("boom") && msg.contains("status 7") && msg.contains("no manifest"),
+        "{msg}"
+    );
+    assert!(m.iter().all(|p| manifest_of(p).is_none()));
+}
+
+/// Stores only half of every shard but reports success, as `rclone rcat` does on a cut input.
+struct Truncating(MemoryProvider);
+
+impl Provider for Truncating {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        data: Bytes,
+        p: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let keep = if path.ends_with(layout::MANIFEST) {
+            data.len()
+        } else {
+            data.len() / 2
+        };
+        self.0.put(path, data.slice(..keep), p)
+    }
+    fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        self.0.get(path, limit)
+    }
+    fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        self.0.list(dir)
+    }
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.0.delete(path)
+    }
+    fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
+        self.0.about()
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_object_is_not_taken_for_a_good_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = data_file(dir.path(), 2000);
+    let good = Arc::new(MemoryProvider::new("good"));
+    let bad: DynProvider = Arc::new(Truncating(MemoryProvider::new("bad")));
+    let report = run_job(
+        job(vec![good.clone(), bad], 1),
+        sh(&format!("cat {}", file.display())),
+    )
+    .await
+    .unwrap();
+    assert!(!report.complete());
+    assert_eq!(report.providers[1].missing_shards, vec![0, 1]);
+    assert!(report.providers[0].missing_shards.is_empty());
+}
+
+#[tokio::test]
+async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 4500);
+    let m = mems(2);
+    let state = DatasetState::new(dir.path(), "h", "tank/x");
+    let u = crate::state::Unfinished {
+        backup_id: "20261121T020000Z-full".into(),
+        snapshot: None,
+        parent: None,
+        shard_size: SHARD,
+        started: "x".into(),
+    };
+    let mut j = job(dyns(&m), 1);
+    j.journal = Some(Arc::new(state.begin(&u).unwrap()));
+    run_job(j, sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    // An interrupted run: p1 lost shard 2 and has shard 4 truncated, p0 lost its manifest.
+    let (_, recorded) = state.load().unwrap().unwrap();
+    assert_eq!(recorded.len(), 5);
+    m[1].remove_object(&format!("{DIR}/{}", layout::shard_name(2, 2000)));
+    m[1].set_object(
+        &format!("{DIR}/{}", layout::shard_name(4, 4000)),
+        Bytes::from_static(b"trunc"),
+    );
+    m[0].remove_object(&format!("{DIR}/{}", layout::MANIFEST));
+    let before = (m[0].puts(), m[1].puts());
+    let mut j = job(dyns(&m), 1);
+    j.resume = Some(recorded.clone());
+    let report = run_job(j, sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    assert!(report.complete());
+    // p0: only the manifest; p1: two shards and the manifest.
+    assert_eq!((m[0].puts() - before.0, m[1].puts() - before.1), (1, 3));
+    assert_eq!(stream_of(&m[1]), data);
+
+    // A source that re-sends different bytes is refused before anything is uploaded.
+    let mut changed = data.clone();
+    changed[2500] ^= 1;
+    std::fs::write(&file, &changed).unwrap();
+    let before = (m[0].puts(), m[1].puts());
+    let mut j = job(dyns(&m), 1);
+    j.resume = Some(recorded);
+    let err = run_job(j, sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap_err();
+    assert!(err.chain().any(|c| c.is::<SourceChanged>()), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("shard 2 (byte 2000)"),
+        "{err:#}"
+    );
+    assert_eq!(
+        (m[0].puts(), m[1].puts()),
+        before,
+        "nothing from the new stream was uploaded"
+    );
+    assert_eq!(stream_of(&m[1]), data);
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_source_and_reports_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let m = mems(1);
+    // A provider that never finishes keeps the pipeline busy until it is cancelled.
+    m[0].inject(Fault {
+        op: "put",
+        path_contains: "".into(),
+        kind: ErrorKind::Transient,
+        times: 0,
+    });
+    struct Stuck;
+    impl Provider for Stuck {
+        fn name(&self) -> &str {
+            "stuck"
+        }
+        fn put<'a>(
+            &'a self,
+            _: &'a str,
+            _: Bytes,
+            _: Option<ProgressFn>,
+        ) -> BoxFuture<'a, Result<(), ProviderError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn get<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
+            Box::pin(async { Ok(Usage::default()) })
+        }
+    }
+    let cancel = CancellationToken::new();
+    let src = sh(&format!(
+        "echo $$ > {}; exec cat /dev/zero",
+        pidfile.display()
+    ));
+    let handle = tokio::spawn(run(
+        job(vec![Arc::new(Stuck)], 1),
+        src,
+        Arc::new(NoProgress),
+        cancel.clone(),
+    ));
+    // Cancel once the source is running (its pid file is complete).
+    while !std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')) {
+        tokio::task::yield_now().await;
+    }
+    cancel.cancel();
+    let err = handle.await.unwrap().unwrap_err();
+    assert!(err.is::<Interrupted>(), "{err:#}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: probing a pid with signal 0.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "source {pid} survived");
+}
