@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gaps;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

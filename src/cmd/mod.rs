@@ -4,6 +4,9 @@
 pub mod backup;
 pub mod list;
 pub mod providers;
+pub mod status;
+pub mod sync;
+pub mod verify;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -78,8 +81,11 @@ pub async fn run(
         Command::Backup(args) => backup::run(&ctx, &args).await,
         Command::List { dataset } => list::run(&ctx, dataset.as_deref()).await,
         Command::Providers => providers::run(&ctx).await,
-        Command::Prune { .. } | Command::Restore(_) | Command::Status { .. } | Command::Verify(_) | Command::Sync(_) => {
+        Command::Prune { .. } | Command::Restore(_) => {
             Err(ConfigError("this command is not available in this build of offsite yet".into()).into())
         }
+        Command::Status { dataset } => status::run(&ctx, dataset.as_deref()).await,
+        Command::Verify(args) => verify::run(&ctx, &args).await,
+        Command::Sync(args) => sync::run(&ctx, &args).await,
     }
 }

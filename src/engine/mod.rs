@@ -2,3 +2,5 @@
 //! receivers. Commands in `cmd/` decide *what* to do; these modules do it.
 
 pub mod backup;
+pub mod sync;
+pub mod verify;

@@ -1,0 +1,392 @@
+//! Doing a sync plan: the copies (server-side or through this machine, bounded in memory),
+//! then one listing per destination and dataset to confirm sizes, then the manifests.
+
+use super::{Copied, CopyJob, Failed, ManifestJob, Options, Plan, Report};
+use crate::catalog::BackupKey;
+use crate::error::{Interrupted, ProviderError};
+use crate::layout::{self, MANIFEST};
+use crate::manifest::hex;
+use crate::progress::Progress;
+use crate::provider::{DynProvider, ProgressFn};
+use anyhow::Result;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use sha2::Digest as _;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Shared by the copy tasks of one run.
+struct Run<'a> {
+    opts: &'a Options,
+    providers: HashMap<String, DynProvider>,
+    slots: HashMap<String, Semaphore>,
+    memory: Semaphore,
+    progress: Arc<dyn Progress>,
+}
+
+impl<'a> Run<'a> {
+    fn new(opts: &'a Options, providers: &[DynProvider], progress: Arc<dyn Progress>) -> Self {
+        let per_provider = opts.limits.concurrency.max(1);
+        Run {
+            opts,
+            providers: providers
+                .iter()
+                .map(|p| (p.name().to_string(), p.clone()))
+                .collect(),
+            slots: providers
+                .iter()
+                .map(|p| (p.name().to_string(), Semaphore::new(per_provider)))
+                .collect(),
+            memory: Semaphore::new(opts.limits.shards_in_flight.max(1)),
+            progress,
+        }
+    }
+
+    fn provider(&self, name: &str) -> Result<&DynProvider, String> {
+        self.providers
+            .get(name)
+            .ok_or_else(|| format!("provider {name} is not configured"))
+    }
+
+    async fn slot(&self, name: &str) -> tokio::sync::SemaphorePermit<'_> {
+        self.slots[name]
+            .acquire()
+            .await
+            .expect("semaphore is never closed")
+    }
+}
+
+/// Does the copies of `plan`, then writes its manifests where every shard is in place.
+pub async fn execute(
+    plan: Plan,
+    providers: &[DynProvider],
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<Report> {
+    let mut report = Report::default();
+    report.failed.extend(plan.unfillable.iter().map(|u| {
+        let why = format!(
+            "{} of shard {} of backup {} of {:?}",
+            u.reason, u.object, u.key.id, u.key.dataset
+        );
+        Failed::new(&u.key, &u.object, &u.dest, why)
+    }));
+    let dests: BTreeSet<String> = plan
+        .copies
+        .iter()
+        .flat_map(|c| c.dests.iter().cloned())
+        .chain(plan.manifests.iter().flat_map(|m| m.dests.iter().cloned()))
+        .collect();
+    let run = Run::new(opts, providers, progress.clone());
+    progress.begin(
+        "sync",
+        Some(plan.bytes()),
+        &dests.iter().cloned().collect::<Vec<_>>(),
+    );
+    let width = (opts.limits.shards_in_flight + opts.limits.concurrency * dests.len()).max(1);
+    let copies = stream::iter(plan.copies.iter())
+        .map(|job| copy_shard(&run, job))
+        .buffer_unordered(width)
+        .collect::<Vec<_>>();
+    let results = tokio::select! {
+        r = copies => r,
+        _ = cancel.cancelled() => {
+            progress.finish();
+            return Err(Interrupted.into());
+        }
+    };
+    for (copied, failed) in results {
+        report.copied.extend(copied);
+        report.failed.extend(failed);
+    }
+    let finishing = confirm_and_write_manifests(&run, &plan.manifests, &mut report);
+    tokio::select! {
+        r = finishing => r,
+        _ = cancel.cancelled() => {
+            progress.finish();
+            return Err(Interrupted.into());
+        }
+    }
+    progress.finish();
+    report.bytes = report.copied.iter().map(|c| c.bytes).sum();
+    Ok(report)
+}
+
+/// Copies one shard to its destinations: server-side where a route exists, else (or when that
+/// fails) through this machine from the first source whose bytes check out.
+async fn copy_shard(run: &Run<'_>, job: &CopyJob) -> (Vec<Copied>, Vec<Failed>) {
+    let path = format!(
+        "{}/{}",
+        layout::backup_dir(&run.opts.host, &job.key.dataset, &job.key.id),
+        job.name
+    );
+    let mut through = Vec::new();
+    let mut copied = Vec::new();
+    let server_side = job.dests.iter().map(|d| {
+        let route = job
+            .sources
+            .iter()
+            .find_map(|s| run.opts.route(s, d).map(|root| (s, root)));
+        let path = &path;
+        async move {
+            let (src, root) = route?;
+            let dst = run.provider(d).ok()?;
+            let _slot = run.slot(d).await;
+            match dst.copy_from(root, path, path).await {
+                Ok(()) => Some((d, src.clone())),
+                Err(e) => {
+                    tracing::warn!("{e}; copying through this machine instead");
+                    None
+                }
+            }
+        }
+    });
+    let done = futures::future::join_all(server_side).await;
+    for (d, r) in job.dests.iter().zip(done) {
+        match r {
+            Some((_, src)) => {
+                run.progress.advance(job.length);
+                run.progress.provider(d, job.length);
+                copied.push(copied_entry(job, &src, d, true));
+            }
+            None => through.push(d.as_str()),
+        }
+    }
+    if through.is_empty() {
+        return (copied, Vec::new());
+    }
+    let _memory = run
+        .memory
+        .acquire()
+        .await
+        .expect("semaphore is never closed");
+    let (src, data) = match fetch_good(run, job, &path).await {
+        Ok(v) => v,
+        Err(why) => {
+            let failed = through
+                .iter()
+                .map(|d| Failed::new(&job.key, &job.name, d, why.clone()))
+                .collect();
+            return (copied, failed);
+        }
+    };
+    let uploads = through
+        .iter()
+        .map(|d| upload(run, job, &path, d, data.clone()));
+    let mut failed = Vec::new();
+    for (d, r) in through.iter().zip(futures::future::join_all(uploads).await) {
+        match r {
+            Ok(()) => {
+                run.progress.advance(job.length);
+                copied.push(copied_entry(job, &src, d, false));
+            }
+            Err(e) => failed.push(Failed::new(&job.key, &job.name, d, e.to_string())),
+        }
+    }
+    (copied, failed)
+}
+
+fn copied_entry(job: &CopyJob, from: &str, to: &str, server_side: bool) -> Copied {
+    Copied {
+        dataset: job.key.dataset.clone(),
+        backup_id: job.key.id.to_string(),
+        object: job.name.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        bytes: job.length,
+        server_side,
+    }
+}
+
+async fn upload(
+    run: &Run<'_>,
+    job: &CopyJob,
+    path: &str,
+    dest: &str,
+    data: Bytes,
+) -> Result<(), String> {
+    let dst = run.provider(dest)?;
+    let _slot = run.slot(dest).await;
+    let progress = run.progress.clone();
+    let name = dest.to_string();
+    let high = AtomicU64::new(0);
+    let report: ProgressFn = Arc::new(move |sent| {
+        let before = high.fetch_max(sent, Ordering::Relaxed);
+        if sent > before {
+            progress.provider(&name, sent - before);
+        }
+    });
+    debug_assert_eq!(data.len() as u64, job.length);
+    dst.put(path, data, Some(report))
+        .await
+        .map_err(|e: ProviderError| e.to_string())
+}
+
+/// Downloads the shard from the first source whose bytes have the right length and SHA-256.
+async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String, Bytes), String> {
+    let mut tried = Vec::new();
+    for s in &job.sources {
+        let src = run.provider(s)?;
+        let got = {
+            let _slot = run.slot(s).await;
+            src.get(path, job.length).await
+        };
+        let data = match got {
+            Ok(d) if d.len() as u64 == job.length => d,
+            Ok(d) => {
+                tried.push(format!("{s} holds {} bytes, not {}", d.len(), job.length));
+                continue;
+            }
+            Err(e) => {
+                tried.push(e.to_string());
+                continue;
+            }
+        };
+        if let Some(want) = &job.sha256 {
+            let d = data.clone();
+            let digest = tokio::task::spawn_blocking(move || hex(&sha2::Sha256::digest(&d)))
+                .await
+                .map_err(|e| format!("hashing failed: {e}"))?;
+            if digest != *want {
+                tracing::warn!(
+                    "provider {s}: shard {} of backup {} of {:?} is corrupt (SHA-256 {digest}, the manifest says {want}); not copied from there",
+                    job.name,
+                    job.key.id,
+                    job.key.dataset
+                );
+                tried.push(format!("{s} holds a corrupt copy (SHA-256 mismatch)"));
+                continue;
+            }
+        }
+        return Ok((s.clone(), data));
+    }
+    Err(format!(
+        "no good copy of shard {} of backup {} of {:?}: {}",
+        job.name,
+        job.key.id,
+        job.key.dataset,
+        tried.join("; ")
+    ))
+}
+
+/// A destination's listing of one dataset: `<backup-id>/<object>` to size, or why it failed.
+type Listings = HashMap<(String, String), Result<HashMap<String, u64>, String>>;
+
+/// Lists each destination once per dataset, turns copies that did not land at the right size
+/// into failures, and writes manifests where every shard is in place.
+async fn confirm_and_write_manifests(
+    run: &Run<'_>,
+    manifests: &[ManifestJob],
+    report: &mut Report,
+) {
+    let mut wanted: BTreeSet<(String, String)> = report
+        .copied
+        .iter()
+        .map(|c| (c.to.clone(), c.dataset.clone()))
+        .collect();
+    for m in manifests {
+        wanted.extend(m.dests.iter().map(|d| (d.clone(), m.key.dataset.clone())));
+    }
+    let listings = list_destinations(run, wanted).await;
+    let copied = std::mem::take(&mut report.copied);
+    for c in copied {
+        let key = BackupKey {
+            dataset: c.dataset.clone(),
+            id: layout::BackupId::parse(&c.backup_id).expect("came from a BackupId"),
+        };
+        let problem = match size_at(&listings, &c.to, &key, &c.object) {
+            Ok(Some(s)) if s == c.bytes => None,
+            Ok(found) => Some(format!(
+                "after the copy the provider holds {}, not {} bytes",
+                found.map_or("nothing".to_string(), |s| format!("{s} bytes")),
+                c.bytes
+            )),
+            Err(e) => Some(format!("cannot confirm the copy: {e}")),
+        };
+        match problem {
+            None => report.copied.push(c),
+            Some(e) => report.failed.push(Failed::new(&key, &c.object, &c.to, e)),
+        }
+    }
+    for m in manifests {
+        for d in &m.dests {
+            match manifest_to(run, &listings, m, d).await {
+                Ok(bytes) => report.copied.push(Copied {
+                    dataset: m.key.dataset.clone(),
+                    backup_id: m.key.id.to_string(),
+                    object: MANIFEST.into(),
+                    from: m.from.clone(),
+                    to: d.clone(),
+                    bytes,
+                    server_side: false,
+                }),
+                Err(e) => report.failed.push(Failed::new(&m.key, MANIFEST, d, e)),
+            }
+        }
+    }
+}
+
+async fn list_destinations(run: &Run<'_>, wanted: BTreeSet<(String, String)>) -> Listings {
+    let lists = wanted.into_iter().map(|(dest, dataset)| async move {
+        let dir = layout::dataset_dir(&run.opts.host, &dataset);
+        let listed = match run.provider(&dest) {
+            Ok(p) => p.list(&dir).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let sizes = listed.map(|l| l.into_iter().map(|o| (o.path, o.size)).collect());
+        ((dest, dataset), sizes)
+    });
+    futures::future::join_all(lists).await.into_iter().collect()
+}
+
+fn size_at(
+    listings: &Listings,
+    dest: &str,
+    key: &BackupKey,
+    object: &str,
+) -> Result<Option<u64>, String> {
+    match &listings[&(dest.to_string(), key.dataset.clone())] {
+        Ok(sizes) => Ok(sizes.get(&format!("{}/{object}", key.id)).copied()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// Writes the manifest to `dest` if the listing shows every shard there at the right size.
+async fn manifest_to(
+    run: &Run<'_>,
+    listings: &Listings,
+    m: &ManifestJob,
+    dest: &str,
+) -> Result<u64, String> {
+    let short = m
+        .manifest
+        .shards
+        .iter()
+        .filter(|s| size_at(listings, dest, &m.key, &s.name()).ok().flatten() != Some(s.length))
+        .count();
+    if short > 0 {
+        return Err(format!(
+            "manifest not written: {short} shard(s) are still missing or wrong on {dest}"
+        ));
+    }
+    write_manifest(run, m, dest).await
+}
+
+async fn write_manifest(run: &Run<'_>, m: &ManifestJob, dest: &str) -> Result<u64, String> {
+    let body = Bytes::from(m.manifest.to_json());
+    let len = body.len() as u64;
+    let path = format!(
+        "{}/{MANIFEST}",
+        layout::backup_dir(&run.opts.host, &m.key.dataset, &m.key.id)
+    );
+    let dst = run.provider(dest)?;
+    let _slot = run.slot(dest).await;
+    dst.put(&path, body, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(len)
+}
