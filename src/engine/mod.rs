@@ -2,5 +2,6 @@
 //! receivers. Commands in `cmd/` decide *what* to do; these modules do it.
 
 pub mod backup;
+pub mod prune;
 pub mod sync;
 pub mod verify;

@@ -1,0 +1,327 @@
+//! `offsite prune [--dry-run]`: retention. On the providers, each dataset with `keep_chains`
+//! keeps its newest full chains and loses older ones and the debris of abandoned unfinished
+//! backups (see `engine::prune`); datasets without `keep_chains` are left alone. Then local
+//! snapshots.
+//!
+//! Nothing is deleted unless every enabled provider was listed and every manifest of the
+//! dataset was read: a backup that cannot be seen may need what would otherwise go.
+
+use super::{Ctx, Outcome};
+use crate::catalog::Catalog;
+use crate::config::units::human_bytes;
+use crate::config::{Dataset, SourceSpec};
+use crate::engine::prune::{self, ProviderResult, PrunePlan, Work};
+use crate::error::{ConfigError, Interrupted};
+use crate::lock::DatasetLock;
+use crate::snapshots;
+use crate::state::DatasetState;
+use crate::ui;
+use anyhow::{bail, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+
+/// The datasets to prune, each with its `keep_chains`.
+type Selected<'a> = Vec<(&'a Dataset, NonZeroU32)>;
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    host: String,
+    dry_run: bool,
+    datasets: Vec<DatasetReport>,
+    /// Datasets on the providers or in the config that were not pruned, and why.
+    left_alone: Vec<LeftAlone>,
+    /// Provider to bytes freed (with --dry-run: that would be freed).
+    freed: BTreeMap<String, u64>,
+    /// Deletions that failed, each naming provider and object.
+    failed: Vec<String>,
+    /// Datasets that could not be pruned safely (also in `left_alone`).
+    #[serde(skip)]
+    blocked: Vec<String>,
+    /// Local snapshots offsite made that were deleted (with --dry-run: would be).
+    local_snapshots: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DatasetReport {
+    dataset: String,
+    keep_chains: u32,
+    kept: Vec<String>,
+    deleted: Vec<String>,
+    debris: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct LeftAlone {
+    dataset: String,
+    reason: String,
+}
+
+pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
+    let (datasets, mut left_alone) = select(ctx)?;
+    let _locks = if dry_run {
+        Vec::new()
+    } else {
+        datasets
+            .iter()
+            .map(|(d, _)| DatasetLock::acquire(&ctx.cfg.state_dir, &ctx.cfg.host, &d.name))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let providers = ctx.enabled_providers();
+    let catalog = tokio::select! {
+        c = Catalog::scan(&providers, &ctx.cfg.host, None) => c,
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+    };
+    if let Some((p, e)) = catalog.unreachable.iter().next() {
+        bail!(
+            "provider {p} could not be listed ({e}); nothing was pruned, because a backup only it \
+             shows may need what would be deleted. Fix it, or set `enabled = false` in its file"
+        );
+    }
+    let Planned {
+        work,
+        reports,
+        blocked,
+    } = plan_all(&catalog, &datasets, &mut left_alone);
+    left_alone.extend(unconfigured(ctx, &catalog));
+    let results = if dry_run {
+        simulate(&work)
+    } else {
+        prune::execute(
+            &providers,
+            work,
+            ctx.cfg.concurrency,
+            ctx.progress.as_ref(),
+            &ctx.cancel,
+        )
+        .await
+    };
+    let local_snapshots = prune_local_snapshots(ctx, &catalog, dry_run).await?;
+    let report = Report {
+        host: catalog.host.clone(),
+        dry_run,
+        datasets: reports,
+        left_alone,
+        freed: freed(&catalog.order, &results),
+        failed: results
+            .iter()
+            .flat_map(|r| &r.errors)
+            .map(|e| e.to_string())
+            .collect(),
+        blocked,
+        local_snapshots,
+    };
+    print(ctx, &report);
+    finish(ctx, &report, &results)
+}
+
+/// What the datasets' plans add up to.
+struct Planned {
+    work: Work,
+    reports: Vec<DatasetReport>,
+    /// Datasets that cannot be pruned safely, and why.
+    blocked: Vec<String>,
+}
+
+/// Plans every selected dataset. One with a manifest nobody can read is left alone: its links
+/// are unknown, so anything might be needed.
+fn plan_all(
+    catalog: &Catalog,
+    datasets: &Selected<'_>,
+    left_alone: &mut Vec<LeftAlone>,
+) -> Planned {
+    let mut out = Planned {
+        work: Work::new(),
+        reports: Vec::new(),
+        blocked: Vec::new(),
+    };
+    for (ds, keep) in datasets {
+        let view = prune::view(catalog, &ds.name);
+        if let Some((id, why)) = view.unreadable.first() {
+            let reason = format!(
+                "the manifest of backup {id} cannot be read ({why}), so its chain is unknown"
+            );
+            out.blocked
+                .push(format!("dataset {:?} was not pruned: {reason}", ds.name));
+            left_alone.push(LeftAlone {
+                dataset: ds.name.clone(),
+                reason,
+            });
+            continue;
+        }
+        let plan = prune::plan(&view.seen, *keep);
+        prune::add_work(catalog, &ds.name, &plan.delete, &mut out.work);
+        prune::add_work(catalog, &ds.name, &plan.debris, &mut out.work);
+        out.reports.push(dataset_report(&ds.name, *keep, &plan));
+    }
+    out
+}
+
+/// The datasets with `keep_chains`, and a note for those without. `keep_chains = 0` would delete
+/// every backup: a usage error, before anything is touched.
+fn select(ctx: &Ctx) -> Result<(Selected<'_>, Vec<LeftAlone>), ConfigError> {
+    let mut pruned = Vec::new();
+    let mut left_alone = Vec::new();
+    for d in &ctx.cfg.datasets {
+        match d.keep_chains.map(NonZeroU32::new) {
+            Some(Some(n)) => pruned.push((d, n)),
+            Some(None) => {
+                return Err(ConfigError(format!(
+                    "{}: dataset {:?} has keep_chains = 0, which would delete every backup; \
+                     set 1 or more, or remove keep_chains to keep everything",
+                    ctx.cfg.path.display(),
+                    d.name
+                )))
+            }
+            None => left_alone.push(LeftAlone {
+                dataset: d.name.clone(),
+                reason: "no keep_chains in the config".into(),
+            }),
+        }
+    }
+    Ok((pruned, left_alone))
+}
+
+/// Datasets the providers hold for this host that the config does not name.
+fn unconfigured(ctx: &Ctx, catalog: &Catalog) -> Vec<LeftAlone> {
+    let on_providers: BTreeSet<&String> = catalog.backups.keys().map(|k| &k.dataset).collect();
+    on_providers
+        .into_iter()
+        .filter(|d| ctx.cfg.dataset(d).is_none())
+        .map(|d| LeftAlone {
+            dataset: d.clone(),
+            reason: "not in the config".into(),
+        })
+        .collect()
+}
+
+fn dataset_report(dataset: &str, keep: NonZeroU32, plan: &PrunePlan) -> DatasetReport {
+    let strings = |ids: &[crate::layout::BackupId]| ids.iter().map(|i| i.to_string()).collect();
+    DatasetReport {
+        dataset: dataset.to_string(),
+        keep_chains: keep.get(),
+        kept: strings(&plan.keep),
+        deleted: strings(&plan.delete),
+        debris: strings(&plan.debris),
+    }
+}
+
+/// What `execute` would report if every deletion succeeded.
+fn simulate(work: &Work) -> Vec<ProviderResult> {
+    work.iter()
+        .map(|(p, doomed)| ProviderResult {
+            provider: p.clone(),
+            freed: doomed.iter().map(prune::Doomed::bytes).sum(),
+            deleted: doomed
+                .iter()
+                .map(|d| d.others.len() as u64 + u64::from(d.manifest.is_some()))
+                .sum(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Bytes freed per provider, every listed provider included.
+fn freed(order: &[String], results: &[ProviderResult]) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = order.iter().map(|p| (p.clone(), 0)).collect();
+    for r in results {
+        *out.entry(r.provider.clone()).or_default() += r.freed;
+    }
+    out
+}
+
+/// Local retention: deletes the snapshots offsite made of each configured zfs/btrfs dataset,
+/// except the snapshot of its newest restorable backup on the providers (the next parent) and
+/// that of an unfinished backup (which a re-run resumes). A dataset with no restorable backup
+/// keeps everything. Skipped under `--host`: another machine's backups have no snapshots here.
+async fn prune_local_snapshots(ctx: &Ctx, catalog: &Catalog, dry_run: bool) -> Result<Vec<String>> {
+    if ctx.cfg.foreign_host {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    for ds in &ctx.cfg.datasets {
+        if ds.snapshot_pattern.is_some() || matches!(ds.source, SourceSpec::Command { .. }) {
+            continue;
+        }
+        let Some((_, newest)) = catalog.restorable(&ds.name).into_iter().last() else {
+            continue;
+        };
+        let mut keep: Vec<String> = newest.snapshot.iter().cloned().collect();
+        if let Some((u, _)) =
+            DatasetState::new(&ctx.cfg.state_dir, &ctx.cfg.host, &ds.name).load()?
+        {
+            keep.extend(u.snapshot);
+        }
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        out.extend(snapshots::retain(ds, &keep, dry_run).await?);
+    }
+    Ok(out)
+}
+
+fn print(ctx: &Ctx, r: &Report) {
+    if ctx.json {
+        ui::print_json(&serde_json::to_value(r).expect("a report always serializes"));
+        return;
+    }
+    let (delete, free) = if r.dry_run {
+        ("would delete", "would free")
+    } else {
+        ("deleted", "freed")
+    };
+    for snap in &r.local_snapshots {
+        println!(
+            "local snapshot {} {snap}",
+            if r.dry_run { "would delete" } else { "deleted" }
+        );
+    }
+    for d in &r.datasets {
+        println!(
+            "dataset {:?} (keep_chains = {}): keep {}, {delete} {} of older chains and {} abandoned unfinished",
+            d.dataset,
+            d.keep_chains,
+            d.kept.len(),
+            d.deleted.len(),
+            d.debris.len()
+        );
+        let lines = [
+            ("keep", &d.kept),
+            (delete, &d.deleted),
+            ("debris", &d.debris),
+        ];
+        for (what, ids) in lines {
+            for id in ids {
+                println!("  {what:<12} {id}");
+            }
+        }
+    }
+    for l in &r.left_alone {
+        println!("dataset {:?}: left alone: {}", l.dataset, l.reason);
+    }
+    let freed: Vec<String> = r
+        .freed
+        .iter()
+        .map(|(p, b)| format!("{p} {}", human_bytes(*b)))
+        .collect();
+    println!("{free}: {}", freed.join(", "));
+    if r.dry_run {
+        println!("dry run: nothing was deleted");
+    }
+}
+
+/// Exit 130 when interrupted, 1 when a deletion failed or a dataset could not be pruned.
+fn finish(ctx: &Ctx, r: &Report, results: &[ProviderResult]) -> Result<Outcome> {
+    if ctx.cancel.is_cancelled() {
+        return Err(Interrupted.into());
+    }
+    if let Some(first) = r.failed.first() {
+        let skipped: u64 = results.iter().map(|r| r.skipped).sum();
+        bail!(
+            "{} deletions failed (first: {first}); {skipped} objects were left in place; \
+             run `offsite prune` again to finish",
+            r.failed.len()
+        );
+    }
+    if let Some(first) = r.blocked.first() {
+        bail!("{first}; check `offsite status` and `offsite verify`");
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,346 @@
+//! Retention on the providers: which backups to delete ([`plan`], pure) and deleting them
+//! ([`execute`]).
+//!
+//! Guarantees:
+//! - Chains are resolved by the manifests' parent links, never by time. A chain is kept whole,
+//!   and every backup a kept backup needs (its ancestors, complete or not) is kept.
+//! - Unfinished backups (objects but no manifest anywhere) are debris only when older than the
+//!   newest complete backup of their dataset; a newer one may still be resumed.
+//! - On each provider, a backup's manifest is deleted before its shards, and its shards are left
+//!   alone if the manifest delete failed, so a half-pruned backup never looks restorable.
+//! - Providers are worked on in parallel, each with at most `concurrency` deletions at once; a
+//!   failing provider is reported and the others go on.
+
+use crate::catalog::{Catalog, Objects};
+use crate::error::ProviderError;
+use crate::layout::{self, BackupId};
+use crate::progress::Progress;
+use crate::provider::DynProvider;
+use futures::stream::{self, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use tokio_util::sync::CancellationToken;
+
+/// One backup of a dataset as the providers show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// A good manifest on some provider, with its parent link (`None` for a full backup).
+    Complete {
+        id: BackupId,
+        parent: Option<BackupId>,
+    },
+    /// Objects, but no provider lists a manifest.
+    Unfinished(BackupId),
+}
+
+/// What retention decided for one dataset. Every list is sorted oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunePlan {
+    /// Complete backups that stay.
+    pub keep: Vec<BackupId>,
+    /// Complete backups of chains older than the kept ones.
+    pub delete: Vec<BackupId>,
+    /// Unfinished backups older than the newest complete one and needed by no kept backup.
+    pub debris: Vec<BackupId>,
+}
+
+/// Decides what to keep of one dataset's backups with `keep_chains` full chains.
+///
+/// The kept chains are the `keep_chains` newest full backups and every backup made since the
+/// oldest of them, each with its whole chain (by parent links), so an incremental made after
+/// the boundary keeps the older chain it depends on. Fewer full chains than `keep_chains`:
+/// every complete backup is kept.
+pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
+    let mut parents: BTreeMap<&BackupId, Option<&BackupId>> = BTreeMap::new();
+    let mut unfinished = BTreeSet::new();
+    for s in seen {
+        match s {
+            Seen::Complete { id, parent } => {
+                parents.insert(id, parent.as_ref());
+            }
+            Seen::Unfinished(id) => {
+                unfinished.insert(id);
+            }
+        }
+    }
+    let mut roots: Vec<&BackupId> = parents
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    roots.sort_unstable_by(|a, b| b.cmp(a));
+    let mut keep: BTreeSet<&BackupId> = match roots.get(keep_chains.get() as usize - 1) {
+        Some(boundary) if roots.len() > keep_chains.get() as usize => {
+            let kept_tops: BTreeSet<&BackupId> = parents
+                .keys()
+                .filter(|id| **id >= *boundary)
+                .map(|id| top(&parents, id))
+                .collect();
+            parents
+                .keys()
+                .filter(|id| kept_tops.contains(top(&parents, id)))
+                .copied()
+                .collect()
+        }
+        _ => parents.keys().copied().collect(),
+    };
+    let needed = close_over_ancestors(&parents, &mut keep);
+    let newest = parents.keys().next_back();
+    PrunePlan {
+        delete: parents
+            .keys()
+            .filter(|id| !keep.contains(*id))
+            .map(|id| (*id).clone())
+            .collect(),
+        debris: unfinished
+            .iter()
+            .filter(|id| newest.is_some_and(|n| **id < *n) && !needed.contains(**id))
+            .map(|id| (*id).clone())
+            .collect(),
+        keep: keep.into_iter().cloned().collect(),
+    }
+}
+
+/// The oldest ancestor of `id` that is complete: its full backup, or for a broken chain the
+/// backup whose parent is missing. A cycle ends the walk where it closes.
+fn top<'a>(
+    parents: &BTreeMap<&'a BackupId, Option<&'a BackupId>>,
+    id: &'a BackupId,
+) -> &'a BackupId {
+    let mut seen = BTreeSet::new();
+    let mut at = id;
+    while seen.insert(at) {
+        match parents.get(at).copied().flatten() {
+            Some(p) if parents.contains_key(p) => at = p,
+            _ => break,
+        }
+    }
+    at
+}
+
+/// Adds every complete ancestor of a kept backup to `keep`; returns every id a kept backup
+/// links to, complete or not.
+fn close_over_ancestors<'a>(
+    parents: &BTreeMap<&'a BackupId, Option<&'a BackupId>>,
+    keep: &mut BTreeSet<&'a BackupId>,
+) -> BTreeSet<&'a BackupId> {
+    let mut needed = BTreeSet::new();
+    let mut todo: Vec<&BackupId> = keep.iter().copied().collect();
+    while let Some(id) = todo.pop() {
+        if let Some(Some(p)) = parents.get(id) {
+            if needed.insert(*p) && parents.contains_key(*p) {
+                keep.insert(*p);
+                todo.push(*p);
+            }
+        }
+    }
+    needed
+}
+
+/// One dataset's backups read from a catalog.
+#[derive(Debug, Default)]
+pub struct DatasetView {
+    pub seen: Vec<Seen>,
+    /// Backups with a manifest that no provider could give us readable: their links are
+    /// unknown, so nothing of the dataset may be pruned. (id, why)
+    pub unreadable: Vec<(BackupId, String)>,
+}
+
+/// Reads one dataset's backups out of `catalog`.
+pub fn view(catalog: &Catalog, dataset: &str) -> DatasetView {
+    let mut out = DatasetView::default();
+    for (key, entry) in catalog.backups.iter().filter(|(k, _)| k.dataset == dataset) {
+        let id = key.id.clone();
+        if let Some((_, m)) = entry.manifest(&catalog.order) {
+            match m.parent.as_ref().map(|p| BackupId::parse(&p.backup_id)) {
+                Some(None) => out
+                    .unreadable
+                    .push((id, "its manifest's parent backup id is invalid".into())),
+                parent => out.seen.push(Seen::Complete {
+                    id,
+                    parent: parent.flatten(),
+                }),
+            }
+        } else if entry.manifests.is_empty() {
+            out.seen.push(Seen::Unfinished(id));
+        } else {
+            let why = entry
+                .manifests
+                .iter()
+                .filter_map(|(p, m)| m.as_ref().err().map(|e| format!("{p}: {e}")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.unreadable.push((id, why));
+        }
+    }
+    out
+}
+
+/// What one provider deletes of one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doomed {
+    /// `<host>/<dataset-key>/<backup-id>`.
+    pub dir: String,
+    /// Size of its manifest, if the provider holds one.
+    pub manifest: Option<u64>,
+    /// Every other object: name and size.
+    pub others: Vec<(String, u64)>,
+}
+
+impl Doomed {
+    pub fn bytes(&self) -> u64 {
+        self.manifest.unwrap_or(0) + self.others.iter().map(|(_, s)| s).sum::<u64>()
+    }
+}
+
+/// Provider name to what it deletes.
+pub type Work = BTreeMap<String, Vec<Doomed>>;
+
+/// Adds the objects of `ids` (backups of `dataset`) to `work`, per provider that holds them.
+pub fn add_work(catalog: &Catalog, dataset: &str, ids: &[BackupId], work: &mut Work) {
+    for id in ids {
+        let key = crate::catalog::BackupKey {
+            dataset: dataset.to_string(),
+            id: id.clone(),
+        };
+        let Some(entry) = catalog.backups.get(&key) else {
+            continue;
+        };
+        for (provider, objects) in &entry.objects {
+            work.entry(provider.clone())
+                .or_default()
+                .push(doomed(&catalog.host, &key, objects));
+        }
+    }
+}
+
+fn doomed(host: &str, key: &crate::catalog::BackupKey, objects: &Objects) -> Doomed {
+    Doomed {
+        dir: layout::backup_dir(host, &key.dataset, &key.id),
+        manifest: objects.get(layout::MANIFEST).copied(),
+        others: objects
+            .iter()
+            .filter(|(n, _)| n.as_str() != layout::MANIFEST)
+            .map(|(n, s)| (n.clone(), *s))
+            .collect(),
+    }
+}
+
+/// What one provider's deletions came to.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderResult {
+    pub provider: String,
+    /// Bytes of the objects deleted (from the listing).
+    pub freed: u64,
+    pub deleted: u64,
+    /// Objects left in place: their manifest could not be deleted, or the run was interrupted.
+    pub skipped: u64,
+    pub errors: Vec<ProviderError>,
+}
+
+/// Deletes `work`: every provider in parallel, at most `concurrency` deletions at once on each.
+/// Stops starting deletions once `cancel` fires.
+pub async fn execute(
+    providers: &[DynProvider],
+    work: Work,
+    concurrency: usize,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Vec<ProviderResult> {
+    let names: Vec<String> = work.keys().cloned().collect();
+    let total = work.values().flatten().map(Doomed::bytes).sum();
+    progress.begin("pruning", Some(total), &names);
+    let runs = work.into_iter().filter_map(|(name, doomed)| {
+        let p = providers.iter().find(|p| p.name() == name)?.clone();
+        Some(async move { prune_provider(&p, doomed, concurrency.max(1), progress, cancel).await })
+    });
+    let results = futures::future::join_all(runs).await;
+    progress.finish();
+    results
+}
+
+/// One provider: manifests first, then the shards of the backups whose manifest is gone.
+async fn prune_provider(
+    p: &DynProvider,
+    doomed: Vec<Doomed>,
+    concurrency: usize,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> ProviderResult {
+    let mut result = ProviderResult {
+        provider: p.name().to_string(),
+        ..Default::default()
+    };
+    let manifests = doomed.iter().enumerate().filter_map(|(i, d)| {
+        d.manifest
+            .map(|size| (i, format!("{}/{}", d.dir, layout::MANIFEST), size))
+    });
+    let gone: BTreeSet<usize> =
+        delete_all(p, manifests, concurrency, progress, cancel, &mut result)
+            .await
+            .into_iter()
+            .collect();
+    let others = doomed.iter().enumerate().flat_map(|(i, d)| {
+        d.others
+            .iter()
+            .map(move |(name, size)| (i, format!("{}/{name}", d.dir), *size))
+    });
+    let (ready, blocked): (Vec<_>, Vec<_>) =
+        others.partition(|(i, _, _)| doomed[*i].manifest.is_none() || gone.contains(i));
+    result.skipped += blocked.len() as u64;
+    delete_all(
+        p,
+        ready.into_iter(),
+        concurrency,
+        progress,
+        cancel,
+        &mut result,
+    )
+    .await;
+    result
+}
+
+/// Deletes `(tag, path, size)` objects, at most `concurrency` at once; returns the tags of the
+/// objects deleted and records sizes, counts and errors in `result`.
+async fn delete_all(
+    p: &DynProvider,
+    objects: impl Iterator<Item = (usize, String, u64)>,
+    concurrency: usize,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    result: &mut ProviderResult,
+) -> Vec<usize> {
+    let outcomes: Vec<_> = stream::iter(objects)
+        .map(|(tag, path, size)| async move {
+            if cancel.is_cancelled() {
+                return (tag, size, None);
+            }
+            let r = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                r = p.delete(&path) => Some(r),
+            };
+            (tag, size, r)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut done = Vec::new();
+    for (tag, size, r) in outcomes {
+        match r {
+            Some(Ok(())) => {
+                result.freed += size;
+                result.deleted += 1;
+                progress.provider(p.name(), size);
+                progress.advance(size);
+                done.push(tag);
+            }
+            Some(Err(e)) => result.errors.push(e),
+            None => result.skipped += 1,
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests;
