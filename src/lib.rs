@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod process;
 pub mod progress;
 pub mod provider;
+pub mod receiver;
 pub mod schedule;
 pub mod snapshots;
 pub mod source;

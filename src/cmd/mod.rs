@@ -5,6 +5,7 @@ pub mod backup;
 pub mod list;
 pub mod providers;
 pub mod prune;
+pub mod restore;
 pub mod status;
 pub mod sync;
 pub mod verify;
@@ -82,10 +83,8 @@ pub async fn run(
         Command::Backup(args) => backup::run(&ctx, &args).await,
         Command::List { dataset } => list::run(&ctx, dataset.as_deref()).await,
         Command::Providers => providers::run(&ctx).await,
-        Command::Restore(_) => {
-            Err(ConfigError("this command is not available in this build of offsite yet".into()).into())
-        }
         Command::Prune { dry_run } => prune::run(&ctx, dry_run).await,
+        Command::Restore(args) => restore::run(&ctx, &args).await,
         Command::Status { dataset } => status::run(&ctx, dataset.as_deref()).await,
         Command::Verify(args) => verify::run(&ctx, &args).await,
         Command::Sync(args) => sync::run(&ctx, &args).await,

@@ -2,6 +2,8 @@
 //! receivers. Commands in `cmd/` decide *what* to do; these modules do it.
 
 pub mod backup;
+pub mod chain;
 pub mod prune;
+pub mod restore;
 pub mod sync;
 pub mod verify;

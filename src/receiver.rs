@@ -1,0 +1,356 @@
+//! Where a restored stream goes: `zfs receive`, `btrfs receive`, a file or stdout.
+//!
+//! A [`Receiver`] owns its child process (through [`ChildProc`]) and exposes one writable sink.
+//! [`Receiver::finish`] closes the sink and checks that the receiver accepted the stream (its
+//! stderr goes into the error); [`Receiver::fail`] is for a sink that stopped taking bytes, and
+//! waits for the receiver to say why; [`Receiver::abort`] stops it when the stream cannot be
+//! completed. A file is written as `FILE.partial` and renamed only once complete, so a half
+//! stream never sits under the final name (a device or FIFO such as `/dev/null` is written in
+//! place).
+
+use crate::process::ChildProc;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{ChildStdin, Command};
+
+/// How long a receiver gets to exit after its input ends badly, before SIGTERM/SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverSpec {
+    /// `zfs receive [-F] [FLAGS...] TARGET`.
+    Zfs {
+        target: String,
+        force: bool,
+        flags: Vec<String>,
+    },
+    /// `btrfs receive [FLAGS...] DIR`.
+    Btrfs { dir: PathBuf, flags: Vec<String> },
+    /// The raw stream into a file.
+    File(PathBuf),
+    /// The raw stream on stdout.
+    Stdout,
+}
+
+impl ReceiverSpec {
+    pub fn describe(&self) -> String {
+        match self {
+            ReceiverSpec::Zfs {
+                target,
+                force,
+                flags,
+            } => {
+                let force = if *force { "-F " } else { "" };
+                format!("zfs receive {force}{}{target}", joined(flags))
+            }
+            ReceiverSpec::Btrfs { dir, flags } => {
+                format!("btrfs receive {}{}", joined(flags), dir.display())
+            }
+            ReceiverSpec::File(p) => format!("file {}", p.display()),
+            ReceiverSpec::Stdout => "stdout".into(),
+        }
+    }
+}
+
+enum Sink {
+    Child(ChildStdin),
+    File(tokio::fs::File),
+    Special(tokio::fs::File),
+    Stdout(tokio::io::Stdout),
+    Closed,
+}
+
+/// A running receiver of one stream.
+pub struct Receiver {
+    what: String,
+    sink: Sink,
+    child: Option<ChildProc>,
+    /// `(FILE.partial, FILE)` for a file receiver.
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+impl Receiver {
+    /// Starts the receiver; for a file, creates `FILE.partial`.
+    pub async fn start(spec: &ReceiverSpec) -> Result<Receiver> {
+        let what = spec.describe();
+        let (sink, child, rename) = match spec {
+            ReceiverSpec::Zfs {
+                target,
+                force,
+                flags,
+            } => {
+                let mut cmd = Command::new(program("zfs")?);
+                cmd.arg("receive");
+                if *force {
+                    cmd.arg("-F");
+                }
+                cmd.args(flags).arg(target);
+                let (stdin, child) = spawn("zfs receive", cmd)?;
+                (Sink::Child(stdin), Some(child), None)
+            }
+            ReceiverSpec::Btrfs { dir, flags } => {
+                let mut cmd = Command::new(program("btrfs")?);
+                cmd.arg("receive").args(flags).arg(dir);
+                let (stdin, child) = spawn("btrfs receive", cmd)?;
+                (Sink::Child(stdin), Some(child), None)
+            }
+            ReceiverSpec::File(path) if is_special(path) => {
+                // A device or FIFO (`/dev/null`, a pipe): written in place, nothing to rename.
+                let file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                (Sink::Special(file), None, None)
+            }
+            ReceiverSpec::File(path) => {
+                let partial = partial_path(path);
+                let file = tokio::fs::File::create(&partial)
+                    .await
+                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                (Sink::File(file), None, Some((partial, path.clone())))
+            }
+            ReceiverSpec::Stdout => (Sink::Stdout(tokio::io::stdout()), None, None),
+        };
+        Ok(Receiver {
+            what,
+            sink,
+            child,
+            rename,
+        })
+    }
+
+    /// The receiver's input.
+    pub fn sink(&mut self) -> &mut (dyn AsyncWrite + Unpin + Send) {
+        &mut self.sink
+    }
+
+    /// Ends the stream and checks that the receiver took it: waits for the process, or syncs
+    /// and renames the file into place.
+    pub async fn finish(mut self) -> Result<()> {
+        self.sink
+            .flush()
+            .await
+            .with_context(|| format!("writing to {}", self.what))?;
+        if let Sink::File(f) = &self.sink {
+            f.sync_all()
+                .await
+                .with_context(|| format!("writing to {}", self.what))?;
+        }
+        self.sink = Sink::Closed;
+        if let Some(child) = self.child.take() {
+            child
+                .finish()
+                .await
+                .map_err(|e| anyhow!(e))
+                .with_context(|| format!("{} did not accept the stream", self.what))?;
+        }
+        if let Some((partial, path)) = self.rename.take() {
+            tokio::fs::rename(&partial, &path).await.with_context(|| {
+                format!("cannot rename {} to {}", partial.display(), path.display())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The sink stopped taking bytes at `offset`: closes it, waits (a while) for the receiver
+    /// to exit, and returns its failure with its stderr.
+    pub async fn fail(mut self, offset: u64, write_error: std::io::Error) -> anyhow::Error {
+        self.sink = Sink::Closed;
+        self.remove_partial().await;
+        let what = &self.what;
+        let Some(child) = self.child.take() else {
+            return anyhow!(write_error)
+                .context(format!("writing to {what} failed at byte {offset}"));
+        };
+        tracing::debug!("writing to {what} failed at byte {offset}: {write_error}");
+        // On timeout the future, and with it the child, is dropped: that kills and reaps it.
+        match tokio::time::timeout(GRACE, child.finish()).await {
+            Ok(Err(e)) => anyhow!(e).context(format!("{what} refused the stream at byte {offset}")),
+            Ok(Ok(())) => anyhow!(write_error).context(format!(
+                "{what} exited (status 0) before the end of the stream, at byte {offset}"
+            )),
+            Err(_) => anyhow!(write_error).context(format!(
+                "{what} stopped reading its input at byte {offset} and did not exit; it was killed"
+            )),
+        }
+    }
+
+    /// The stream cannot be completed: stops the receiver (SIGTERM, then SIGKILL) so it does
+    /// not take a truncated stream for a whole one, and removes a partial file. Returns the
+    /// receiver's stderr, if any, for the log.
+    pub async fn abort(mut self) -> String {
+        self.sink = Sink::Closed;
+        self.remove_partial().await;
+        match self.child.take() {
+            Some(mut child) => {
+                child.terminate(GRACE).await;
+                child.stderr_tail().await
+            }
+            None => String::new(),
+        }
+    }
+
+    async fn remove_partial(&mut self) {
+        if let Some((partial, _)) = self.rename.take() {
+            if let Err(e) = tokio::fs::remove_file(&partial).await {
+                tracing::warn!("cannot remove {}: {e}", partial.display());
+            }
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some((partial, _)) = self.rename.take() {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+/// `"-a -b "` for flags `-a -b`, empty for none.
+fn joined(flags: &[String]) -> String {
+    flags.iter().map(|f| format!("{f} ")).collect()
+}
+
+fn program(name: &str) -> Result<PathBuf> {
+    which::which(name).with_context(|| format!("{name} not found on PATH; is it installed?"))
+}
+
+/// Spawns a receiver with piped stdin; its stdout is drained into the debug log.
+fn spawn(name: &str, mut cmd: Command) -> Result<(ChildStdin, ChildProc)> {
+    cmd.stdin(Stdio::piped());
+    let mut child = ChildProc::spawn(name, &mut cmd)?;
+    let stdin = child.take_stdin().expect("stdin is piped");
+    if let Some(out) = child.take_stdout() {
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!("{name}: {line}");
+            }
+        });
+    }
+    Ok((stdin, child))
+}
+
+/// An existing path that is neither a regular file nor a directory.
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// `FILE.partial`, next to `FILE`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// The snapshot names (the part after `@`) a zfs dataset holds; empty if it does not exist.
+pub async fn zfs_snapshots(target: &str) -> Result<BTreeSet<String>> {
+    // zfs-fuse refuses `-t snapshot` on a named dataset without `-r`; filter the children out.
+    let out = match crate::source::run(
+        "zfs",
+        &["list", "-H", "-t", "snapshot", "-o", "name", "-r", target],
+    )
+    .await
+    {
+        Ok(out) => out,
+        Err(e) if format!("{e:#}").contains("does not exist") => return Ok(BTreeSet::new()),
+        Err(e) => return Err(e.context(format!("cannot list the snapshots of {target}"))),
+    };
+    let prefix = format!("{target}@");
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The names in a btrfs receive directory, which must exist.
+pub fn btrfs_entries(dir: &Path) -> Result<BTreeSet<String>> {
+    if !dir.is_dir() {
+        bail!(
+            "target {} is not a directory; btrfs receive needs an existing directory on a btrfs filesystem",
+            dir.display()
+        );
+    }
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        out.insert(e?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(out)
+}
+
+impl AsyncWrite for Sink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Sink::Child(w) => Pin::new(w).poll_write(cx, buf),
+            Sink::File(w) | Sink::Special(w) => Pin::new(w).poll_write(cx, buf),
+            Sink::Stdout(w) => Pin::new(w).poll_write(cx, buf),
+            Sink::Closed => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Child(w) => Pin::new(w).poll_flush(cx),
+            Sink::File(w) | Sink::Special(w) => Pin::new(w).poll_flush(cx),
+            Sink::Stdout(w) => Pin::new(w).poll_flush(cx),
+            Sink::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Child(w) => Pin::new(w).poll_shutdown(cx),
+            Sink::File(w) | Sink::Special(w) => Pin::new(w).poll_shutdown(cx),
+            Sink::Stdout(w) => Pin::new(w).poll_shutdown(cx),
+            Sink::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_appears_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut r = Receiver::start(&ReceiverSpec::File(path.clone()))
+            .await
+            .unwrap();
+        r.sink().write_all(b"half").await.unwrap();
+        assert!(!path.exists() && partial_path(&path).exists());
+        r.abort().await;
+        assert!(!path.exists() && !partial_path(&path).exists());
+
+        let mut r = Receiver::start(&ReceiverSpec::File(path.clone()))
+            .await
+            .unwrap();
+        r.sink().write_all(b"whole").await.unwrap();
+        r.finish().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+        assert!(!partial_path(&path).exists());
+    }
+
+    #[test]
+    fn partial_name_sits_next_to_the_file() {
+        assert_eq!(
+            partial_path(Path::new("/a/b.zfs")),
+            PathBuf::from("/a/b.zfs.partial")
+        );
+    }
+}
