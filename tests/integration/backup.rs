@@ -1,0 +1,453 @@
+//! `offsite backup` end to end: what lands on each provider (shard names, manifests, bytes that
+//! concatenate back to the source), zfs and btrfs sources received back with their own tools,
+//! providers that fail in the ways rclone can (via `tests/mock_rclone`), a failing source, and
+//! the per-dataset lock.
+
+use crate::harness::*;
+use offsite::layout::{shard_name, MANIFEST};
+use offsite::manifest::{hex, Manifest};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+/// 3.5 MiB: three full 1 MiB shards and a half one.
+const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
+
+/// Checks one backup of `dataset` on `remote`: shards named by index and offset in stream
+/// order, a manifest whose records match them (length and SHA-256). Returns the manifest and
+/// the concatenated stream.
+fn assert_consistent(remote: &RemoteDir, dataset: &str) -> (Manifest, Vec<u8>) {
+    let at = remote.root().display().to_string();
+    let m = remote
+        .manifest(dataset)
+        .unwrap_or_else(|| panic!("no manifest for {dataset:?} in {at}"));
+    let shards = remote.shards(dataset);
+    let names: Vec<&str> = shards.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<String> = m.shards.iter().map(|r| r.name()).collect();
+    assert_eq!(names, expected, "shards on {at} vs its manifest");
+    let mut offset = 0;
+    for (rec, (name, bytes)) in m.shards.iter().zip(&shards) {
+        assert_eq!(name, &shard_name(rec.index, offset), "on {at}");
+        assert_eq!(rec.length, bytes.len() as u64, "{name} on {at}");
+        assert_eq!(rec.sha256, hex(&Sha256::digest(bytes)), "{name} on {at}");
+        offset += rec.length;
+    }
+    assert_eq!(m.total_bytes, offset, "on {at}");
+    let backup = remote.only_backup(dataset);
+    assert_eq!(
+        backup.file_name().unwrap().to_str(),
+        Some(m.backup_id.as_str())
+    );
+    (m, shards.into_iter().flat_map(|(_, b)| b).collect())
+}
+
+/// [`assert_consistent`] plus: the stream is `source`, cut in 1 MiB shards.
+fn assert_holds(remote: &RemoteDir, dataset: &str, source: &[u8]) -> Manifest {
+    let (m, stream) = assert_consistent(remote, dataset);
+    assert_same_bytes(
+        &format!("stream on {}", remote.root().display()),
+        &stream,
+        source,
+    );
+    assert_eq!(m.shards.len(), source.len().div_ceil(MIB));
+    assert_eq!(m.shard_size, MIB as u64);
+    m
+}
+
+/// An Env with `n` providers and a command dataset `dataset` that cats a 3.5 MiB file.
+fn command_env(n: usize, dataset: &str) -> (Env, Vec<u8>) {
+    let mut env = Env::new(n);
+    let src = env.path().join("source.bin");
+    let data = write_pseudo_random(&src, 7, SOURCE_LEN);
+    env.command_dataset(dataset, &format!("cat {}", src.display()));
+    (env, data)
+}
+
+/// Lines of the mock log for uploads of shard `index` to `provider`.
+fn upload_attempts(env: &Env, provider: &str, index: u64) -> usize {
+    let shard = format!("/s{index:010}-");
+    let remote = format!("/remotes/{provider}/");
+    env.mock_log()
+        .iter()
+        .filter(|l| l.starts_with("rcat ") && l.contains(&remote) && l.contains(&shard))
+        .count()
+}
+
+#[test]
+fn command_backup_puts_named_shards_and_manifest_on_every_provider() {
+    let (env, data) = command_env(3, "tank/data");
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    for p in ["p1", "p2", "p3"] {
+        let remote = env.remote(p);
+        assert_eq!(
+            remote.objects("tank/data"),
+            [
+                "manifest.json",
+                "s0000000000-b0000000000000000",
+                "s0000000001-b0000000001048576",
+                "s0000000002-b0000000002097152",
+                "s0000000003-b0000000003145728",
+            ],
+            "objects on {p}"
+        );
+        let m = assert_holds(&remote, "tank/data", &data);
+        assert_eq!((m.host.as_str(), m.dataset.as_str()), (HOST, "tank/data"));
+        assert_eq!(m.source_kind, "command");
+        assert_eq!(m.snapshot, None);
+        assert!(m.backup_id.ends_with("-full"), "{}", m.backup_id);
+    }
+}
+
+#[test]
+fn list_and_providers_show_the_backup() {
+    let (env, data) = command_env(3, "tank/data");
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    let id = env.remote("p1").manifest("tank/data").unwrap().backup_id;
+
+    let out = env.offsite(&["list"]);
+    let text = out.assert_exit(0).stdout_text();
+    let row = text
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("backup {id} not listed:\n{text}"));
+    for word in ["tank/data", "full", "4", "p1,p2,p3"] {
+        assert!(
+            row.split_whitespace().any(|w| w == word),
+            "{word:?} not in {row:?}"
+        );
+    }
+
+    let json = env.offsite(&["--json", "list"]).assert_exit(0).json();
+    let backups = json["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{json}");
+    let b = &backups[0];
+    assert_eq!(b["backup_id"], id.as_str());
+    assert_eq!(b["dataset"], "tank/data");
+    assert_eq!(b["state"], "complete");
+    assert_eq!(b["kind"], "full");
+    assert_eq!(b["total_bytes"], data.len() as u64);
+    assert_eq!(b["shards"], 4);
+    assert_eq!(b["providers"], serde_json::json!(["p1", "p2", "p3"]));
+
+    let manifest_len = std::fs::metadata(env.remote("p1").only_backup("tank/data").join(MANIFEST))
+        .unwrap()
+        .len();
+    let text = env.offsite(&["providers"]).assert_exit(0).stdout_text();
+    for p in ["p1", "p2", "p3"] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("{p} not in:\n{text}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cols[1..3], ["ok", "5"], "{row:?}");
+    }
+    let json = env.offsite(&["--json", "providers"]).assert_exit(0).json();
+    let rows = json["providers"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{json}");
+    for r in rows {
+        assert_eq!(r["reachable"], true, "{r}");
+        assert_eq!(r["objects"], 5, "{r}");
+        assert_eq!(r["bytes"], data.len() as u64 + manifest_len, "{r}");
+    }
+}
+
+#[test]
+fn webdav_provider_gets_identical_bytes() {
+    let (mut env, data) = command_env(1, "web");
+    let server = RcloneServer::webdav(&env.path().join("dav"));
+    env.provider("dav", &server.remote());
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    assert_holds(&env.remote("p1"), "web", &data);
+    assert_holds(&RemoteDir::new(server.dir()), "web", &data);
+}
+
+#[test]
+fn unreachable_webdav_provider_leaves_a_gap_until_it_is_back() {
+    let (mut env, data) = command_env(1, "web");
+    let mut server = RcloneServer::webdav(&env.path().join("dav"));
+    // rclone's own low-level retries would spend ~5 s per call on a refused connection.
+    env.provider("dav", &server.remote())
+        .provider_set("dav", "flags", vec!["--low-level-retries", "1"])
+        .set("retries", 2);
+    server.stop();
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(3).stderr_text();
+    assert!(err.contains("provider dav misses 4 of 4 shards"), "{err}");
+    assert_holds(&env.remote("p1"), "web", &data);
+
+    server.start();
+    let json = env.offsite(&["--json", "providers"]).assert_exit(0).json();
+    let dav = json["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["provider"] == "dav")
+        .cloned()
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(dav["reachable"], true, "{dav}");
+    assert_eq!(dav["objects"], 0, "{dav}");
+}
+
+#[test]
+fn zfs_dataset_backup_receives_back_identical() {
+    let mut env = Env::new(2);
+    let pool = ZfsPool::new(env.path());
+    let mnt = pool.create_fs("data");
+    write_pseudo_random(&mnt.join("big.bin"), 1, 2 * MIB + 12345);
+    std::fs::create_dir(mnt.join("sub")).unwrap();
+    std::fs::write(mnt.join("sub/notes.txt"), "offsite zfs test\n").unwrap();
+    env.zfs_dataset("tank", &pool.fs("data"));
+
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+
+    let snaps = pool.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let prefix = format!("{}@offsite-", pool.fs("data"));
+    assert!(snaps[0].starts_with(&prefix), "{snaps:?}");
+    let (m, stream) = assert_consistent(&env.remote("p1"), "tank");
+    assert_eq!(m.source_kind, "zfs");
+    assert_eq!(m.snapshot.as_deref(), Some(snaps[0].as_str()));
+    assert!(
+        m.shards.len() >= 3,
+        "a 2 MiB file makes at least 3 shards: {m:?}"
+    );
+    let (_, stream2) = assert_consistent(&env.remote("p2"), "tank");
+    assert_same_bytes("p1 vs p2", &stream, &stream2);
+
+    pool.receive("restored", &stream);
+    assert_same_tree(&mnt, &pool.mountpoint("restored"));
+}
+
+#[test]
+fn btrfs_subvolume_backup_receives_back_identical() {
+    let mut env = Env::new(2);
+    let fs = BtrfsMount::new(env.path());
+    let vol = fs.subvolume("vol");
+    write_pseudo_random(&vol.join("big.bin"), 2, 2 * MIB + 777);
+    std::fs::create_dir(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("sub/notes.txt"), "offsite btrfs test\n").unwrap();
+    let snaps = fs.path().join("snaps");
+    env.btrfs_dataset("home", &vol, Some(&snaps));
+
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+
+    let taken: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let snap = &taken[0];
+    let snap_name = snap.file_name().unwrap().to_str().unwrap();
+    assert!(snap_name.starts_with("home.offsite-"), "{snap_name}");
+    assert!(
+        BtrfsMount::is_readonly(snap),
+        "{} is writable",
+        snap.display()
+    );
+    let (m, stream) = assert_consistent(&env.remote("p1"), "home");
+    assert_eq!(m.source_kind, "btrfs");
+    assert_eq!(m.snapshot.as_deref(), snap.to_str());
+    let (_, stream2) = assert_consistent(&env.remote("p2"), "home");
+    assert_same_bytes("p1 vs p2", &stream, &stream2);
+
+    let restored = fs.path().join("restored");
+    fs.receive(&restored, &stream);
+    assert_same_tree(&vol, &restored.join(snap_name));
+}
+
+#[test]
+fn transient_upload_failure_is_retried() {
+    let (mut env, data) = command_env(3, "d");
+    env.use_mock_rclone();
+    env.mock_rules("rcat */remotes/p2/*/s0000000001-* exit:5 2\n");
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    for p in ["p1", "p2", "p3"] {
+        assert_holds(&env.remote(p), "d", &data);
+    }
+    assert_eq!(upload_attempts(&env, "p2", 1), 3, "{:#?}", env.mock_log());
+    assert_eq!(upload_attempts(&env, "p1", 1), 1);
+    assert_eq!(upload_attempts(&env, "p2", 2), 1);
+}
+
+#[test]
+fn provider_down_leaves_a_gap_and_exit_3() {
+    let (mut env, data) = command_env(3, "d");
+    env.use_mock_rclone().set("retries", 2);
+    env.mock_rules("* */remotes/p2* down inf\n");
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(3).stderr_text();
+    assert!(err.contains("provider p2 misses 4 of 4 shards"), "{err}");
+    assert!(
+        !err.contains("provider p1 misses") && !err.contains("provider p3 misses"),
+        "{err}"
+    );
+    assert_holds(&env.remote("p1"), "d", &data);
+    assert_holds(&env.remote("p3"), "d", &data);
+    assert!(env.remote("p2").backups("d").is_empty());
+}
+
+#[test]
+fn provider_down_below_min_providers_fails_without_a_manifest() {
+    let (mut env, _) = command_env(2, "d");
+    env.use_mock_rclone()
+        .set("retries", 2)
+        .set("min_providers", 2);
+    env.mock_rules("* */remotes/p2* down inf\n");
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(1).stderr_text();
+    assert!(err.contains("min_providers = 2"), "{err}");
+    assert!(err.contains("p2"), "{err}");
+    assert_eq!(env.manifests_anywhere(), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn truncated_upload_is_caught_by_the_size_check() {
+    let (mut env, data) = command_env(3, "d");
+    env.use_mock_rclone();
+    env.mock_rules("rcat */remotes/p2/*/s0000000001-* truncate:100 1\n");
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(3).stderr_text();
+    assert!(err.contains("provider p2 misses 1 of 4 shards"), "{err}");
+    assert!(err.contains("s0000000001-b0000000001048576"), "{err}");
+    let held = std::fs::metadata(
+        env.remote("p2")
+            .only_backup("d")
+            .join("s0000000001-b0000000001048576"),
+    )
+    .unwrap()
+    .len();
+    assert_eq!(held, 100, "the mock should have stored 100 bytes");
+    assert_holds(&env.remote("p1"), "d", &data);
+    assert_holds(&env.remote("p3"), "d", &data);
+}
+
+#[test]
+fn hanging_upload_times_out_and_the_retry_completes() {
+    let (mut env, data) = command_env(2, "d");
+    env.use_mock_rclone().set("timeout", "2s").set("retries", 2);
+    env.mock_rules("rcat */remotes/p2/*/s0000000000-* hang 1\n");
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    assert_eq!(upload_attempts(&env, "p2", 0), 2, "{:#?}", env.mock_log());
+    assert_holds(&env.remote("p1"), "d", &data);
+    assert_holds(&env.remote("p2"), "d", &data);
+    env.assert_no_leftover_processes();
+}
+
+#[test]
+fn hanging_provider_is_dropped_after_its_retries_and_nothing_is_left_running() {
+    let (mut env, data) = command_env(2, "d");
+    env.use_mock_rclone().set("timeout", "2s").set("retries", 2);
+    env.mock_rules("rcat */remotes/p2/*/s0000000000-* hang inf\n");
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(3).stderr_text();
+    assert!(err.contains("provider p2 misses"), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(upload_attempts(&env, "p2", 0), 2, "{:#?}", env.mock_log());
+    assert_holds(&env.remote("p1"), "d", &data);
+    env.assert_no_leftover_processes();
+}
+
+#[test]
+fn source_failing_midstream_fails_without_a_manifest() {
+    let mut env = Env::new(2);
+    env.command_dataset("d", "head -c 3000000 /dev/urandom; echo boom >&2; exit 7");
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(1).stderr_text();
+    assert!(err.contains("boom"), "{err}");
+    assert_eq!(env.manifests_anywhere(), Vec::<std::path::PathBuf>::new());
+    env.assert_no_leftover_processes();
+}
+
+#[test]
+fn failed_upload_stops_a_long_running_source_and_reports_the_provider_error() {
+    let mut env = Env::new(2);
+    let pidfile = env.path().join("source.pid");
+    env.command_dataset(
+        "d",
+        &format!("echo $$ > {}; exec cat /dev/zero", pidfile.display()),
+    );
+    env.use_mock_rclone()
+        .set("retries", 2)
+        .set("min_providers", 2);
+    env.mock_rules("* */remotes/p2* down inf\n");
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(1).stderr_text();
+
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the source wrote its pid")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !is_alive(pid),
+        "the source (cat /dev/zero, pid {pid}) outlived offsite"
+    );
+    env.assert_no_leftover_processes();
+    let error = err
+        .lines()
+        .find(|l| l.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no ERROR line:\n{err}"));
+    assert!(error.contains("provider p2"), "{error}");
+    assert!(error.contains("connection refused"), "{error}");
+    assert!(!err.to_lowercase().contains("broken pipe"), "{err}");
+    assert!(
+        !err.contains("failed after"),
+        "the source's end was reported: {err}"
+    );
+    assert_eq!(env.manifests_anywhere(), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn second_backup_of_a_locked_dataset_exits_4_naming_the_pid() {
+    let mut env = Env::new(1);
+    let gate = env.path().join("gate");
+    run("mkfifo", &[gate.to_str().unwrap()]);
+    env.command_dataset("d", &format!("cat {}", gate.display()));
+    let first = env.spawn_offsite(&["backup", "--once"]);
+    // The source starts after the lock is taken; it then blocks on the FIFO until we write.
+    wait_for(
+        "the first backup's source to start",
+        Duration::from_secs(30),
+        || {
+            env.leftover_processes()
+                .iter()
+                .any(|(_, cmd)| cmd.starts_with("cat "))
+        },
+    );
+
+    let second = env.offsite(&["backup", "--once"]);
+    let err = second.assert_exit(4).stderr_text();
+    assert!(err.contains(&format!("PID {}", first.pid())), "{err}");
+
+    let data = pseudo_random(3, 5000);
+    open_fifo_writer(&gate).write_all_and_close(&data);
+    first.wait().assert_exit(0);
+    let remote = env.remote("p1");
+    assert_eq!(remote.backups("d").len(), 1);
+    assert_holds(&remote, "d", &data);
+}
+
+/// The writing end of a FIFO whose reader is already open.
+struct FifoWriter(std::fs::File);
+
+impl FifoWriter {
+    fn write_all_and_close(mut self, data: &[u8]) {
+        std::io::Write::write_all(&mut self.0, data).unwrap();
+    }
+}
+
+/// Opens `path` for writing without blocking: polls until a reader has it open (ENXIO before).
+fn open_fifo_writer(path: &Path) -> FifoWriter {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = None;
+    wait_for("a reader on the FIFO", Duration::from_secs(30), || {
+        file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .ok();
+        file.is_some()
+    });
+    FifoWriter(file.unwrap())
+}

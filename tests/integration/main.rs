@@ -1,0 +1,13 @@
+//! offsite's integration tests: one test binary (`cargo test --test integration`) with a shared
+//! harness. Each module covers one area through the real `offsite` binary, real rclone (or
+//! `tests/mock_rclone` for faults), zfs-fuse and loop-mounted btrfs.
+
+mod harness;
+
+mod backup;
+mod chains;
+mod config;
+mod prune;
+mod restore;
+mod status;
+mod sync;

@@ -1,0 +1,201 @@
+//! `offsite status` end to end: the table and the JSON document for every kind of gap
+//! (missing and truncated shards, unexpected objects, a missing manifest), unfinished backups
+//! with how far they got, exit codes, and a 100,000-shard backup read in one listing.
+
+use crate::harness::*;
+use offsite::layout::{shard_name, BackupKind, MANIFEST};
+use offsite::manifest::{hex, Manifest, ShardRecord, FORMAT_VERSION};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const MIB: usize = 1 << 20;
+const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
+const DS: &str = "media";
+
+fn backed_up(n: usize) -> Env {
+    let mut env = Env::new(n);
+    let src = env.path().join("src.bin");
+    write_pseudo_random(&src, 3, SOURCE_LEN);
+    env.command_dataset(DS, &format!("cat {}", src.display()));
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    env
+}
+
+fn object(env: &Env, provider: &str, name: &str) -> PathBuf {
+    env.remote(provider).only_backup(DS).join(name)
+}
+
+fn shard(i: u64) -> String {
+    shard_name(i, i * MIB as u64)
+}
+
+fn truncate(path: &Path, len: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len).unwrap();
+}
+
+/// The table row of `provider`'s column is hard to pick apart; the cell texts are distinct
+/// enough to look for in the whole row.
+fn row(text: &str) -> &str {
+    text.lines()
+        .find(|l| l.starts_with(DS))
+        .unwrap_or_else(|| panic!("no row for {DS}:\n{text}"))
+}
+
+#[test]
+fn status_shows_each_kind_of_gap_and_exits_3_until_sync_fills_them() {
+    let env = backed_up(3);
+    let id = env.remote("p1").manifest(DS).unwrap().backup_id;
+    std::fs::remove_file(object(&env, "p1", &shard(0))).unwrap();
+    std::fs::remove_file(object(&env, "p1", &shard(2))).unwrap();
+    truncate(&object(&env, "p2", &shard(1)), 7);
+    std::fs::write(object(&env, "p2", "junk.tmp"), b"x").unwrap();
+    std::fs::remove_file(object(&env, "p3", MANIFEST)).unwrap();
+
+    let out = env.offsite(&["status"]);
+    let text = out.assert_exit(3).stdout_text();
+    let r = row(&text);
+    for cell in [
+        "incomplete",
+        "missing 2 shards",
+        "1 truncated, 1 unexpected",
+        "no manifest",
+    ] {
+        assert!(r.contains(cell), "{cell:?} not in {r:?}");
+    }
+    let err = out.stderr_text();
+    assert!(err.contains(&id) && err.contains("offsite sync"), "{err}");
+
+    let json = env.offsite(&["--json", "status"]).assert_exit(3).json();
+    assert_eq!(json["host"], HOST);
+    let b = &json["backups"][0];
+    assert_eq!(b["dataset"], DS);
+    assert_eq!(b["backup_id"], id.as_str());
+    assert_eq!(b["kind"], "full");
+    assert_eq!(b["state"], "incomplete");
+    let p: Vec<&serde_json::Value> = b["providers"].as_array().unwrap().iter().collect();
+    let names: Vec<&str> = p.iter().map(|p| p["provider"].as_str().unwrap()).collect();
+    assert_eq!(names, ["p1", "p2", "p3"]);
+    assert_eq!(p[0]["state"], "incomplete");
+    assert_eq!(p[0]["missing_shards"], serde_json::json!([0, 2]));
+    assert_eq!(p[0]["manifest"], "good");
+    assert_eq!(p[1]["truncated_shards"], serde_json::json!([1]));
+    assert_eq!(p[1]["unexpected_objects"], serde_json::json!(["junk.tmp"]));
+    assert_eq!(p[2]["missing_shards"], serde_json::json!([]));
+    assert_eq!(p[2]["manifest"], "missing");
+
+    env.offsite(&["sync"]).assert_exit(0);
+    let text = env.offsite(&["status"]).assert_exit(0).stdout_text();
+    let r = row(&text);
+    assert!(
+        r.contains("complete, 1 unexpected"),
+        "unexpected objects stay: {r:?}"
+    );
+    let json = env.offsite(&["--json", "status"]).assert_exit(0).json();
+    assert_eq!(json["backups"][0]["state"], "complete");
+}
+
+#[test]
+fn unfinished_backups_show_how_far_they_got() {
+    let env = backed_up(2);
+    for p in ["p1", "p2"] {
+        std::fs::remove_file(object(&env, p, MANIFEST)).unwrap();
+    }
+    std::fs::remove_file(object(&env, "p2", &shard(3))).unwrap();
+    std::fs::remove_file(object(&env, "p2", &shard(2))).unwrap();
+
+    let out = env.offsite(&["status"]);
+    let text = out.assert_exit(3).stdout_text();
+    let r = row(&text);
+    assert!(r.contains("unfinished: 4 shards, 3.5 MiB"), "{r:?}");
+    assert!(r.contains("unfinished: 2 shards, 2.0 MiB"), "{r:?}");
+    assert!(
+        out.stderr_text().contains("unfinished"),
+        "{}",
+        out.stderr_text()
+    );
+
+    let json = env.offsite(&["--json", "status"]).assert_exit(3).json();
+    let b = &json["backups"][0];
+    assert_eq!(b["state"], "unfinished");
+    assert_eq!(b["providers"][0]["held"]["prefix"], 4);
+    assert_eq!(b["providers"][1]["held"]["prefix"], 2);
+    assert_eq!(b["providers"][1]["missing_shards"], serde_json::json!([2]));
+    assert_eq!(b["providers"][1]["manifest"], "missing");
+
+    // sync copies the provable shards of an unfinished backup but invents no manifest.
+    env.offsite(&["sync"]).assert_exit(0);
+    assert!(object(&env, "p2", &shard(2)).exists());
+    assert!(!object(&env, "p2", MANIFEST).exists());
+    assert!(!object(&env, "p1", MANIFEST).exists());
+}
+
+/// Writes a synthetic backup of `n` one-byte shards (and its manifest) under `root`.
+fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
+    let id = "20260101T000000Z-full";
+    let dir = root.join(HOST).join(dataset).join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sha = hex(&Sha256::digest(b"x"));
+    let mut shards = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let name = shard_name(i, i);
+        std::fs::write(dir.join(&name), b"x").unwrap();
+        shards.push(ShardRecord {
+            index: i,
+            offset: i,
+            length: 1,
+            sha256: sha.clone(),
+        });
+    }
+    let m = Manifest {
+        format: FORMAT_VERSION,
+        host: HOST.into(),
+        dataset: dataset.into(),
+        backup_id: id.into(),
+        kind: BackupKind::Full,
+        source_kind: "command".into(),
+        source: "synthetic".into(),
+        snapshot: None,
+        parent: None,
+        created: "2026-01-01T00:00:00Z".into(),
+        shard_size: 1 << 20,
+        total_bytes: n,
+        shards,
+        tool: "offsite test".into(),
+    };
+    std::fs::write(dir.join(MANIFEST), m.to_json()).unwrap();
+    id.to_string()
+}
+
+#[test]
+fn status_of_a_100k_shard_backup_lists_once_and_takes_seconds() {
+    const N: u64 = 100_000;
+    let mut env = Env::new(1);
+    let root = env.path().join("remotes/p1");
+    let id = synthetic_backup(&root, "big", N);
+    let dir = root.join(HOST).join("big").join(&id);
+    std::fs::remove_file(dir.join(shard_name(4242, 4242))).unwrap();
+    env.use_mock_rclone();
+
+    let start = Instant::now();
+    let json = env.offsite(&["--json", "status"]).assert_exit(3).json();
+    let took = start.elapsed();
+    eprintln!("status of a {N}-shard backup: {took:?}");
+    let p = &json["backups"][0]["providers"][0];
+    assert_eq!(
+        p["missing_shards"],
+        serde_json::json!([4242]),
+        "{}",
+        json["backups"][0]["state"]
+    );
+    assert_eq!(p["held"]["shards"], N - 1);
+    let log = env.mock_log();
+    let listings = log.iter().filter(|l| l.starts_with("lsjson ")).count();
+    let reads = log.iter().filter(|l| l.starts_with("cat ")).count();
+    assert_eq!(
+        (listings, reads),
+        (1, 1),
+        "one listing and one manifest read: {log:?}"
+    );
+}
