@@ -31,42 +31,17 @@ MOCK=$REPO/tests/mock_rclone
 SLOW=40 # MiB/s
 FAST=60
 unset AWS_CA_BUNDLE
+BENCH_NAME=bench-sync.sh
+# shellcheck source=bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench-sync.sh: %s\n' "$*" >&2
-    exit 1
-}
 
-parse_size() { # 64MiB, 64M, 1GiB, 512KiB or bytes -> bytes
-    local re='^([0-9]+)([KMGT]?)(iB|B)?$'
-    [[ $1 =~ $re ]] || die "bad size '$1' (try 128MiB, 1GiB, or bytes)"
-    local n=${BASH_REMATCH[1]}
-    case ${BASH_REMATCH[2]} in
-    K) n=$((n << 10)) ;;
-    M) n=$((n << 20)) ;;
-    G) n=$((n << 30)) ;;
-    T) n=$((n << 40)) ;;
-    esac
-    echo "$n"
-}
 
-human() {
-    awk -v b="$1" 'BEGIN {
-        if (b >= 2^30) { u = "GiB"; v = b / 2^30 } else { u = "MiB"; v = b / 2^20 }
-        if (v == int(v)) printf "%d %s", v, u; else printf "%.2f %s", v, u }'
-}
 
-toml_str() {
-    local s=${1//\\/\\\\}
-    printf '"%s"' "${s//\"/\\\"}"
-}
 
-now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 WORK=
-SERVER_PIDS=()
 
 cleanup() {
     local pid
@@ -147,24 +122,6 @@ bench_gap() {
         NOTES+=("gap: the repaired shard differs from the source")
 }
 
-# start_webdav DIR LIMIT_MIB : starts a server; sets URL (no subshell: the PID must reach
-# SERVER_PIDS so that the exit trap stops it).
-URL=
-start_webdav() {
-    local dir=$1 limit=$2 logf=$1.log i url=
-    mkdir -p "$dir"
-    rclone --config /dev/null serve webdav "$dir" --addr 127.0.0.1:0 --bwlimit "${limit}M" \
-        >"$logf" 2>&1 &
-    SERVER_PIDS+=($!)
-    for ((i = 0; i < 100; i++)); do # up to 10 s
-        url=$(grep -o 'http://127\.0\.0\.1:[0-9]*/' "$logf" | head -1) || true
-        [[ -n $url ]] && break
-        kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n $url ]] || die "rclone serve webdav $dir did not start: $(cat "$logf")"
-    URL=$url
-}
 
 # repair DIR WIPED SOURCE BYTES : deletes the backup from WIPED's served dir and syncs it back.
 repair() {

@@ -40,38 +40,13 @@ SHARD=$((64 << 20))
 GIB=$((1 << 30))
 WAN_LIMITS=(40 60 80) # MiB/s of the three webdav servers; the first is the slowest
 unset AWS_CA_BUNDLE
+BENCH_NAME=bench.sh
+# shellcheck source=bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench.sh: %s\n' "$*" >&2
-    exit 1
-}
 
-# Bytes in a size such as 64MiB, 64M, 1GiB, 512KiB or 1048576 (binary units throughout).
-parse_size() {
-    local re='^([0-9]+)([KMGT]?)(iB|B)?$'
-    [[ $1 =~ $re ]] || die "bad size '$1' (try 128MiB, 1GiB, or bytes)"
-    local n=${BASH_REMATCH[1]}
-    case ${BASH_REMATCH[2]} in
-    K) n=$((n << 10)) ;;
-    M) n=$((n << 20)) ;;
-    G) n=$((n << 30)) ;;
-    T) n=$((n << 40)) ;;
-    esac
-    echo "$n"
-}
 
-human() { # bytes -> "1 GiB", "128 MiB", "1.50 GiB"
-    awk -v b="$1" 'BEGIN {
-        if (b >= 2^30) { u = "GiB"; v = b / 2^30 } else { u = "MiB"; v = b / 2^20 }
-        if (v == int(v)) printf "%d %s", v, u; else printf "%.2f %s", v, u }'
-}
 
-# A TOML basic string holding $1.
-toml_str() {
-    local s=${1//\\/\\\\}
-    printf '"%s"' "${s//\"/\\\"}"
-}
 
 # Total size of the regular files under each directory given, one line per directory.
 dir_bytes() {
@@ -114,18 +89,11 @@ seed_loop() {
 # ---- setups: provider directories, rclone.conf, webdav servers ----
 
 WORK=
-SERVER_PIDS=()
 # Set by setup_local / setup_wan:
 CONF=          # rclone.conf: the union remote (and, for wan, the three webdav remotes)
 DIRS=()        # the three directories where the providers' bytes end up
 REMOTES=()     # the three providers as rclone remote paths
 
-stop_servers() {
-    local pid
-    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${SERVER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    SERVER_PIDS=()
-}
 
 cleanup() {
     stop_servers
@@ -163,23 +131,6 @@ setup_local() {
     write_union_conf "${REMOTES[@]}"
 }
 
-# start_webdav DIR LIMIT_MIB : starts a server, sets URL to its address (no subshell: the
-# server's PID must reach SERVER_PIDS so that the exit trap stops it).
-URL=
-start_webdav() {
-    local dir=$1 limit=$2 logf=$1.log i url=
-    rclone --config /dev/null serve webdav "$dir" --addr 127.0.0.1:0 --bwlimit "${limit}M" \
-        >"$logf" 2>&1 &
-    SERVER_PIDS+=($!)
-    for ((i = 0; i < 100; i++)); do # up to 10 s
-        url=$(grep -o 'http://127\.0\.0\.1:[0-9]*/' "$logf" | head -1) || true
-        [[ -n $url ]] && break
-        kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n $url ]] || die "rclone serve webdav $dir did not start: $(cat "$logf")"
-    URL=$url
-}
 
 setup_wan() {
     local base=$WORK/wan n
