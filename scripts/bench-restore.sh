@@ -16,7 +16,8 @@
 # RSS <= shards_in_flight x shard_size + 64 MiB whatever the stream's length (BENCH_MEM=1 adds
 # a 4 GiB row, restored from the local directories).
 #
-# Environment: BENCH_BYTES, BENCH_MEM=1, BENCH_DIR (work dir parent), BENCH_KEEP=1, OFFSITE.
+# Environment: BENCH_BYTES, BENCH_MEM=1, BENCH_DIR (work dir parent), BENCH_KEEP=1, OFFSITE,
+# BENCH_OFFSITE_TOML (extra top-level offsite.toml lines, e.g. 'shards_in_flight = 8').
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,6 +54,7 @@ host = "bench"
 state_dir = $(toml_str "$dir/state")
 rclone_config = $(toml_str "$WORK/rclone.conf")
 shard_size = "64MiB"
+${BENCH_OFFSITE_TOML:-}
 
 [[dataset]]
 name = "stream"

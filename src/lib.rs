@@ -31,6 +31,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the command line and returns the process exit code.
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
+    // Shard buffers (1 MiB and up) must go back to the system when freed, or peak memory
+    // exceeds shards_in_flight x shard_size: glibc raises its mmap threshold after each freed
+    // mapping (up to 32 MiB) and then keeps such buffers in the heap.
+    // SAFETY: mallopt only tunes the allocator; called before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let cli = match <cli::Cli as clap::Parser>::try_parse_from(cli::rewrite_aliases(args)) {
         Ok(c) => c,
         Err(e) => {

@@ -27,6 +27,11 @@ pub struct Unfinished {
     pub parent: Option<ParentRef>,
     pub shard_size: u64,
     pub started: String,
+    /// The backup was written (manifest included) but some provider missed shards; the next
+    /// run resumes it once to fill those gaps from the re-read source, then leaves the rest to
+    /// `offsite sync`, so a provider that stays down cannot hold up the next backups.
+    #[serde(default)]
+    pub gaps_retry: bool,
 }
 
 impl Unfinished {
@@ -110,6 +115,15 @@ impl DatasetState {
         })
     }
 
+    /// Rewrites `unfinished.json` (atomically), keeping the journal.
+    pub fn update(&self, u: &Unfinished) -> Result<()> {
+        let tmp = self.dir.join("unfinished.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(u)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, self.unfinished_path())?;
+        Ok(())
+    }
+
     /// Opens the journal of the recorded unfinished backup for appending.
     /// A line torn by a crash is closed first, so new records start on a line of their own.
     pub fn reopen(&self) -> Result<Journal> {
@@ -190,6 +204,7 @@ mod tests {
             parent: None,
             shard_size: 10,
             started: "2026-11-21T02:00:00Z".into(),
+            gaps_retry: false,
         };
         let j = st.begin(&u).unwrap();
         j.record(&rec(0)).unwrap();

@@ -162,7 +162,14 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
         journal: Some(journal),
     };
     let report = backup::run(job, proc, ctx.progress.clone(), ctx.cancel.clone()).await?;
-    state.clear()?;
+    if report.complete() || u.gaps_retry {
+        state.clear()?;
+    } else {
+        state.update(&Unfinished {
+            gaps_retry: true,
+            ..u.clone()
+        })?;
+    }
     if ds.snapshot_pattern.is_none() {
         if let Some(snap) = &u.snapshot {
             match snapshots::retain(ds, &[snap.as_str()], false).await {
@@ -208,8 +215,13 @@ async fn plan(
                 );
             }
         }
+        let why = if u.gaps_retry {
+            " to fill the gaps a provider had"
+        } else {
+            ""
+        };
         tracing::info!(
-            "resuming unfinished backup {} of {:?} ({} shards recorded)",
+            "resuming unfinished backup {} of {:?}{why} ({} shards recorded)",
             u.backup_id,
             ds.name,
             recorded.len()
@@ -258,6 +270,7 @@ async fn plan(
         parent,
         shard_size: ctx.cfg.shard_size,
         started: layout::rfc3339(now),
+        gaps_retry: false,
     };
     Ok(Some(Plan {
         unfinished,

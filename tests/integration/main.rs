@@ -9,5 +9,6 @@ mod chains;
 mod config;
 mod prune;
 mod restore;
+mod resume;
 mod status;
 mod sync;
