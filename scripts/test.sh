@@ -42,12 +42,21 @@ install_missing() {
 }
 
 ensure_zfs_daemon() {
+    local i
+    if [[ ${CI:-} == true ]] && pgrep -x zfs-fuse >/dev/null; then
+        # A daemon left by an earlier session may be wedged (it still answers `zpool list` but
+        # hangs in `zfs create`): in CI, start from a fresh one and forget old pools.
+        log "CI: restarting the zfs-fuse daemon"
+        as_root pkill -x zfs-fuse || true
+        for ((i = 0; i < 60; i++)); do pgrep -x zfs-fuse >/dev/null || break; sleep 0.5; done
+        as_root pkill -9 -x zfs-fuse || true
+        as_root rm -f /var/lib/zfs/zpool.cache /etc/zfs/zpool.cache
+    fi
     if zpool list >/dev/null 2>&1; then
         return
     fi
     log "starting the zfs-fuse daemon"
     as_root zfs-fuse
-    local i
     for ((i = 0; i < 60; i++)); do # up to 30 s
         if zpool list >/dev/null 2>&1; then
             return

@@ -370,9 +370,12 @@ pub fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// [`run`] with `input` on stdin.
+/// Runs `program` to its end (at most 5 minutes: a wedged zfs-fuse must fail a test, not hang
+/// the suite) and returns its stdout; panics with its stderr if it fails.
 pub fn run_with_input(program: &str, args: &[&str], input: Option<&[u8]>) -> String {
-    let mut c = Command::new(program);
-    c.args(args)
+    let mut c = Command::new("timeout");
+    c.args(["-k", "10", "300", program])
+        .args(args)
         .env("PATH", search_path())
         .stdin(if input.is_some() {
             Stdio::piped()
