@@ -2,7 +2,8 @@
 # Quick start for offsite on a fresh Debian machine: everything in one folder, nothing outside it
 # but a small zfs-fuse pool (named $DEMO_POOL) whose disk is a file in that folder.
 #
-#   scripts/demo.sh            install rclone if missing, build, set up ./demo, back up, list
+#   scripts/demo.sh            install rclone if missing, build, set up ./demo, back up, list,
+#                              restore and compare, damage one provider, repair it, verify
 #   scripts/demo.sh clean      destroy the demo pool and delete the demo folder
 #
 # The demo folder ($DEMO_DIR, default ./demo) holds:
@@ -173,6 +174,36 @@ EOF
     sed 's/^/  /' "$CONFIG" >&2
 }
 
+# Restores the newest backup of each dataset and compares it with its source.
+restore_demo() {
+    say "restoring docs to a file and comparing it with a fresh tar of the same folder"
+    rm -f "$DEMO_DIR/docs.tar"
+    run "$OFFSITE" --config "$CONFIG" restore docs --output "$DEMO_DIR/docs.tar"
+    if tar -C /usr/share/doc -cf - . | cmp -s - "$DEMO_DIR/docs.tar"; then
+        echo "docs: restored bytes are identical" >&2
+    else
+        echo "docs: restored bytes differ from a fresh tar (did /usr/share/doc change?)" >&2
+    fi
+    if [[ -n $ZFS_DS ]]; then
+        local target=$DEMO_POOL/restored
+        say "restoring zfs-data into $target and comparing the files"
+        zfs destroy -r "$target" >/dev/null 2>&1 || true
+        run "$OFFSITE" --config "$CONFIG" restore zfs-data --target "$target"
+        run diff -r "$(zfs get -H -o value mountpoint "$ZFS_DS")" \
+            "$(zfs get -H -o value mountpoint "$target")" && echo "zfs-data: files identical" >&2
+    fi
+}
+
+# Damages one provider, shows the gaps, repairs it from the others, and checks every shard.
+repair_demo() {
+    say "damaging disk2: deleting every object it holds"
+    find "$DEMO_DIR/remotes/disk2" -type f -delete
+    run "$OFFSITE" --config "$CONFIG" status || echo "(exit $?: gaps, as expected)" >&2
+    say "repairing disk2 from disk1 and disk3"
+    run "$OFFSITE" --config "$CONFIG" sync --repair-provider disk2
+    run "$OFFSITE" --config "$CONFIG" verify --deep
+}
+
 main() {
     if [[ ${1:-} == clean ]]; then
         clean
@@ -193,13 +224,8 @@ main() {
     say "what the providers hold (disk1)"
     (cd "$DEMO_DIR/remotes/disk1" && find . -type f | sort | head -20) >&2
 
-    # --- HOOK: restore and repair demos go here -------------------------------------------------
-    # Planned, once those commands land:
-    #   restore:  offsite --config "$CONFIG" restore docs --output "$DEMO_DIR/docs.tar" and compare
-    #             with a fresh tar; restore zfs-data --target "$DEMO_POOL/restored" and diff the trees
-    #   repair:   rm -rf "$DEMO_DIR/remotes/disk2"/*; offsite status (exit 3, gaps on disk2);
-    #             offsite sync --repair-provider disk2; offsite status (exit 0)
-    # ---------------------------------------------------------------------------------------------
+    restore_demo
+    repair_demo
 
     say "done. Try: $OFFSITE --config $CONFIG status"
     echo "Remove everything with: DEMO_DIR=$DEMO_DIR DEMO_POOL=$DEMO_POOL $0 clean" >&2
