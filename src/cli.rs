@@ -99,6 +99,10 @@ pub struct RestoreArgs {
     /// Write one backup's raw stream to stdout.
     #[arg(long)]
     pub stdout: bool,
+    /// Fetch each shard in pieces of SIZE, read from several providers at once (default:
+    /// sized by the providers' measured rates; a shard no larger than SIZE is fetched whole).
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::units::parse_size)]
+    pub piece_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
 //! `offsite restore DATASET (--target T [--force] | --output FILE | --stdout)
-//! [--backup ID | --snapshot NAME] [--from PROVIDER]`.
+//! [--backup ID | --snapshot NAME] [--from PROVIDER] [--piece-size SIZE]`.
 //!
 //! Needs nothing but the config's providers: no state dir (none is created), no source
 //! snapshot, and DATASET need not be configured here. Every enabled provider is used, plus
@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
         summary(ctx, args, dataset, &chosen, &dest, &skipped, None);
         return Ok(Outcome::Done);
     }
-    let fetcher = Fetcher::new(
+    let mut fetcher = Fetcher::new(
         host,
         dataset,
         providers,
@@ -70,6 +70,9 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
         ctx.cfg.concurrency,
         ctx.progress.clone(),
     );
+    if let Some(bytes) = args.piece_size {
+        fetcher = fetcher.with_piece_size(bytes);
+    }
     let what = format!("restore {dataset}");
     let report = restore::run(&fetcher, &links, &dest, &what, &ctx.progress, &ctx.cancel)
         .await

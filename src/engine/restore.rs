@@ -5,15 +5,18 @@
 //! manifests that do not parse or disagree (naming the provider, whose shards are then not
 //! used), and checks that every shard of every link is listed by some provider with the right
 //! size, so a hopeless restore fails before anything is received. [`run`] streams the links in
-//! order through [`Fetcher`] (bounded memory, striped across providers, verified, with
-//! failover) into a fresh [`Receiver`] per link.
+//! order through [`Fetcher`] (bounded memory; shards read in pieces from several providers at
+//! once, planned on each provider's measured rate in `lanes`; verified, with failover) into a
+//! fresh [`Receiver`] per link.
 //!
 //! On failure, the receiver is stopped and waited for, every download is stopped, and the
 //! error says what failed: a receiver that refused the stream leads with its stderr.
 
 mod fetch;
+mod lanes;
 
-pub use fetch::{Fetcher, LaneReport, NoGoodCopy, SinkError};
+pub use fetch::{Fetcher, NoGoodCopy, SinkError, PIECE_SECS, PIECE_SIZE};
+pub use lanes::LaneReport;
 
 use crate::catalog::{BackupEntry, BackupKey, Catalog, Objects};
 use crate::engine::chain::{self, Found, Selector};

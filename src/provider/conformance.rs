@@ -11,7 +11,11 @@ async fn suite(p: &dyn Provider, root: &str) {
         vec![],
         "a missing directory lists as empty"
     );
-    let data = Bytes::from(vec![7u8; 300_000]);
+    let data = Bytes::from(
+        (0..300_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
     let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let s2 = seen.clone();
     let progress: ProgressFn = Arc::new(move |n| s2.store(n, std::sync::atomic::Ordering::SeqCst));
@@ -42,6 +46,22 @@ async fn suite(p: &dyn Provider, root: &str) {
         ]
     );
     assert_eq!(p.get("h/d/b/s1", 300_000).await.unwrap(), data);
+    let ranged = p.get_range("h/d/b/s1", 100_000, 50_000).await.unwrap();
+    assert_eq!(ranged, data.slice(100_000..150_000), "a ranged read");
+    assert_eq!(
+        p.get_range("h/d/b/s1", 0, 1).await.unwrap(),
+        data.slice(..1),
+        "a range at the start"
+    );
+    assert_eq!(
+        p.get_range("h/d/b/s1", 299_000, 5_000).await.unwrap().len(),
+        1_000,
+        "a range past the end is short"
+    );
+    assert_eq!(
+        p.get_range("h/d/b/nope", 0, 10).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     assert!(
         p.get("h/d/b/s1", 1000).await.is_err(),
         "a read larger than the limit fails"

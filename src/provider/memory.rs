@@ -11,7 +11,7 @@ use std::sync::Mutex;
 /// A fault to inject into the next matching operations.
 #[derive(Debug, Clone)]
 pub struct Fault {
-    /// `put`, `get`, `list`, `delete`, `copy` or `*`.
+    /// `put`, `get` (whole and ranged reads), `list`, `delete`, `copy` or `*`.
     pub op: &'static str,
     /// Substring the path must contain.
     pub path_contains: String,
@@ -137,6 +137,28 @@ impl Provider for MemoryProvider {
                 ));
             }
             Ok(data)
+        })
+    }
+
+    /// Faults injected for `get` apply to ranged reads too.
+    fn get_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(async move {
+            self.check("get", path)?;
+            let data = self.object(path).ok_or_else(|| {
+                ProviderError::new(
+                    &self.name,
+                    "get",
+                    path,
+                    ErrorKind::NotFound,
+                    "object not found",
+                )
+            })?;
+            Ok(super::slice_range(&data, offset, len))
         })
     }
 

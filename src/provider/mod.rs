@@ -48,6 +48,22 @@ pub trait Provider: Send + Sync {
     /// Reads the object at `path` whole. `limit` bounds what is read: a larger object is an error.
     fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>>;
 
+    /// Reads `len` bytes of the object at `path` from byte `offset` on; fewer when the object
+    /// ends sooner (the caller checks the length). Restore uses it to fetch one shard in pieces
+    /// from several providers at once. The default reads the whole object and slices it;
+    /// providers that can read a range (rclone: `cat --offset --count`) override it.
+    fn get_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(async move {
+            let all = self.get(path, u64::MAX).await?;
+            Ok(slice_range(&all, offset, len))
+        })
+    }
+
     /// Lists every object below `dir`, recursively. A missing directory is an empty listing.
     fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>>;
 
@@ -83,6 +99,13 @@ pub trait Provider: Send + Sync {
 }
 
 pub type DynProvider = Arc<dyn Provider>;
+
+/// The part of `data` that [`Provider::get_range`] returns.
+pub(crate) fn slice_range(data: &Bytes, offset: u64, len: u64) -> Bytes {
+    let end = offset.saturating_add(len).min(data.len() as u64) as usize;
+    let start = (offset.min(data.len() as u64)) as usize;
+    data.slice(start..end)
+}
 
 /// Builds the provider stack for a configured provider: rclone, with retry and timeout.
 pub fn from_config(cfg: &crate::config::Config, p: &crate::config::ProviderConfig) -> DynProvider {

@@ -99,6 +99,17 @@ impl<P: Provider> Provider for Retry<P> {
         Box::pin(self.run("download", path, move || self.inner.get(path, limit)))
     }
 
+    fn get_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(self.run("download", path, move || {
+            self.inner.get_range(path, offset, len)
+        }))
+    }
+
     fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
         Box::pin(self.run("list", dir, move || self.inner.list(dir)))
     }

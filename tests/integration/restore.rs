@@ -158,6 +158,58 @@ fn a_corrupt_copy_fails_over_to_a_good_one() {
     );
 }
 
+/// Shards read in 256 KiB pieces, through rclone's ranged reads. Shard 0 is planned before
+/// anything is measured: pieces 0 and 3 from p1, piece 1 from p2 and piece 2 from p3. Every
+/// piece of it is corrupt on p1 and p2, so the assembled shard fails its checksum and is
+/// fetched whole from one provider at a time: p1 and p2 are named, p3 serves it.
+#[test]
+fn shards_read_in_pieces_from_several_providers_and_a_corrupt_piece_is_traced() {
+    const PIECE: usize = 256 << 10;
+    let (env, data) = backed_up(3);
+    for p in ["p1", "p2"] {
+        let path = shard_file(&env, p, 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for i in (PIECE / 2..bytes.len()).step_by(PIECE) {
+            bytes[i] ^= 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let out = out_path(&env);
+    let run = env.offsite(&[
+        "--json",
+        "restore",
+        DS,
+        "--output",
+        out.to_str().unwrap(),
+        "--piece-size",
+        "256KiB",
+    ]);
+    let err = run.assert_exit(0).stderr_text();
+    assert_same_bytes("restored", &std::fs::read(&out).unwrap(), &data);
+    assert!(
+        err.contains("read in pieces from providers p1, p2, p3"),
+        "{err}"
+    );
+    let corrupt = |p: &str| {
+        err.lines().any(|l| {
+            l.contains(&format!("provider {p}: shard s0000000000")) && l.contains("corrupt copy")
+        })
+    };
+    assert!(corrupt("p1") && corrupt("p2") && !corrupt("p3"), "{err}");
+    let json = run.json();
+    let providers = json["providers"].as_array().unwrap();
+    let field =
+        |k: &str| -> Vec<u64> { providers.iter().map(|p| p[k].as_u64().unwrap()).collect() };
+    assert_eq!(field("failures"), [1, 1, 0], "{json}");
+    assert_eq!(
+        field("bytes").iter().sum::<u64>(),
+        SOURCE_LEN as u64,
+        "{json}"
+    );
+    // A shard counts once for every provider that delivered a piece of it: 4 shards, split.
+    assert!(field("shards").iter().sum::<u64>() > 4, "{json}");
+}
+
 #[test]
 fn no_good_copy_anywhere_fails_naming_the_shard_and_every_provider_and_writes_nothing() {
     let (env, _) = backed_up(3);
