@@ -137,23 +137,8 @@ impl RcloneProvider {
 
     async fn get_inner(&self, path: &str, limit: u64) -> Result<Bytes, ProviderError> {
         let target = self.target(path);
-        let mut child = self.spawn("download", path, &mut self.command(&["cat", &target]))?;
-        let stdout = child.take_stdout().expect("stdout is piped");
-        let mut buf = Vec::with_capacity(limit.min(1 << 30) as usize);
-        let read = stdout.take(limit + 1).read_to_end(&mut buf).await;
-        child
-            .finish()
-            .await
-            .map_err(|e| self.error("download", path, e))?;
-        read.map_err(|e| {
-            ProviderError::new(
-                &self.name,
-                "download",
-                path,
-                ErrorKind::Transient,
-                e.to_string(),
-            )
-        })?;
+        // One byte more than the limit tells an oversized object from one that fits.
+        let buf = self.cat(path, &["cat", &target], limit + 1).await?;
         if buf.len() as u64 > limit {
             return Err(ProviderError::new(
                 &self.name,
@@ -163,11 +148,11 @@ impl RcloneProvider {
                 format!("object is larger than the expected {limit} bytes"),
             ));
         }
-        Ok(Bytes::from(buf))
+        Ok(buf)
     }
 
     /// `rclone cat --offset --count`: a ranged read (an HTTP range request where the backend
-    /// has them), read into a buffer of exactly `len` bytes.
+    /// has them).
     async fn get_range_inner(
         &self,
         path: &str,
@@ -179,17 +164,25 @@ impl RcloneProvider {
         }
         let target = self.target(path);
         let (offset, count) = (offset.to_string(), len.to_string());
-        let mut cmd = self.command(&["cat", "--offset", &offset, "--count", &count, &target]);
-        let mut child = self.spawn("download", path, &mut cmd)?;
-        let mut stdout = child.take_stdout().expect("stdout is piped").take(len);
-        let mut buf = bytes::BytesMut::with_capacity(len as usize);
-        let mut read = Ok(0);
-        while buf.len() < len as usize {
-            read = stdout.read_buf(&mut buf).await;
-            if !matches!(read, Ok(n) if n > 0) {
-                break;
-            }
+        self.cat(
+            path,
+            &["cat", "--offset", &offset, "--count", &count, &target],
+            len,
+        )
+        .await
+    }
+
+    /// Runs `rclone ARGS` (a `cat`) for `path` and reads at most `max` bytes of its output. The
+    /// pipe is closed before waiting, so an rclone with more to say gets EPIPE, not a hang.
+    async fn cat(&self, path: &str, args: &[&str], max: u64) -> Result<Bytes, ProviderError> {
+        let mut child = self.spawn("download", path, &mut self.command(args))?;
+        let mut stdout = child.take_stdout().expect("stdout is piped").take(max);
+        let mut buf = bytes::BytesMut::with_capacity(max.min(1 << 30) as usize);
+        let read = async {
+            while stdout.read_buf(&mut buf).await? > 0 {}
+            std::io::Result::Ok(())
         }
+        .await;
         drop(stdout);
         child
             .finish()
