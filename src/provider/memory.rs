@@ -71,6 +71,20 @@ impl MemoryProvider {
         self.objects.lock().unwrap().keys().cloned().collect()
     }
 
+    /// A `get`: injected faults first, then the object or not-found.
+    fn fetch(&self, path: &str) -> Result<Bytes, ProviderError> {
+        self.check("get", path)?;
+        self.object(path).ok_or_else(|| {
+            ProviderError::new(
+                &self.name,
+                "get",
+                path,
+                ErrorKind::NotFound,
+                "object not found",
+            )
+        })
+    }
+
     fn check(&self, op: &'static str, path: &str) -> Result<(), ProviderError> {
         let mut faults = self.faults.lock().unwrap();
         if let Some(f) = faults
@@ -117,16 +131,7 @@ impl Provider for MemoryProvider {
 
     fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
         Box::pin(async move {
-            self.check("get", path)?;
-            let data = self.object(path).ok_or_else(|| {
-                ProviderError::new(
-                    &self.name,
-                    "get",
-                    path,
-                    ErrorKind::NotFound,
-                    "object not found",
-                )
-            })?;
+            let data = self.fetch(path)?;
             if data.len() as u64 > limit {
                 return Err(ProviderError::new(
                     &self.name,
@@ -147,19 +152,7 @@ impl Provider for MemoryProvider {
         offset: u64,
         len: u64,
     ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
-        Box::pin(async move {
-            self.check("get", path)?;
-            let data = self.object(path).ok_or_else(|| {
-                ProviderError::new(
-                    &self.name,
-                    "get",
-                    path,
-                    ErrorKind::NotFound,
-                    "object not found",
-                )
-            })?;
-            Ok(super::slice_range(&data, offset, len))
-        })
+        Box::pin(async move { Ok(super::slice_range(&self.fetch(path)?, offset, len)) })
     }
 
     fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {

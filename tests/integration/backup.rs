@@ -10,10 +10,6 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
 
-const MIB: usize = 1 << 20;
-/// 3.5 MiB: three full 1 MiB shards and a half one.
-const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
-
 /// Checks one backup of `dataset` on `remote`: shards named by index and offset in stream
 /// order, a manifest whose records match them (length and SHA-256). Returns the manifest and
 /// the concatenated stream.
@@ -55,15 +51,6 @@ fn assert_holds(remote: &RemoteDir, dataset: &str, source: &[u8]) -> Manifest {
     m
 }
 
-/// An Env with `n` providers and a command dataset `dataset` that cats a 3.5 MiB file.
-fn command_env(n: usize, dataset: &str) -> (Env, Vec<u8>) {
-    let mut env = Env::new(n);
-    let src = env.path().join("source.bin");
-    let data = write_pseudo_random(&src, 7, SOURCE_LEN);
-    env.command_dataset(dataset, &format!("cat {}", src.display()));
-    (env, data)
-}
-
 /// Lines of the mock log for uploads of shard `index` to `provider`.
 fn upload_attempts(env: &Env, provider: &str, index: u64) -> usize {
     let shard = format!("/s{index:010}-");
@@ -76,7 +63,7 @@ fn upload_attempts(env: &Env, provider: &str, index: u64) -> usize {
 
 #[test]
 fn command_backup_puts_named_shards_and_manifest_on_every_provider() {
-    let (env, data) = command_env(3, "tank/data");
+    let (env, data) = command_env(3, "tank/data", 7);
     env.offsite(&["backup", "--once"]).assert_exit(0);
     for p in ["p1", "p2", "p3"] {
         let remote = env.remote(p);
@@ -101,7 +88,7 @@ fn command_backup_puts_named_shards_and_manifest_on_every_provider() {
 
 #[test]
 fn list_and_providers_show_the_backup() {
-    let (env, data) = command_env(3, "tank/data");
+    let (env, data) = command_env(3, "tank/data", 7);
     env.offsite(&["backup", "--once"]).assert_exit(0);
     let id = env.remote("p1").manifest("tank/data").unwrap().backup_id;
 
@@ -154,7 +141,7 @@ fn list_and_providers_show_the_backup() {
 
 #[test]
 fn webdav_provider_gets_identical_bytes() {
-    let (mut env, data) = command_env(1, "web");
+    let (mut env, data) = command_env(1, "web", 7);
     let server = RcloneServer::webdav(&env.path().join("dav"));
     env.provider("dav", &server.remote());
     env.offsite(&["backup", "--once"]).assert_exit(0);
@@ -164,7 +151,7 @@ fn webdav_provider_gets_identical_bytes() {
 
 #[test]
 fn unreachable_webdav_provider_leaves_a_gap_until_it_is_back() {
-    let (mut env, data) = command_env(1, "web");
+    let (mut env, data) = command_env(1, "web", 7);
     let mut server = RcloneServer::webdav(&env.path().join("dav"));
     // rclone's own low-level retries would spend ~5 s per call on a refused connection.
     env.provider("dav", &server.remote())
@@ -258,7 +245,7 @@ fn btrfs_subvolume_backup_receives_back_identical() {
 
 #[test]
 fn transient_upload_failure_is_retried() {
-    let (mut env, data) = command_env(3, "d");
+    let (mut env, data) = command_env(3, "d", 7);
     env.use_mock_rclone();
     env.mock_rules("rcat */remotes/p2/*/s0000000001-* exit:5 2\n");
     env.offsite(&["backup", "--once"]).assert_exit(0);
@@ -272,7 +259,7 @@ fn transient_upload_failure_is_retried() {
 
 #[test]
 fn provider_down_leaves_a_gap_and_exit_3() {
-    let (mut env, data) = command_env(3, "d");
+    let (mut env, data) = command_env(3, "d", 7);
     env.use_mock_rclone().set("retries", 2);
     env.mock_rules("* */remotes/p2* down inf\n");
     let out = env.offsite(&["backup", "--once"]);
@@ -289,7 +276,7 @@ fn provider_down_leaves_a_gap_and_exit_3() {
 
 #[test]
 fn provider_down_below_min_providers_fails_without_a_manifest() {
-    let (mut env, _) = command_env(2, "d");
+    let (mut env, _) = command_env(2, "d", 7);
     env.use_mock_rclone()
         .set("retries", 2)
         .set("min_providers", 2);
@@ -303,7 +290,7 @@ fn provider_down_below_min_providers_fails_without_a_manifest() {
 
 #[test]
 fn truncated_upload_is_caught_by_the_size_check() {
-    let (mut env, data) = command_env(3, "d");
+    let (mut env, data) = command_env(3, "d", 7);
     env.use_mock_rclone();
     env.mock_rules("rcat */remotes/p2/*/s0000000001-* truncate:100 1\n");
     let out = env.offsite(&["backup", "--once"]);
@@ -324,7 +311,7 @@ fn truncated_upload_is_caught_by_the_size_check() {
 
 #[test]
 fn hanging_upload_times_out_and_the_retry_completes() {
-    let (mut env, data) = command_env(2, "d");
+    let (mut env, data) = command_env(2, "d", 7);
     env.use_mock_rclone().set("timeout", "2s").set("retries", 2);
     env.mock_rules("rcat */remotes/p2/*/s0000000000-* hang 1\n");
     env.offsite(&["backup", "--once"]).assert_exit(0);
@@ -336,7 +323,7 @@ fn hanging_upload_times_out_and_the_retry_completes() {
 
 #[test]
 fn hanging_provider_is_dropped_after_its_retries_and_nothing_is_left_running() {
-    let (mut env, data) = command_env(2, "d");
+    let (mut env, data) = command_env(2, "d", 7);
     env.use_mock_rclone().set("timeout", "2s").set("retries", 2);
     env.mock_rules("rcat */remotes/p2/*/s0000000000-* hang inf\n");
     let out = env.offsite(&["backup", "--once"]);

@@ -335,6 +335,27 @@ impl Env {
 }
 
 /// `len` pseudo-random bytes from `seed` (xorshift64*): the same arguments give the same bytes.
+pub const MIB: usize = 1 << 20;
+/// The usual test stream: three full 1 MiB shards (the harness's `shard_size`) and a half one.
+pub const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
+
+/// An Env with `n` providers and a command dataset `dataset` that cats `src.bin`, a file of
+/// [`SOURCE_LEN`] pseudo-random bytes from `seed`; returns the bytes.
+pub fn command_env(n: usize, dataset: &str, seed: u64) -> (Env, Vec<u8>) {
+    let mut env = Env::new(n);
+    let src = env.path().join("src.bin");
+    let data = write_pseudo_random(&src, seed, SOURCE_LEN);
+    env.command_dataset(dataset, &format!("cat {}", src.display()));
+    (env, data)
+}
+
+/// [`command_env`], backed up once (`backup --once`, exit 0).
+pub fn backed_up(n: usize, dataset: &str, seed: u64) -> (Env, Vec<u8>) {
+    let (env, data) = command_env(n, dataset, seed);
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    (env, data)
+}
+
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);

@@ -10,20 +10,7 @@ use offsite::receiver::partial_path;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-const MIB: usize = 1 << 20;
-/// 3.5 MiB: three full 1 MiB shards and a half one.
-const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
 const DS: &str = "media";
-
-/// `n` local providers and a command dataset that cats a 3.5 MiB file, backed up once.
-fn backed_up(n: usize) -> (Env, Vec<u8>) {
-    let mut env = Env::new(n);
-    let src = env.path().join("src.bin");
-    let data = write_pseudo_random(&src, 42, SOURCE_LEN);
-    env.command_dataset(DS, &format!("cat {}", src.display()));
-    env.offsite(&["backup", "--once"]).assert_exit(0);
-    (env, data)
-}
 
 fn out_path(env: &Env) -> PathBuf {
     env.path().join("restored.bin")
@@ -55,7 +42,7 @@ fn flip_byte(path: &Path) {
 
 #[test]
 fn command_backup_restored_to_a_file_and_stdout_is_identical() {
-    let (env, data) = backed_up(3);
+    let (env, data) = backed_up(3, DS, 42);
     let err = restore_output(&env, &[]).assert_exit(0).stderr_text();
     assert_same_bytes("--output", &std::fs::read(out_path(&env)).unwrap(), &data);
     assert!(!partial_path(&out_path(&env)).exists());
@@ -89,7 +76,7 @@ fn command_backup_restored_to_a_file_and_stdout_is_identical() {
 
 #[test]
 fn a_new_machine_restores_another_hosts_backup_without_state_or_dataset_config() {
-    let (mut env, data) = backed_up(2);
+    let (mut env, data) = backed_up(2, DS, 42);
     std::fs::remove_dir_all(env.state_dir()).ok();
     // The new machine: another host name and state dir, no [[dataset]] at all, and only a
     // disabled provider (usable with --from).
@@ -128,7 +115,7 @@ fn a_new_machine_restores_another_hosts_backup_without_state_or_dataset_config()
 
 #[test]
 fn a_provider_down_for_the_whole_restore_is_dropped_and_the_others_finish() {
-    let (mut env, data) = backed_up(3);
+    let (mut env, data) = backed_up(3, DS, 42);
     env.use_mock_rclone().set("retries", 2);
     // Listing and manifest work; every shard download fails: it goes down after planning.
     env.mock_rules("cat */remotes/p1/*/s0* down inf\n");
@@ -146,7 +133,7 @@ fn a_provider_down_for_the_whole_restore_is_dropped_and_the_others_finish() {
 
 #[test]
 fn a_corrupt_copy_fails_over_to_a_good_one() {
-    let (env, data) = backed_up(2);
+    let (env, data) = backed_up(2, DS, 42);
     // Shard 0 goes to the first provider first (nothing is measured yet).
     flip_byte(&shard_file(&env, "p1", 0));
     flip_byte(&shard_file(&env, "p2", 2));
@@ -165,7 +152,7 @@ fn a_corrupt_copy_fails_over_to_a_good_one() {
 #[test]
 fn shards_read_in_pieces_from_several_providers_and_a_corrupt_piece_is_traced() {
     const PIECE: usize = 256 << 10;
-    let (env, data) = backed_up(3);
+    let (env, data) = backed_up(3, DS, 42);
     for p in ["p1", "p2"] {
         let path = shard_file(&env, p, 0);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -212,7 +199,7 @@ fn shards_read_in_pieces_from_several_providers_and_a_corrupt_piece_is_traced() 
 
 #[test]
 fn no_good_copy_anywhere_fails_naming_the_shard_and_every_provider_and_writes_nothing() {
-    let (env, _) = backed_up(3);
+    let (env, _) = backed_up(3, DS, 42);
     for p in ["p1", "p2", "p3"] {
         flip_byte(&shard_file(&env, p, 1));
     }
@@ -231,7 +218,7 @@ fn no_good_copy_anywhere_fails_naming_the_shard_and_every_provider_and_writes_no
 
 #[test]
 fn sigint_during_a_restore_stops_cleanly_with_130() {
-    let (mut env, _) = backed_up(2);
+    let (mut env, _) = backed_up(2, DS, 42);
     env.use_mock_rclone();
     env.mock_rules("cat *s0000000002-* hang inf\n");
     let running = env.spawn_offsite(&["restore", DS, "--output", out_path(&env).to_str().unwrap()]);
@@ -474,7 +461,7 @@ fn btrfs_full_and_two_incrementals_restore_at_every_snapshot() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let (env, _) = backed_up(1);
+    let (env, _) = backed_up(1, DS, 42);
     let err = env
         .offsite(&["restore", DS, "--target", "pool/x"])
         .assert_exit(2)

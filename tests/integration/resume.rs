@@ -49,7 +49,7 @@ fn providers(n: usize) -> Vec<String> {
 }
 
 /// `n` local providers behind the mock, and a command dataset `cat source.bin` (7.5 MiB).
-fn command_env(n: usize) -> (Env, PathBuf, Vec<u8>) {
+fn mocked_env(n: usize) -> (Env, PathBuf, Vec<u8>) {
     let mut env = Env::new(n);
     let src = env.path().join("source.bin");
     let data = write_pseudo_random(&src, 0x5eed, LEN as usize);
@@ -321,7 +321,7 @@ fn snapshot_held(env: &Env, names: &[String]) -> BTreeMap<String, BTreeSet<u64>>
 /// kill -9 once `ready`, with `proven` shards proven by then; the re-run must complete the
 /// same backup, uploading exactly what [`expected_uploads`] says.
 fn kill_9_then_resume(rule: &str, what: &str, ready: impl Fn(&Env) -> bool, proven: u64) {
-    let (env, _, data) = command_env(3);
+    let (env, _, data) = mocked_env(3);
     let names = providers(3);
     env.mock_rules(rule);
     kill_9_when(&env, what, || ready(&env));
@@ -580,7 +580,7 @@ fn provider_down_below_min_providers_fails_and_the_rerun_fills_its_gaps() {
 
 #[test]
 fn shards_deleted_or_truncated_between_runs_are_uploaded_again() {
-    let (env, _, data) = command_env(3);
+    let (env, _, data) = mocked_env(3);
     let names = providers(3);
     env.mock_rules("rcat *s0000000004-* hang 1\n");
     kill_9_when(
@@ -615,7 +615,7 @@ fn shards_deleted_or_truncated_between_runs_are_uploaded_again() {
 
 #[test]
 fn a_source_that_differs_on_resume_is_refused_and_restart_starts_afresh() {
-    let (env, src, mut data) = command_env(3);
+    let (env, src, mut data) = mocked_env(3);
     let names = providers(3);
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     kill_9_when(
@@ -730,7 +730,7 @@ fn a_snapshot_deleted_between_runs_is_reported_with_restart() {
 
 #[test]
 fn sigterm_stops_cleanly_releases_the_lock_and_the_rerun_resumes() {
-    let (env, _, data) = command_env(3);
+    let (env, _, data) = mocked_env(3);
     let names = providers(3);
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     let run = env.spawn_offsite(&["backup", "--once"]);
@@ -766,7 +766,7 @@ fn sigterm_stops_cleanly_releases_the_lock_and_the_rerun_resumes() {
 
 #[test]
 fn the_stale_lock_of_a_killed_run_is_taken_over_with_a_warning() {
-    let (env, _, data) = command_env(2);
+    let (env, _, data) = mocked_env(2);
     let names = providers(2);
     env.mock_rules("rcat *s0000000001-* hang 1\n");
     let pid = kill_9_when(&env, "the upload of shard 1", || {
@@ -797,7 +797,7 @@ fn the_stale_lock_of_a_killed_run_is_taken_over_with_a_warning() {
 
 #[test]
 fn dry_run_says_it_would_resume_the_unfinished_backup_and_touches_nothing() {
-    let (env, _, _) = command_env(2);
+    let (env, _, _) = mocked_env(2);
     let names = providers(2);
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     kill_9_when(

@@ -9,18 +9,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const MIB: usize = 1 << 20;
-const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
 const DS: &str = "media";
-
-fn backed_up(n: usize) -> Env {
-    let mut env = Env::new(n);
-    let src = env.path().join("src.bin");
-    write_pseudo_random(&src, 3, SOURCE_LEN);
-    env.command_dataset(DS, &format!("cat {}", src.display()));
-    env.offsite(&["backup", "--once"]).assert_exit(0);
-    env
-}
 
 fn object(env: &Env, provider: &str, name: &str) -> PathBuf {
     env.remote(provider).only_backup(DS).join(name)
@@ -45,7 +34,7 @@ fn row(text: &str) -> &str {
 
 #[test]
 fn status_shows_each_kind_of_gap_and_exits_3_until_sync_fills_them() {
-    let env = backed_up(3);
+    let env = backed_up(3, DS, 3).0;
     let id = env.remote("p1").manifest(DS).unwrap().backup_id;
     std::fs::remove_file(object(&env, "p1", &shard(0))).unwrap();
     std::fs::remove_file(object(&env, "p1", &shard(2))).unwrap();
@@ -98,7 +87,7 @@ fn status_shows_each_kind_of_gap_and_exits_3_until_sync_fills_them() {
 
 #[test]
 fn unfinished_backups_show_how_far_they_got() {
-    let env = backed_up(2);
+    let env = backed_up(2, DS, 3).0;
     for p in ["p1", "p2"] {
         std::fs::remove_file(object(&env, p, MANIFEST)).unwrap();
     }

@@ -9,20 +9,7 @@ use offsite::layout::{shard_name, MANIFEST};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const MIB: usize = 1 << 20;
-/// 3.5 MiB: three full 1 MiB shards and a half one.
-const SOURCE_LEN: usize = 3 * MIB + MIB / 2;
 const DS: &str = "media";
-
-/// `n` local providers and a command dataset that cats a 3.5 MiB file, backed up once.
-fn backed_up(n: usize) -> (Env, Vec<u8>) {
-    let mut env = Env::new(n);
-    let src = env.path().join("src.bin");
-    let data = write_pseudo_random(&src, 11, SOURCE_LEN);
-    env.command_dataset(DS, &format!("cat {}", src.display()));
-    env.offsite(&["backup", "--once"]).assert_exit(0);
-    (env, data)
-}
 
 fn shard(i: u64) -> String {
     shard_name(i, i * MIB as u64)
@@ -85,7 +72,7 @@ fn writes(env: &Env) -> Vec<String> {
 
 #[test]
 fn deep_sync_repairs_missing_truncated_and_corrupt_shards_and_deep_verify_is_clean() {
-    let (env, data) = backed_up(3);
+    let (env, data) = backed_up(3, DS, 11);
     // p1: two shards and the manifest deleted; p2: a shard cut short; p3: a byte flipped.
     std::fs::remove_file(object(&env, "p1", &shard(0))).unwrap();
     std::fs::remove_file(object(&env, "p1", &shard(2))).unwrap();
@@ -127,7 +114,7 @@ fn deep_sync_repairs_missing_truncated_and_corrupt_shards_and_deep_verify_is_cle
 
 #[test]
 fn sync_copies_exactly_the_missing_objects_and_status_goes_from_3_to_0() {
-    let (mut env, data) = backed_up(3);
+    let (mut env, data) = backed_up(3, DS, 11);
     env.use_mock_rclone();
     std::fs::remove_file(object(&env, "p2", &shard(1))).unwrap();
     std::fs::remove_file(object(&env, "p3", MANIFEST)).unwrap();
@@ -171,7 +158,7 @@ fn sync_copies_exactly_the_missing_objects_and_status_goes_from_3_to_0() {
 
 #[test]
 fn repair_provider_writes_to_that_provider_only() {
-    let (mut env, data) = backed_up(3);
+    let (mut env, data) = backed_up(3, DS, 11);
     env.use_mock_rclone();
     std::fs::remove_file(object(&env, "p1", &shard(0))).unwrap();
     std::fs::remove_file(object(&env, "p2", &shard(0))).unwrap();
@@ -192,7 +179,7 @@ fn repair_provider_writes_to_that_provider_only() {
 
 #[test]
 fn migrate_to_a_new_provider_verifies_it_and_a_restore_from_it_alone_is_identical() {
-    let (mut env, data) = backed_up(2);
+    let (mut env, data) = backed_up(2, DS, 11);
     // A brand-new provider file, in no dataset and not even enabled.
     let d_dir = env.path().join("remotes/d");
     env.provider("d", &d_dir.display().to_string())
@@ -253,7 +240,7 @@ fn migrate_to_a_new_provider_verifies_it_and_a_restore_from_it_alone_is_identica
 
 #[test]
 fn migrate_keeps_the_source_when_the_destination_does_not_verify() {
-    let (mut env, _data) = backed_up(1);
+    let (mut env, _data) = backed_up(1, DS, 11);
     let d_dir = env.path().join("remotes/d");
     env.provider("d", &d_dir.display().to_string())
         .provider_set("d", "enabled", false)
@@ -270,7 +257,7 @@ fn migrate_keeps_the_source_when_the_destination_does_not_verify() {
 
 #[test]
 fn a_shard_bad_on_every_provider_is_reported_and_not_spread() {
-    let (env, _data) = backed_up(3);
+    let (env, _data) = backed_up(3, DS, 11);
     let id = env.remote("p1").manifest(DS).unwrap().backup_id;
     std::fs::remove_file(object(&env, "p1", &shard(1))).unwrap();
     flip_byte(&object(&env, "p2", &shard(1)));
@@ -292,7 +279,7 @@ fn a_shard_bad_on_every_provider_is_reported_and_not_spread() {
 
 #[test]
 fn dry_run_lists_the_copies_and_copies_nothing() {
-    let (env, _data) = backed_up(2);
+    let (env, _data) = backed_up(2, DS, 11);
     std::fs::remove_file(object(&env, "p2", &shard(3))).unwrap();
     std::fs::remove_file(object(&env, "p2", MANIFEST)).unwrap();
     let before = snapshot(&env.path().join("remotes"));
@@ -346,7 +333,7 @@ fn providers_on_one_rclone_remote_copy_server_side() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let (env, _data) = backed_up(1);
+    let (env, _data) = backed_up(1, DS, 11);
     let out = env.offsite(&["sync", "--migrate", "p1", "--to", "p1"]);
     assert!(out
         .assert_exit(2)
@@ -363,7 +350,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn sigterm_during_a_sync_stops_cleanly_with_130() {
-    let (mut env, _data) = backed_up(2);
+    let (mut env, _data) = backed_up(2, DS, 11);
     env.use_mock_rclone();
     std::fs::remove_file(object(&env, "p2", &shard(1))).unwrap();
     std::fs::remove_file(object(&env, "p2", MANIFEST)).unwrap();
