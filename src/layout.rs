@@ -59,30 +59,48 @@ pub enum BackupKind {
     Incremental,
 }
 
-/// A backup's id: its UTC creation time and kind, e.g. `20261121T020000Z-full`. Ids sort in
-/// creation order.
+/// A backup's id: its UTC creation time, kind and a random suffix, e.g.
+/// `20261121T020000Z-full-3fa9c2`. Ids sort in creation order (the time stamp comes first); the
+/// suffix (6 hex digits) keeps two machines with the same `host` that back up a dataset of the
+/// same name in the same second from sharing a folder. Ids written before the suffix existed
+/// (`20261121T020000Z-full`) still parse and display unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackupId {
     stamp: String,
     pub kind: BackupKind,
+    /// 6 lowercase hex digits; `None` for an id from before suffixes.
+    suffix: Option<String>,
 }
 
+/// Hex digits in the random suffix of a new id.
+const SUFFIX_LEN: usize = 6;
+
 impl BackupId {
+    /// A new id at `time` with a fresh random suffix.
     pub fn new(time: SystemTime, kind: BackupKind) -> Self {
         BackupId {
             stamp: utc_stamp(time),
             kind,
+            suffix: Some(format!("{:06x}", fastrand::u32(..1 << 24))),
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        let (stamp, kind) = s.split_once('-')?;
+        let (stamp, rest) = s.split_once('-')?;
+        let (kind, suffix) = match rest.split_once('-') {
+            Some((kind, suffix)) => (kind, Some(suffix)),
+            None => (rest, None),
+        };
         let kind = match kind {
             "full" => BackupKind::Full,
             "incr" => BackupKind::Incremental,
             _ => return None,
         };
-        let ok = stamp.len() == 16
+        let suffix_ok = suffix.is_none_or(|x| {
+            x.len() == SUFFIX_LEN && x.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        let ok = suffix_ok
+            && stamp.len() == 16
             && stamp.as_bytes()[8] == b'T'
             && stamp.ends_with('Z')
             && stamp[..8]
@@ -92,6 +110,7 @@ impl BackupId {
         ok.then(|| BackupId {
             stamp: stamp.to_string(),
             kind,
+            suffix: suffix.map(str::to_string),
         })
     }
 
@@ -127,7 +146,11 @@ impl fmt::Display for BackupId {
             BackupKind::Full => "full",
             BackupKind::Incremental => "incr",
         };
-        write!(f, "{}-{kind}", self.stamp)
+        write!(f, "{}-{kind}", self.stamp)?;
+        match &self.suffix {
+            Some(x) => write!(f, "-{x}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -258,8 +281,11 @@ mod tests {
     fn backup_ids_sort_in_time_and_round_trip() {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_226_400); // 2026-11-21T02:00:00Z
         let id = BackupId::new(t, BackupKind::Full);
-        assert_eq!(id.to_string(), "20261121T020000Z-full");
-        assert_eq!(BackupId::parse("20261121T020000Z-full"), Some(id.clone()));
+        let text = id.to_string();
+        assert!(text.starts_with("20261121T020000Z-full-"), "{text}");
+        assert_eq!(text.len(), "20261121T020000Z-full-".len() + SUFFIX_LEN);
+        assert_eq!(BackupId::parse(&text), Some(id.clone()));
+        assert_eq!(id.stamp(), "20261121T020000Z");
         assert_eq!(id.time(), t);
         let leap_id = BackupId::new(
             UNIX_EPOCH + Duration::from_secs(951_825_661),
@@ -281,6 +307,37 @@ mod tests {
     }
 
     #[test]
+    fn ids_without_a_suffix_from_round_1_still_parse_and_sort() {
+        let old = BackupId::parse("20261121T020000Z-full").unwrap();
+        assert_eq!(old.to_string(), "20261121T020000Z-full");
+        assert_eq!(old.kind, BackupKind::Full);
+        let new = BackupId::parse("20261121T020001Z-incr-0a1b2c").unwrap();
+        assert_eq!(new.to_string(), "20261121T020001Z-incr-0a1b2c");
+        assert_eq!(new.kind, BackupKind::Incremental);
+        assert!(old < new && old.to_string() < new.to_string());
+        for bad in [
+            "20261121T020000Z-full-",
+            "20261121T020000Z-full-3FA9C2",
+            "20261121T020000Z-full-3fa9c",
+            "20261121T020000Z-full-3fa9c2a",
+            "20261121T020000Z-full-3fa9cg",
+            "20261121T020000Z-full-3fa9c2-x",
+        ] {
+            assert_eq!(BackupId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_made_in_the_same_second_differ() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_226_400);
+        let ids: std::collections::BTreeSet<String> = (0..64)
+            .map(|_| BackupId::new(t, BackupKind::Full).to_string())
+            .collect();
+        // 64 draws from 2^24 suffixes: a repeat has odds of about 1 in 8,000.
+        assert!(ids.len() >= 63, "{ids:?}");
+    }
+
+    #[test]
     fn ids_never_repeat() {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_226_400);
         let first = BackupId::new(t, BackupKind::Full);
@@ -290,8 +347,11 @@ mod tests {
             Some(&first),
         );
         assert!(second > first);
-        assert_eq!(second.to_string(), "20261121T020001Z-full");
-        assert_eq!(BackupId::new_after(t, BackupKind::Full, None), first);
+        assert_eq!(second.stamp(), "20261121T020001Z");
+        assert_eq!(
+            BackupId::new_after(t, BackupKind::Full, None).stamp(),
+            first.stamp()
+        );
     }
 
     #[test]
