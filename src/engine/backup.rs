@@ -11,6 +11,9 @@
 //! - An object only counts once a listing shows it with the right size: rclone `rcat` reports
 //!   success at end of input, so a truncated object is caught here, not trusted.
 //! - No manifest is written unless the source exited 0 and every shard is on `min_providers`.
+//! - A zfs or btrfs stream of 0 bytes is an error, never a backup (only a command may be empty).
+//! - Each shard's SHA-256 goes to the resume journal as soon as it is hashed, whatever the
+//!   uploads do: a resume then trusts every provider's object of the right size for it.
 //! - On any error the source and every upload are stopped and waited on before returning, and
 //!   the first error is the one returned.
 
@@ -171,6 +174,15 @@ pub async fn run(
         });
     }
 
+    if records.is_empty() && job.source_kind != "command" {
+        progress.finish();
+        bail!(
+            "{} wrote 0 bytes and exited 0, but a {} send stream is never empty, so nothing was recorded as a backup \
+             (no manifest; the parent snapshot is kept); check the dataset's send_flags (`-n` is a dry run)",
+            job.source_desc,
+            job.source_kind
+        );
+    }
     let confirmed = confirm_sizes(&dir, &records, &lanes, &cancel).await?;
     for r in &records {
         let holders = confirmed
@@ -456,7 +468,23 @@ async fn ship(
             }
         }
     });
-    let results = futures::future::join_all(uploads).await;
+    // The journal describes the source, not the uploads: a shard is recorded as soon as it is
+    // hashed, so a resume trusts a provider's whole object even if a slower provider never got it.
+    let journaled = async {
+        let sha256 = hash.await.context("hashing a shard")?;
+        let record = ShardRecord {
+            index: shard.index,
+            offset: shard.offset,
+            length: shard.data.len() as u64,
+            sha256,
+        };
+        if let (Some(j), None) = (journal, &shard.known) {
+            j.record(&record).context("writing the resume journal")?;
+        }
+        anyhow::Ok(record)
+    };
+    let (record, results) = tokio::join!(journaled, futures::future::join_all(uploads));
+    let record = record?;
     let held = results.iter().filter(|r| r.is_ok()).count();
     if held < min_providers {
         let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
@@ -466,15 +494,6 @@ async fn ship(
             shard.offset,
             why.join("; ")
         );
-    }
-    let record = ShardRecord {
-        index: shard.index,
-        offset: shard.offset,
-        length: shard.data.len() as u64,
-        sha256: hash.await.context("hashing a shard")?,
-    };
-    if let (Some(j), None) = (journal, &shard.known) {
-        j.record(&record).context("writing the resume journal")?;
     }
     Ok(record)
 }

@@ -109,11 +109,31 @@ async fn every_provider_gets_every_shard_and_a_matching_manifest() {
 }
 
 #[tokio::test]
-async fn an_empty_stream_is_a_backup_of_zero_shards() {
+async fn an_empty_command_stream_is_a_backup_of_zero_shards() {
     let m = mems(1);
     let report = run_job(job(dyns(&m), 1), sh("true")).await.unwrap();
     assert_eq!(report.shards, 0);
     assert_eq!(manifest_of(&m[0]).unwrap().total_bytes, 0);
+}
+
+#[tokio::test]
+async fn an_empty_zfs_or_btrfs_stream_is_an_error_and_writes_no_manifest() {
+    for kind in ["zfs", "btrfs"] {
+        let m = mems(1);
+        let mut j = job(dyns(&m), 1);
+        j.source_kind = kind.into();
+        j.source_desc = format!("{kind} send x@offsite-1");
+        let err = run_job(j, sh("true")).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("wrote 0 bytes") && text.contains("send_flags"),
+            "{text}"
+        );
+        assert!(
+            manifest_of(&m[0]).is_none(),
+            "{kind}: a manifest was written"
+        );
+    }
 }
 
 #[tokio::test]
@@ -298,6 +318,34 @@ async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
     assert_eq!(stream_of(&m[1]), data);
 }
 
+/// A provider whose uploads never finish (a lagging one, frozen), and whose listing is empty.
+struct Stuck;
+impl Provider for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    fn put<'a>(
+        &'a self,
+        _: &'a str,
+        _: Bytes,
+        _: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(futures::future::pending())
+    }
+    fn get<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(futures::future::pending())
+    }
+    fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+    fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
+        Box::pin(async { Ok(Usage::default()) })
+    }
+}
+
 #[tokio::test]
 async fn cancellation_stops_the_source_and_reports_interrupted() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,32 +358,6 @@ async fn cancellation_stops_the_source_and_reports_interrupted() {
         kind: ErrorKind::Transient,
         times: 0,
     });
-    struct Stuck;
-    impl Provider for Stuck {
-        fn name(&self) -> &str {
-            "stuck"
-        }
-        fn put<'a>(
-            &'a self,
-            _: &'a str,
-            _: Bytes,
-            _: Option<ProgressFn>,
-        ) -> BoxFuture<'a, Result<(), ProviderError>> {
-            Box::pin(futures::future::pending())
-        }
-        fn get<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
-            Box::pin(futures::future::pending())
-        }
-        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
-            Box::pin(async { Ok(vec![]) })
-        }
-        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
-            Box::pin(async { Ok(Usage::default()) })
-        }
-    }
     let cancel = CancellationToken::new();
     let src = sh(&format!(
         "echo $$ > {}; exec cat /dev/zero",
@@ -361,4 +383,48 @@ async fn cancellation_stops_the_source_and_reports_interrupted() {
         .unwrap();
     // SAFETY: probing a pid with signal 0.
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "source {pid} survived");
+}
+
+#[tokio::test]
+async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 2500);
+    let m = mems(1);
+    let state = DatasetState::new(dir.path(), "h", "tank/x");
+    let u = crate::state::Unfinished {
+        backup_id: "20261121T020000Z-full".into(),
+        snapshot: None,
+        parent: None,
+        shard_size: SHARD,
+        started: "x".into(),
+        gaps_retry: false,
+    };
+    // p0 takes every shard; `stuck` never finishes one, as a provider that lags behind.
+    let mut j = job(vec![m[0].clone() as DynProvider, Arc::new(Stuck)], 1);
+    j.journal = Some(Arc::new(state.begin(&u).unwrap()));
+    let cancel = CancellationToken::new();
+    let src = sh(&format!("cat {}", file.display()));
+    let handle = tokio::spawn(run(j, src, Arc::new(NoProgress), cancel.clone()));
+    let journaled = || state.load().unwrap().map_or(0, |(_, r)| r.len());
+    while journaled() < 3 || m[0].puts() < 3 {
+        tokio::task::yield_now().await;
+    }
+    cancel.cancel();
+    let err = handle.await.unwrap().unwrap_err();
+    assert!(err.is::<Interrupted>(), "{err:#}");
+
+    // The resumed run trusts p0's whole objects for the recorded shards: it only writes the
+    // manifest there, and sends every shard to the provider that had none.
+    let (_, recorded) = state.load().unwrap().unwrap();
+    assert_eq!(recorded.len(), 3);
+    let fresh = Arc::new(MemoryProvider::new("p1"));
+    let before = m[0].puts();
+    let mut j = job(vec![m[0].clone() as DynProvider, fresh.clone()], 1);
+    j.resume = Some(recorded);
+    let report = run_job(j, sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    assert!(report.complete());
+    assert_eq!((m[0].puts() - before, fresh.puts()), (1, 4));
+    assert_eq!(stream_of(&fresh), data);
 }
