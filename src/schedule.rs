@@ -18,6 +18,59 @@ pub struct History {
     pub last_full: Option<SystemTime>,
     /// Creation time of the newest restorable backup of any kind.
     pub last: Option<SystemTime>,
+    /// Backups dated after now (the clock was wrong when they were made, or is wrong now):
+    /// left out of `last_full` and `last`, so the schedule runs from now instead of waiting
+    /// for that date. (backup id, its date)
+    pub future: Vec<(String, SystemTime)>,
+}
+
+/// One restorable backup as the schedule sees it.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub id: String,
+    /// When it was made: its manifest's `created`, else the time in its id.
+    pub time: SystemTime,
+    pub full: bool,
+}
+
+impl History {
+    /// The history of `made` as of `now`; backups dated after `now` go to `future`.
+    pub fn of(now: SystemTime, made: &[Made]) -> History {
+        let mut h = History::default();
+        for m in made {
+            if m.time > now {
+                h.future.push((m.id.clone(), m.time));
+                continue;
+            }
+            h.last = h.last.max(Some(m.time));
+            if m.full {
+                h.last_full = h.last_full.max(Some(m.time));
+            }
+        }
+        h
+    }
+
+    /// One warning per backup dated in the future, naming it and its date.
+    pub fn warnings(&self) -> Vec<String> {
+        self.future
+            .iter()
+            .map(|(id, t)| {
+                format!(
+                    "backup {id} is dated {}, which is in the future: the clock was wrong when \
+                     it was made, or is wrong now; the schedule ignores it and runs from now",
+                    crate::layout::rfc3339(*t)
+                )
+            })
+            .collect()
+    }
+}
+
+/// When a backup was made: the manifest's `created` (RFC 3339, as offsite writes it), or the
+/// time in its id when that does not parse.
+pub fn made_at(id: &crate::layout::BackupId, created: &str) -> SystemTime {
+    let stamp: String = created.chars().filter(|c| *c != '-' && *c != ':').collect();
+    crate::layout::BackupId::parse(&format!("{stamp}-full"))
+        .map_or_else(|| id.time(), |parsed| parsed.time())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,17 +100,22 @@ pub struct Request {
 
 pub fn decide(now: SystemTime, s: Schedule, h: &History, r: &Request) -> Decision {
     let elapsed = |t: SystemTime| now.duration_since(t).unwrap_or_default();
-    let (Some(last_full), Some(last)) = (h.last_full, h.last) else {
+    if h.future.is_empty() && (h.last_full.is_none() || h.last.is_none()) {
         return Decision::Full {
             reason: "there is no previous full backup on the providers".into(),
         };
-    };
-    let full_due = s.full_every.is_some_and(|d| elapsed(last_full) >= d);
-    let incr_due = s.incremental_every.is_none_or(|d| elapsed(last) >= d);
+    }
+    // Only future-dated backups: their time says nothing, so a backup is due now.
+    let full_due = h
+        .last_full
+        .is_some_and(|t| s.full_every.is_some_and(|d| elapsed(t) >= d));
+    let incr_due = h
+        .last
+        .is_none_or(|t| s.incremental_every.is_none_or(|d| elapsed(t) >= d));
     if !r.once && !r.force_full && !full_due && !incr_due {
         let candidates = [
-            s.full_every.map(|d| last_full + d),
-            s.incremental_every.map(|d| last + d),
+            s.full_every.zip(h.last_full).map(|(d, t)| t + d),
+            s.incremental_every.zip(h.last).map(|(d, t)| t + d),
         ];
         let next_due = candidates.into_iter().flatten().min().unwrap_or(now);
         return Decision::NotDue { next_due };
@@ -131,7 +189,81 @@ mod tests {
         History {
             last_full: Some(at(full)),
             last: Some(at(last)),
+            future: vec![],
         }
+    }
+
+    fn made(id: &str, day: u64, full: bool) -> Made {
+        Made {
+            id: id.into(),
+            time: at(day),
+            full,
+        }
+    }
+
+    #[test]
+    fn a_backup_dated_in_the_future_is_named_and_the_schedule_runs_from_now() {
+        // Made on day 0 and day 7 (weekly), then one while the clock said day 1500 (2030).
+        let now = at(14);
+        let backups = [
+            made("a-full", 0, true),
+            made("b-incr", 7, false),
+            made("c-incr", 1500, false),
+        ];
+        let h = History::of(now, &backups);
+        assert_eq!((h.last_full, h.last), (Some(at(0)), Some(at(7))));
+        let warnings = h.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("c-incr") && warnings[0].contains(&layout_date(1500)),
+            "{warnings:?}"
+        );
+        // Not "not due until day 1507": the weekly backup is due today.
+        assert_eq!(
+            decide(now, weekly_incr_monthly_full(), &h, &req()),
+            Decision::Incremental
+        );
+        assert_eq!(
+            decide(
+                at(10),
+                weekly_incr_monthly_full(),
+                &History::of(at(10), &backups),
+                &req()
+            ),
+            Decision::NotDue { next_due: at(14) }
+        );
+    }
+
+    #[test]
+    fn only_future_dated_backups_make_a_backup_due_now() {
+        let h = History::of(at(3), &[made("x-full", 1500, true)]);
+        assert_eq!((h.last_full, h.last), (None, None));
+        assert_eq!(
+            decide(at(3), weekly_incr_monthly_full(), &h, &req()),
+            Decision::Incremental,
+            "the future full is still the parent; only its date is ignored"
+        );
+        // Once a backup exists with a sane date, the schedule counts from it.
+        let h = History::of(
+            at(3),
+            &[made("x-full", 1500, true), made("y-incr", 2, false)],
+        );
+        assert_eq!(
+            decide(at(3), weekly_incr_monthly_full(), &h, &req()),
+            Decision::NotDue { next_due: at(9) }
+        );
+    }
+
+    #[test]
+    fn made_at_reads_the_manifest_time_or_falls_back_to_the_id() {
+        let id = crate::layout::BackupId::parse("20301121T020000Z-incr").unwrap();
+        let real = made_at(&id, "2026-12-02T07:30:00Z");
+        assert_eq!(crate::layout::rfc3339(real), "2026-12-02T07:30:00Z");
+        assert_eq!(made_at(&id, "garbage"), id.time());
+    }
+
+    fn layout_date(day: u64) -> String {
+        crate::layout::rfc3339(at(day))
     }
 
     #[test]

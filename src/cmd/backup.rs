@@ -300,14 +300,18 @@ async fn decide(
         );
     }
     let good = catalog.restorable(&ds.name);
-    let history = History {
-        last_full: good
-            .iter()
-            .rev()
-            .find(|(id, _)| id.kind == BackupKind::Full)
-            .map(|(id, _)| id.time()),
-        last: good.last().map(|(id, _)| id.time()),
-    };
+    let made: Vec<schedule::Made> = good
+        .iter()
+        .map(|(id, m)| schedule::Made {
+            id: id.to_string(),
+            time: schedule::made_at(id, &m.created),
+            full: id.kind == BackupKind::Full,
+        })
+        .collect();
+    let history = History::of(SystemTime::now(), &made);
+    for w in history.warnings() {
+        tracing::warn!("{:?}: {w}", ds.name);
+    }
     let newest_listed = catalog
         .backups
         .keys()

@@ -4,6 +4,9 @@
 //! Guarantees:
 //! - Chains are resolved by the manifests' parent links, never by time. A chain is kept whole,
 //!   and every backup a kept backup needs (its ancestors, complete or not) is kept.
+//! - Only restorable chains (a full backup with every shard on some provider at its size) count
+//!   toward `keep_chains`, so the newest restorable chain is never deleted. A chain that cannot
+//!   be restored is never deleted either: `sync` may still repair it.
 //! - Unfinished backups (objects but no manifest anywhere) are debris only when older than the
 //!   newest complete backup of their dataset; a newer one may still be resumed.
 //! - On each provider, a backup's manifest is deleted before its shards, and its shards are left
@@ -28,6 +31,8 @@ pub enum Seen {
     Complete {
         id: BackupId,
         parent: Option<BackupId>,
+        /// Every shard its manifest lists is on some provider at its size.
+        restorable: bool,
     },
     /// Objects, but no provider lists a manifest.
     Unfinished(BackupId),
@@ -42,32 +47,41 @@ pub struct PrunePlan {
     pub delete: Vec<BackupId>,
     /// Unfinished backups older than the newest complete one and needed by no kept backup.
     pub debris: Vec<BackupId>,
+    /// Kept backups that cannot be restored: a shard, or a backup of their chain, is missing
+    /// on every provider. Not counted toward `keep_chains`; left for `sync` to repair.
+    pub unrestorable: Vec<BackupId>,
 }
 
 /// Decides what to keep of one dataset's backups with `keep_chains` full chains.
 ///
-/// The kept chains are the `keep_chains` newest full backups and every backup made since the
-/// oldest of them, each with its whole chain (by parent links), so an incremental made after
-/// the boundary keeps the older chain it depends on. Fewer full chains than `keep_chains`:
-/// every complete backup is kept.
+/// The kept chains are the `keep_chains` newest restorable full backups and every backup made
+/// since the oldest of them, each with its whole chain (by parent links), so an incremental
+/// made after the boundary keeps the older chain it depends on. Chains whose first backup is
+/// not a restorable full are kept whatever their age. Fewer restorable full chains than
+/// `keep_chains`: every complete backup is kept.
 pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
     let mut parents: BTreeMap<&BackupId, Option<&BackupId>> = BTreeMap::new();
+    let mut intact = BTreeSet::new();
     let mut unfinished = BTreeSet::new();
     for s in seen {
         match s {
-            Seen::Complete { id, parent } => {
+            Seen::Complete {
+                id,
+                parent,
+                restorable,
+            } => {
                 parents.insert(id, parent.as_ref());
+                if *restorable {
+                    intact.insert(id);
+                }
             }
             Seen::Unfinished(id) => {
                 unfinished.insert(id);
             }
         }
     }
-    let mut roots: Vec<&BackupId> = parents
-        .iter()
-        .filter(|(_, p)| p.is_none())
-        .map(|(id, _)| *id)
-        .collect();
+    let good_root = |id: &BackupId| parents.get(id) == Some(&None) && intact.contains(id);
+    let mut roots: Vec<&BackupId> = parents.keys().filter(|id| good_root(id)).copied().collect();
     roots.sort_unstable_by(|a, b| b.cmp(a));
     let mut keep: BTreeSet<&BackupId> = match roots.get(keep_chains.get() as usize - 1) {
         Some(boundary) if roots.len() > keep_chains.get() as usize => {
@@ -84,9 +98,15 @@ pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
         }
         _ => parents.keys().copied().collect(),
     };
+    keep.extend(parents.keys().filter(|id| !good_root(top(&parents, id))));
     let needed = close_over_ancestors(&parents, &mut keep);
     let newest = parents.keys().next_back();
     PrunePlan {
+        unrestorable: keep
+            .iter()
+            .filter(|id| !restorable_chain(&parents, &intact, id))
+            .map(|id| (*id).clone())
+            .collect(),
         delete: parents
             .keys()
             .filter(|id| !keep.contains(*id))
@@ -116,6 +136,24 @@ fn top<'a>(
         }
     }
     at
+}
+
+/// Whether `id` and every backup up its chain to a full one are restorable.
+fn restorable_chain(
+    parents: &BTreeMap<&BackupId, Option<&BackupId>>,
+    intact: &BTreeSet<&BackupId>,
+    id: &BackupId,
+) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut at = id;
+    while seen.insert(at) && intact.contains(at) {
+        match parents.get(at) {
+            Some(None) => return true,
+            Some(Some(p)) => at = p,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Adds every complete ancestor of a kept backup to `keep`; returns every id a kept backup
@@ -159,6 +197,7 @@ pub fn view(catalog: &Catalog, dataset: &str) -> DatasetView {
                 parent => out.seen.push(Seen::Complete {
                     id,
                     parent: parent.flatten(),
+                    restorable: entry.restorable(m),
                 }),
             }
         } else if entry.manifests.is_empty() {

@@ -21,6 +21,7 @@ fn full(n: u32) -> Seen {
     Seen::Complete {
         id: id(n, BackupKind::Full),
         parent: None,
+        restorable: true,
     }
 }
 
@@ -29,6 +30,19 @@ fn incr(n: u32, parent: BackupId) -> Seen {
     Seen::Complete {
         id: id(n, BackupKind::Incremental),
         parent: Some(parent),
+        restorable: true,
+    }
+}
+
+/// `s` with a shard missing on every provider.
+fn damaged(s: Seen) -> Seen {
+    match s {
+        Seen::Complete { id, parent, .. } => Seen::Complete {
+            id,
+            parent,
+            restorable: false,
+        },
+        other => other,
     }
 }
 
@@ -134,16 +148,52 @@ fn an_unfinished_backup_a_kept_backup_links_to_is_not_debris() {
 }
 
 #[test]
-fn a_broken_chain_older_than_the_boundary_goes() {
-    // X(2) links to a backup that is on no provider at all.
+fn a_broken_chain_is_neither_counted_nor_deleted() {
+    // X(2) links to a backup that is on no provider at all: it cannot be restored, so it does
+    // not count as a chain, and it stays (before and after the boundary) for a person to judge.
     let x = incr(2, id(0, BackupKind::Full));
     let p = plan(&[full(1), x.clone(), full(3), full(4)], n(2));
-    assert_eq!(p.delete, ids(&[&full(1), &x]));
-    // After the boundary it stays.
+    assert_eq!(p.delete, ids(&[&full(1)]));
+    assert_eq!(p.unrestorable, ids(&[&x]));
     let y = incr(5, id(0, BackupKind::Full));
     let p = plan(&[full(1), full(3), full(4), y.clone()], n(2));
     assert!(p.keep.contains(&id(5, BackupKind::Incremental)));
     assert_eq!(p.delete, ids(&[&full(1)]));
+    assert_eq!(p.unrestorable, ids(&[&y]));
+}
+
+#[test]
+fn a_newest_backup_missing_a_shard_everywhere_does_not_count_and_the_older_chain_stays() {
+    // The bug: A(1) complete, B(2) lost a shard on every provider; keep_chains = 1 kept B and
+    // deleted A, leaving nothing restorable.
+    let (a, b) = (full(1), damaged(full(2)));
+    let p = plan(&[a.clone(), b.clone()], n(1));
+    assert!(p.delete.is_empty(), "{p:?}");
+    assert_eq!(p.keep, ids(&[&a, &b]));
+    assert_eq!(p.unrestorable, ids(&[&b]));
+    // A newer restorable chain C(3): it is the one counted; A goes, damaged B stays for sync.
+    let c = full(3);
+    let p = plan(&[a.clone(), b.clone(), c.clone()], n(1));
+    assert_eq!(p.delete, ids(&[&a]));
+    assert_eq!(p.keep, ids(&[&b, &c]));
+    assert_eq!(p.unrestorable, ids(&[&b]));
+}
+
+#[test]
+fn a_damaged_incremental_is_unrestorable_with_everything_after_it() {
+    // A(1) <- A1(2, damaged) <- A2(3); B(4) full. keep 1 counts B; A's chain is restorable (A is)
+    // and older than the boundary, so it goes whole. keep 2: A's chain stays, A1 and A2 listed.
+    let a = full(1);
+    let a1 = damaged(incr(2, id(1, BackupKind::Full)));
+    let a2 = incr(3, id(2, BackupKind::Incremental));
+    let b = full(4);
+    let seen = [a.clone(), a1.clone(), a2.clone(), b.clone()];
+    let p = plan(&seen, n(1));
+    assert_eq!(p.delete, ids(&[&a, &a1, &a2]));
+    assert!(p.unrestorable.is_empty(), "{p:?}");
+    let p = plan(&seen, n(2));
+    assert!(p.delete.is_empty(), "{p:?}");
+    assert_eq!(p.unrestorable, ids(&[&a1, &a2]));
 }
 
 #[test]
@@ -348,11 +398,13 @@ async fn view_reads_links_unfinished_and_unreadable_backups() {
         vec![
             Seen::Complete {
                 id: a.clone(),
-                parent: None
+                parent: None,
+                restorable: true,
             },
             Seen::Complete {
                 id: a1,
-                parent: Some(a)
+                parent: Some(a),
+                restorable: true,
             },
             Seen::Unfinished(u),
         ]
@@ -361,4 +413,30 @@ async fn view_reads_links_unfinished_and_unreadable_backups() {
     assert_eq!(v.unreadable[0].0, bad);
     assert!(v.unreadable[0].1.contains("p0"), "{:?}", v.unreadable);
     assert!(view(&catalog, "other").seen.is_empty());
+}
+
+#[tokio::test]
+async fn view_marks_a_backup_with_a_shard_missing_everywhere_unrestorable() {
+    let (mem, dynp) = providers(2);
+    let (a, b) = (id(1, BackupKind::Full), id(2, BackupKind::Full));
+    for m in &mem {
+        store(m, &a, None);
+        store(m, &b, None);
+    }
+    // Shard 1 of B is gone from one provider: still restorable from the other.
+    let lost = format!("{}/{}", layout::backup_dir(HOST, DS, &b), shard_name(1, 4));
+    mem[0].remove_object(&lost);
+    let (p, work) = prune_plan(&dynp, 1).await;
+    assert_eq!(
+        p.delete,
+        vec![a.clone()],
+        "B counts while one copy is whole"
+    );
+    assert!(p.unrestorable.is_empty());
+    assert!(!work.is_empty());
+    // Gone from both: B no longer counts, and A, the newest restorable chain, stays.
+    mem[1].remove_object(&lost);
+    let (p, work) = prune_plan(&dynp, 1).await;
+    assert!(p.delete.is_empty() && work.is_empty(), "{p:?}");
+    assert_eq!(p.unrestorable, vec![b]);
 }
