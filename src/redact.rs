@@ -68,7 +68,10 @@ const NOT_SECRET: &[&str] = &[
 /// Whether an rclone option holds a secret, by name: a config key (`secret_access_key`) or a
 /// flag (`--s3-secret-access-key`, with its backend prefix).
 pub fn is_sensitive(name: &str) -> bool {
-    let norm = name.trim_start_matches('-').to_ascii_lowercase().replace('-', "_");
+    let norm = name
+        .trim_start_matches('-')
+        .to_ascii_lowercase()
+        .replace('-', "_");
     if norm.is_empty() || NOT_SECRET.iter().any(|n| norm.ends_with(n)) {
         return false;
     }

@@ -86,7 +86,11 @@ impl RcloneProvider {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             let shown = crate::redact::flags(&args).join(" ");
-            tracing::debug!("provider {}: rclone {}", self.name, crate::redact::text(&shown));
+            tracing::debug!(
+                "provider {}: rclone {}",
+                self.name,
+                crate::redact::text(&shown)
+            );
         }
         ChildProc::spawn("rclone", cmd).map_err(|e| self.error(op, path, e))
     }
@@ -101,7 +105,13 @@ impl RcloneProvider {
             None if e.stderr.starts_with("cannot start") => ErrorKind::Permanent,
             _ => ErrorKind::Transient,
         };
-        ProviderError::new(&self.name, op, path, kind, crate::redact::text(&e.to_string()))
+        ProviderError::new(
+            &self.name,
+            op,
+            path,
+            kind,
+            crate::redact::text(&e.to_string()),
+        )
     }
 
     async fn put_inner(

@@ -83,7 +83,10 @@ fn url_passwords_are_masked() {
         remote(":webdav,url='https://bob:hunter2@dav.example/x':"),
         ":webdav,url='https://bob:***@dav.example/x':"
     );
-    assert_eq!(text("GET http://u:p@h/x failed"), "GET http://u:***@h/x failed");
+    assert_eq!(
+        text("GET http://u:p@h/x failed"),
+        "GET http://u:***@h/x failed"
+    );
     assert_eq!(text("see http://h:8080/x"), "see http://h:8080/x");
 }
 
@@ -132,7 +135,10 @@ fn secrets_are_found_as_written_and_unquoted() {
 
 #[test]
 fn registered_secrets_are_replaced_wherever_they_appear() {
-    register(":sftp,host=h,pass=PLANTEDxyz:", &["--ftp-pass", "PLANTED2xyz"]);
+    register(
+        ":sftp,host=h,pass=PLANTEDxyz:",
+        &["--ftp-pass", "PLANTED2xyz"],
+    );
     let t = text("error: auth failed for PLANTEDxyz (and \"PLANTED2xyz\") on line 3");
     assert!(!t.contains("PLANTED"), "{t}");
     assert!(t.contains("auth failed") && t.contains("line 3"), "{t}");
