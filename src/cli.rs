@@ -90,10 +90,11 @@ pub struct RestoreArgs {
     /// zfs dataset or btrfs directory to receive into.
     #[arg(long, required_unless_present_any = ["output", "stdout"], conflicts_with_all = ["output", "stdout"])]
     pub target: Option<String>,
-    /// With --target on zfs: `zfs receive -F`.
-    #[arg(long, requires = "target")]
+    /// With --target on zfs: `zfs receive -F`; with --output: replace an existing FILE.
+    #[arg(long, conflicts_with = "stdout")]
     pub force: bool,
-    /// Write one backup's raw stream to FILE.
+    /// Write one backup's raw stream to FILE (refused if FILE exists, unless --force; a device
+    /// or FIFO is written in place; `-`, /dev/stdout and /dev/fd/1 mean --stdout).
     #[arg(long, value_name = "FILE", conflicts_with = "stdout")]
     pub output: Option<PathBuf>,
     /// Write one backup's raw stream to stdout.
@@ -101,6 +102,7 @@ pub struct RestoreArgs {
     pub stdout: bool,
     /// Fetch each shard in pieces of SIZE, read from several providers at once (default:
     /// sized by the providers' measured rates; a shard no larger than SIZE is fetched whole).
+    /// At least 256KiB.
     #[arg(long, value_name = "SIZE", value_parser = crate::config::units::parse_size)]
     pub piece_size: Option<u64>,
 }

@@ -20,6 +20,7 @@ pub mod process;
 pub mod progress;
 pub mod provider;
 pub mod receiver;
+pub mod redact;
 pub mod schedule;
 pub mod snapshots;
 pub mod source;

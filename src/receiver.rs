@@ -4,9 +4,12 @@
 //! [`Receiver::finish`] closes the sink and checks that the receiver accepted the stream (its
 //! stderr goes into the error); [`Receiver::fail`] is for a sink that stopped taking bytes, and
 //! waits for the receiver to say why; [`Receiver::abort`] stops it when the stream cannot be
-//! completed. A file is written as `FILE.partial` and renamed only once complete, so a half
-//! stream never sits under the final name (a device or FIFO such as `/dev/null` is written in
-//! place); its pages are handed to the disk as it grows, so the `fsync` at the end is short.
+//! completed. A file is written under a fresh name of its own in the same directory
+//! (`.FILE.offsite-<random>.partial`, created with `O_CREAT|O_EXCL|O_NOFOLLOW`, so a planted
+//! symlink is never followed) and renamed only once complete, so a half stream never sits under
+//! the final name; the rename is refused if FILE has become a symlink or a directory meanwhile.
+//! A device or FIFO such as `/dev/null` is written in place. A file's pages are handed to the
+//! disk as it grows, so the `fsync` at the end is short.
 
 use crate::process::ChildProc;
 use anyhow::{anyhow, bail, Context, Result};
@@ -76,12 +79,12 @@ pub struct Receiver {
     what: String,
     sink: Sink,
     child: Option<ChildProc>,
-    /// `(FILE.partial, FILE)` for a file receiver.
+    /// `(temporary file, FILE)` for a file receiver.
     rename: Option<(PathBuf, PathBuf)>,
 }
 
 impl Receiver {
-    /// Starts the receiver; for a file, creates `FILE.partial`.
+    /// Starts the receiver; for a file, creates its temporary file.
     pub async fn start(spec: &ReceiverSpec) -> Result<Receiver> {
         let what = spec.describe();
         let (sink, child, rename) = match spec {
@@ -115,10 +118,10 @@ impl Receiver {
                 (Sink::Special(file), None, None)
             }
             ReceiverSpec::File(path) => {
-                let partial = partial_path(path);
-                let file = RegularFile::create(&partial)
-                    .await
-                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                let (file, partial) =
+                    RegularFile::create_beside(path).await.with_context(|| {
+                        format!("cannot create a temporary file beside {}", path.display())
+                    })?;
                 (Sink::File(file), None, Some((partial, path.clone())))
             }
             ReceiverSpec::Stdout => (Sink::Stdout(tokio::io::stdout()), None, None),
@@ -158,6 +161,10 @@ impl Receiver {
                 .with_context(|| format!("{} did not accept the stream", self.what))?;
         }
         if let Some((partial, path)) = self.rename.take() {
+            if let Err(e) = check_rename_target(&path) {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
             tokio::fs::rename(&partial, &path).await.with_context(|| {
                 format!("cannot rename {} to {}", partial.display(), path.display())
             })?;
@@ -251,11 +258,52 @@ fn is_special(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
-/// `FILE.partial`, next to `FILE`.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
+/// Suffix of the temporary files a file receiver writes.
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// A fresh temporary name beside `path`: `.FILE.offsite-<random>.partial`.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(
+        ".offsite-{:016x}{PARTIAL_SUFFIX}",
+        fastrand::u64(..)
+    ));
     path.with_file_name(name)
+}
+
+/// The temporary files of a file receiver for `path` that are still there (none once a
+/// restore ended, whether it succeeded or not).
+pub fn leftover_partials(path: &Path) -> Vec<PathBuf> {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".offsite-");
+    let (prefix, dir) = (prefix.to_string_lossy().into_owned(), path.parent());
+    let dir = dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with(&prefix) && n.ends_with(PARTIAL_SUFFIX)
+        })
+        .collect()
+}
+
+/// Refuses to rename over a symlink or a directory (checked right before the rename).
+fn check_rename_target(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is now a symbolic link; not replacing it (offsite never renames over a symlink)",
+            path.display()
+        ),
+        Ok(m) if m.is_dir() => bail!("{} is now a directory; not replacing it", path.display()),
+        _ => Ok(()),
+    }
 }
 
 /// The snapshot names (the part after `@`) a zfs dataset holds; empty if it does not exist.
@@ -308,8 +356,31 @@ struct RegularFile {
 }
 
 impl RegularFile {
-    async fn create(path: &Path) -> std::io::Result<RegularFile> {
-        let file = tokio::fs::File::create(path).await?;
+    /// Creates a fresh temporary file beside `path` (never an existing one, never through a
+    /// symlink) and returns it with its name.
+    async fn create_beside(path: &Path) -> std::io::Result<(RegularFile, PathBuf)> {
+        let mut tries = 0;
+        loop {
+            let temp = temp_path(path);
+            match RegularFile::create_new(&temp).await {
+                Ok(f) => return Ok((f, temp)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn create_new(path: &Path) -> std::io::Result<RegularFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        let path = path.to_path_buf();
+        let std_file = tokio::task::spawn_blocking(move || opts.open(path))
+            .await
+            .map_err(std::io::Error::other)??;
+        let file = tokio::fs::File::from_std(std_file);
         let handle = Arc::new(file.try_clone().await?.into_std().await);
         Ok(RegularFile {
             file,
@@ -395,9 +466,9 @@ mod tests {
             .await
             .unwrap();
         r.sink().write_all(b"half").await.unwrap();
-        assert!(!path.exists() && partial_path(&path).exists());
+        assert!(!path.exists() && leftover_partials(&path).len() == 1);
         r.abort().await;
-        assert!(!path.exists() && !partial_path(&path).exists());
+        assert!(!path.exists() && leftover_partials(&path).is_empty());
 
         let mut r = Receiver::start(&ReceiverSpec::File(path.clone()))
             .await
@@ -405,14 +476,65 @@ mod tests {
         r.sink().write_all(b"whole").await.unwrap();
         r.finish().await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"whole");
-        assert!(!partial_path(&path).exists());
+        assert!(leftover_partials(&path).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_planted_partial_symlink_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // The old fixed temporary name, and a guessable new-style one, both planted.
+        std::os::unix::fs::symlink(&victim, dir.path().join("out.bin.partial")).unwrap();
+        let mut r = Receiver::start(&ReceiverSpec::File(path.clone()))
+            .await
+            .unwrap();
+        r.sink().write_all(b"stream").await.unwrap();
+        r.finish().await.unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&path).unwrap(), b"stream");
+        // O_EXCL|O_NOFOLLOW: a symlink at the temporary name itself is refused, not followed.
+        let temp = temp_path(&path);
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        assert!(RegularFile::create_new(&temp).await.is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[tokio::test]
+    async fn the_final_rename_never_replaces_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let mut r = Receiver::start(&ReceiverSpec::File(path.clone()))
+            .await
+            .unwrap();
+        r.sink().write_all(b"stream").await.unwrap();
+        // Planted while the stream was being written.
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = r.finish().await.unwrap_err();
+        assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(leftover_partials(&path).is_empty());
     }
 
     #[test]
-    fn partial_name_sits_next_to_the_file() {
-        assert_eq!(
-            partial_path(Path::new("/a/b.zfs")),
-            PathBuf::from("/a/b.zfs.partial")
+    fn temporary_names_are_hidden_fresh_and_beside_the_file() {
+        let (a, b) = (
+            temp_path(Path::new("/a/b.zfs")),
+            temp_path(Path::new("/a/b.zfs")),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(Path::new("/a")));
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(".b.zfs.offsite-") && name.ends_with(".partial"),
+            "{name}"
         );
     }
 }

@@ -45,14 +45,17 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     }
 }
 
-/// Writes to stderr with the progress bars suspended.
+/// Writes to stderr with the progress bars suspended. Every log line passes through
+/// `redact::text` on its way: no secret reaches the log, whoever wrote the line.
 pub struct BarsWriter;
 
 impl Write for BarsWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = crate::redact::text(&String::from_utf8_lossy(buf));
+        let out = line.as_bytes();
         match BARS.get() {
-            Some(mp) => mp.suspend(|| std::io::stderr().write_all(buf))?,
-            None => std::io::stderr().write_all(buf)?,
+            Some(mp) => mp.suspend(|| std::io::stderr().write_all(out))?,
+            None => std::io::stderr().write_all(out)?,
         }
         Ok(buf.len())
     }
@@ -146,10 +149,8 @@ impl Progress for Bars {
 
 /// Prints a JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("JSON output always serializes")
-    );
+    let doc = serde_json::to_string_pretty(v).expect("JSON output always serializes");
+    println!("{}", crate::redact::text(&doc));
 }
 
 /// `12.3 GiB` or `-` for unknown.

@@ -2,6 +2,7 @@
 
 use super::{Ctx, Outcome};
 use crate::provider;
+use crate::redact;
 use crate::ui::{self, opt_bytes};
 use anyhow::{bail, Result};
 
@@ -17,12 +18,12 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
                 Some(l.iter().map(|o| o.size).sum::<u64>()),
                 None,
             ),
-            Err(e) => (false, None, None, Some(e.to_string())),
+            Err(e) => (false, None, None, Some(redact::text(&e.to_string()))),
         };
         let usage = about.ok();
         serde_json::json!({
             "provider": pc.name,
-            "remote": pc.remote,
+            "remote": redact::remote(&pc.remote),
             "enabled": pc.enabled,
             "priority": pc.priority,
             "reachable": reachable,

@@ -6,6 +6,8 @@
 //! `--from` (any configured provider, enabled or not), which is preferred: its manifest is
 //! trusted first and it is tried first when a shard must be fetched again.
 
+mod output;
+
 use super::{Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::cli::RestoreArgs;
@@ -19,7 +21,17 @@ use crate::ui;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
+/// The smallest `--piece-size`: below it one rclone call per piece costs more than the bytes.
+pub const MIN_PIECE_SIZE: u64 = 256 << 10;
+
 pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
+    check_piece_size(args.piece_size)?;
+    // Checked before anything is listed or downloaded: a refused FILE costs nothing.
+    let raw_dest = match &args.output {
+        Some(path) => Some(output::destination(path, args.force)?),
+        None if args.stdout => Some(ReceiverSpec::Stdout),
+        None => None,
+    };
     let providers = providers(ctx, args.from.as_deref())?;
     let (host, dataset) = (ctx.cfg.host.as_str(), args.dataset.as_str());
     let catalog = tokio::select! {
@@ -52,14 +64,14 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
             let flags = ctx.cfg.dataset(dataset).map(|d| d.receive_flags.clone());
             target(t, args.force, flags.unwrap_or_default(), &mut links).await?
         }
-        None => (raw_destination(args), Vec::new()),
+        None => (raw_dest.expect("--output or --stdout"), Vec::new()),
     };
     if links.is_empty() {
         tracing::info!(
             "{} already holds every snapshot up to backup {chosen}; nothing to restore",
             dest.describe()
         );
-        summary(ctx, args, dataset, &chosen, &dest, &skipped, None);
+        summary(ctx, dataset, &chosen, &dest, &skipped, None);
         return Ok(Outcome::Done);
     }
     let mut fetcher = Fetcher::new(
@@ -83,7 +95,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
             )
         })?;
     log_metrics(dataset, &chosen, &report);
-    summary(ctx, args, dataset, &chosen, &dest, &skipped, Some(&report));
+    summary(ctx, dataset, &chosen, &dest, &skipped, Some(&report));
     Ok(Outcome::Done)
 }
 
@@ -117,10 +129,14 @@ fn providers(ctx: &Ctx, from: Option<&str>) -> Result<Vec<DynProvider>, ConfigEr
         .collect())
 }
 
-fn raw_destination(args: &RestoreArgs) -> ReceiverSpec {
-    match &args.output {
-        Some(path) => ReceiverSpec::File(path.clone()),
-        None => ReceiverSpec::Stdout,
+fn check_piece_size(piece_size: Option<u64>) -> Result<(), ConfigError> {
+    match piece_size {
+        Some(n) if n < MIN_PIECE_SIZE => Err(ConfigError(format!(
+            "--piece-size {n}: too small; each piece is one rclone call, so pieces must be at \
+             least {} (e.g. --piece-size 8MiB), or leave it out to size them by the providers' rates",
+            human_bytes(MIN_PIECE_SIZE)
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -195,7 +211,6 @@ fn log_metrics(dataset: &str, chosen: &str, r: &Report) {
 /// The `--json` document; never with `--stdout`, whose stdout is the stream.
 fn summary(
     ctx: &Ctx,
-    args: &RestoreArgs,
     dataset: &str,
     chosen: &str,
     dest: &ReceiverSpec,
@@ -205,7 +220,7 @@ fn summary(
     if !ctx.json {
         return;
     }
-    if args.stdout {
+    if *dest == ReceiverSpec::Stdout {
         tracing::warn!("--json is ignored with --stdout: stdout carries the stream");
         return;
     }

@@ -51,6 +51,7 @@ impl RcloneProvider {
         global_args.push("--retries".into());
         global_args.push("1".into());
         global_args.extend(p.flags.iter().map(OsString::from));
+        crate::redact::register(&p.remote, &p.flags);
         RcloneProvider {
             name: p.name.clone(),
             remote: p.remote.clone(),
@@ -78,11 +79,25 @@ impl RcloneProvider {
         path: &str,
         cmd: &mut Command,
     ) -> Result<ChildProc, ProviderError> {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let args: Vec<String> = cmd
+                .as_std()
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let shown = crate::redact::flags(&args).join(" ");
+            tracing::debug!(
+                "provider {}: rclone {}",
+                self.name,
+                crate::redact::text(&shown)
+            );
+        }
         ChildProc::spawn("rclone", cmd).map_err(|e| self.error(op, path, e))
     }
 
     /// Classifies a failed rclone by its documented exit codes: 3 and 4 are not-found, 6 and 7
     /// are no-retry and fatal, and everything else (5 included) is worth another attempt.
+    /// rclone's stderr may quote the remote or a flag: it passes through `redact` first.
     fn error(&self, op: &'static str, path: &str, e: ChildError) -> ProviderError {
         let kind = match e.status {
             Some(3) | Some(4) => ErrorKind::NotFound,
@@ -90,7 +105,13 @@ impl RcloneProvider {
             None if e.stderr.starts_with("cannot start") => ErrorKind::Permanent,
             _ => ErrorKind::Transient,
         };
-        ProviderError::new(&self.name, op, path, kind, e.to_string())
+        ProviderError::new(
+            &self.name,
+            op,
+            path,
+            kind,
+            crate::redact::text(&e.to_string()),
+        )
     }
 
     async fn put_inner(

@@ -6,7 +6,7 @@
 
 use crate::harness::*;
 use offsite::layout::{shard_name, utc_stamp};
-use offsite::receiver::partial_path;
+use offsite::receiver::leftover_partials;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -45,7 +45,7 @@ fn command_backup_restored_to_a_file_and_stdout_is_identical() {
     let (env, data) = backed_up(3, DS, 42);
     let err = restore_output(&env, &[]).assert_exit(0).stderr_text();
     assert_same_bytes("--output", &std::fs::read(out_path(&env)).unwrap(), &data);
-    assert!(!partial_path(&out_path(&env)).exists());
+    assert!(leftover_partials(&out_path(&env)).is_empty());
     assert!(
         err.contains("event=restore_metrics") && err.contains("total_bytes=3670016"),
         "{err}"
@@ -212,7 +212,7 @@ fn no_good_copy_anywhere_fails_naming_the_shard_and_every_provider_and_writes_no
     ] {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }
-    assert!(!out_path(&env).exists() && !partial_path(&out_path(&env)).exists());
+    assert!(!out_path(&env).exists() && leftover_partials(&out_path(&env)).is_empty());
     env.assert_no_leftover_processes();
 }
 
@@ -238,7 +238,7 @@ fn sigint_during_a_restore_stops_cleanly_with_130() {
     let out = running.wait();
     out.assert_exit(130);
     env.assert_no_leftover_processes();
-    assert!(!out_path(&env).exists() && !partial_path(&out_path(&env)).exists());
+    assert!(!out_path(&env).exists() && leftover_partials(&out_path(&env)).is_empty());
 }
 
 /// Waits until the clock is past the second of the newest backup, so the next id differs.

@@ -772,7 +772,7 @@ async fn run_writes_a_file_only_when_every_byte_is_good() {
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("shard 2"), "{e:#}");
-    assert!(!out.exists() && !crate::receiver::partial_path(&out).exists());
+    assert!(!out.exists() && crate::receiver::leftover_partials(&out).is_empty());
 
     // A shard nobody lists fails before a receiver is even started.
     for p in &ps {
@@ -786,7 +786,7 @@ async fn run_writes_a_file_only_when_every_byte_is_good() {
         e.to_string().contains("provider p1: does not hold it"),
         "{e}"
     );
-    assert!(!crate::receiver::partial_path(&out).exists());
+    assert!(crate::receiver::leftover_partials(&out).is_empty());
 }
 
 #[tokio::test]
