@@ -409,10 +409,8 @@ async fn ship(
     progress: &Arc<dyn Progress>,
     journal: Option<&Journal>,
 ) -> Result<ShardRecord> {
-    let data = shard.data.clone();
-    let known = shard.known.clone();
-    let hash =
-        tokio::task::spawn_blocking(move || known.unwrap_or_else(|| hex(&Sha256::digest(&data))));
+    // SHA-256, MD5 and SHA-1 in one pass (the native hashes go into the manifest, format 2).
+    let hash = crate::hashing::digests_blocking(shard.data.clone());
     let name = layout::shard_name(shard.index, shard.offset);
     let uploads = lanes.iter().map(|lane| {
         let data = shard.data.clone();
@@ -467,11 +465,14 @@ async fn ship(
             why.join("; ")
         );
     }
+    let digests = hash.await.context("hashing a shard")?;
     let record = ShardRecord {
         index: shard.index,
         offset: shard.offset,
         length: shard.data.len() as u64,
-        sha256: hash.await.context("hashing a shard")?,
+        sha256: digests.sha256,
+        md5: Some(digests.md5),
+        sha1: Some(digests.sha1),
     };
     if let (Some(j), None) = (journal, &shard.known) {
         j.record(&record).context("writing the resume journal")?;
