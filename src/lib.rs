@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod gaps;
+pub mod hashing;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -190,6 +190,8 @@ mod tests {
             offset: i * 10,
             length: 10,
             sha256: "a".repeat(64),
+            md5: None,
+            sha1: None,
         }
     }
 

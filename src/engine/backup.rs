@@ -421,10 +421,8 @@ async fn ship(
     progress: &Arc<dyn Progress>,
     journal: Option<&Journal>,
 ) -> Result<ShardRecord> {
-    let data = shard.data.clone();
-    let known = shard.known.clone();
-    let hash =
-        tokio::task::spawn_blocking(move || known.unwrap_or_else(|| hex(&Sha256::digest(&data))));
+    // SHA-256, MD5 and SHA-1 in one pass (the native hashes go into the manifest, format 2).
+    let hash = crate::hashing::digests_blocking(shard.data.clone());
     let name = layout::shard_name(shard.index, shard.offset);
     let uploads = lanes.iter().map(|lane| {
         let data = shard.data.clone();
@@ -471,12 +469,14 @@ async fn ship(
     // The journal describes the source, not the uploads: a shard is recorded as soon as it is
     // hashed, so a resume trusts a provider's whole object even if a slower provider never got it.
     let journaled = async {
-        let sha256 = hash.await.context("hashing a shard")?;
+        let digests = hash.await.context("hashing a shard")?;
         let record = ShardRecord {
             index: shard.index,
             offset: shard.offset,
             length: shard.data.len() as u64,
-            sha256,
+            sha256: digests.sha256,
+            md5: Some(digests.md5),
+            sha1: Some(digests.sha1),
         };
         if let (Some(j), None) = (journal, &shard.known) {
             j.record(&record).context("writing the resume journal")?;

@@ -325,6 +325,8 @@ fn scales_to_100k_shards_on_three_providers() {
             offset: i << 20,
             length: 1 << 20,
             sha256: "a".repeat(64),
+            md5: None,
+            sha1: None,
         })
         .collect();
     m.total_bytes = N << 20;

@@ -135,6 +135,8 @@ fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
             offset: i,
             length: 1,
             sha256: sha.clone(),
+            md5: None,
+            sha1: None,
         });
     }
     let m = Manifest {

@@ -38,6 +38,8 @@ fn manifest_for(id: &str, bytes: &[u8], shard: usize, parent: Option<&str>) -> M
             offset: (i * shard) as u64,
             length: chunk.len() as u64,
             sha256: hex(&Sha256::digest(chunk)),
+            md5: None,
+            sha1: None,
         });
     }
     Manifest {
