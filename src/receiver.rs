@@ -342,6 +342,54 @@ pub fn btrfs_entries(dir: &Path) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
+/// Of the `names` present in a btrfs receive directory, those that hold a whole received
+/// snapshot: a read-only subvolume with a received UUID. Anything else under such a name (the
+/// writable subvolume an interrupted `btrfs receive` leaves, or a plain directory) is refused
+/// with guidance: offsite cannot be certain it made it, so it neither deletes it nor takes it
+/// for the snapshot.
+pub async fn btrfs_received(dir: &Path, names: &[&str]) -> Result<BTreeSet<String>> {
+    let present = btrfs_entries(dir)?;
+    let mut held = BTreeSet::new();
+    for name in names.iter().filter(|n| present.contains(**n)) {
+        let path = dir.join(name);
+        let shown = path.display().to_string();
+        let show = crate::source::run("btrfs", &["subvolume", "show", &shown]).await;
+        let why =
+            match show.as_deref().map(subvolume_state) {
+                Ok((true, true)) => {
+                    held.insert(name.to_string());
+                    continue;
+                }
+                Ok((received, _)) => format!(
+                "is a {} subvolume{}: the remains of an interrupted restore, or not a restored \
+                 snapshot at all",
+                if received { "writable" } else { "partial" },
+                if received { "" } else { " without a received UUID" }
+            ),
+                Err(_) => "exists but is not a btrfs subvolume".to_string(),
+            };
+        return Err(crate::error::ConfigError(format!(
+            "{shown} {why}; offsite will not delete it or take it for snapshot {name}. Check it, \
+             remove it (`btrfs subvolume delete {shown}`, or rename it), and run restore again"
+        ))
+        .into());
+    }
+    Ok(held)
+}
+
+/// `(has a received UUID, is read-only)` from `btrfs subvolume show` output.
+fn subvolume_state(show: &str) -> (bool, bool) {
+    let field = |key: &str| {
+        show.lines()
+            .filter_map(|l| l.trim().strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .next()
+    };
+    let received = field("Received UUID:").is_some_and(|v| !v.is_empty() && v != "-");
+    let readonly = field("Flags:").is_some_and(|v| v.contains("readonly"));
+    (received, readonly)
+}
+
 /// A regular file whose pages are handed to the disk as the stream is written
 /// (`sync_file_range`), so that the `fsync` at the end does not find the whole stream still to
 /// write.
@@ -521,6 +569,20 @@ mod tests {
             .is_symlink());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(leftover_partials(&path).is_empty());
+    }
+
+    #[test]
+    fn a_subvolume_counts_as_received_only_read_only_with_a_received_uuid() {
+        let show = |uuid: &str, flags: &str| {
+            format!(
+                "restored/x\n\tName: \t\t\tx\n\tUUID: \t\t\t1b2c\n\tReceived UUID: \t\t{uuid}\n\tFlags: \t\t\t{flags}\n"
+            )
+        };
+        let id = "9f1e2d3c-0000-4000-8000-000000000001";
+        assert_eq!(subvolume_state(&show(id, "readonly")), (true, true));
+        assert_eq!(subvolume_state(&show("-", "-")), (false, false));
+        assert_eq!(subvolume_state(&show(id, "-")), (true, false));
+        assert_eq!(subvolume_state(&show("-", "readonly")), (false, true));
     }
 
     #[test]

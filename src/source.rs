@@ -114,13 +114,39 @@ pub fn start_send(
     Ok(ChildProc::spawn(name, &mut cmd)?)
 }
 
-/// A human description of the stream, for errors: `zfs send -i tank/a@x tank/a@y`.
+/// A human description of the stream, for logs and errors: `zfs send -i tank/a@x tank/a@y`.
+/// A command is named by its program only (`command pg_dump`): its arguments may hold a
+/// password, so only `-v` shows them (see [`command_program`]).
 pub fn describe(spec: &SourceSpec, snapshot: Option<&str>, parent: Option<&str>) -> String {
     let p = |flag: &str| parent.map(|p| format!("{flag} {p} ")).unwrap_or_default();
     match (spec, snapshot) {
-        (SourceSpec::Command { command }, _) => format!("command `{command}`"),
+        (SourceSpec::Command { command }, _) => format!("command {}", command_program(command)),
         (SourceSpec::Zfs { .. }, Some(s)) => format!("zfs send {}{s}", p("-i")),
         (SourceSpec::Btrfs { .. }, Some(s)) => format!("btrfs send {}{s}", p("-p")),
         (spec, None) => spec.kind().to_string(),
+    }
+}
+
+/// The program a shell command runs: its first word after any `VAR=value` assignments
+/// (`PGPASSWORD=x pg_dump -U me db` runs `pg_dump`), without the rest of the line.
+pub fn command_program(command: &str) -> &str {
+    command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .unwrap_or("(empty)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_described_without_its_arguments() {
+        let spec = SourceSpec::Command {
+            command: "PGPASSWORD=hunter2 pg_dump --password=hunter2 db".into(),
+        };
+        assert_eq!(describe(&spec, None, None), "command pg_dump");
+        assert_eq!(command_program("  cat /x/y "), "cat");
+        assert_eq!(command_program(""), "(empty)");
     }
 }

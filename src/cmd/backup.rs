@@ -137,6 +137,10 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
         ds.name,
         ds.providers.join(", ")
     );
+    if let SourceSpec::Command { command } = &ds.source {
+        // The arguments may hold a password: shown only with -v.
+        tracing::debug!("{:?}: command: {command}", ds.name);
+    }
     let proc = source::start_send(
         &ds.source,
         &ds.send_flags,

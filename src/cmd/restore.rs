@@ -165,7 +165,11 @@ async fn target(
             if force {
                 tracing::warn!("--force has no effect on btrfs receive");
             }
-            let present = receiver::btrfs_entries(&dir)?;
+            let names: Vec<&str> = links
+                .iter()
+                .filter_map(|l| chain::snapshot_name(&l.manifest, TargetKind::Btrfs))
+                .collect();
+            let present = receiver::btrfs_received(&dir, &names).await?;
             (ReceiverSpec::Btrfs { dir, flags }, present, TargetKind::Btrfs)
         }
         other => {

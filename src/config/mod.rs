@@ -487,7 +487,7 @@ fn load_providers(dir: &Path) -> Result<Vec<ProviderConfig>, ConfigError> {
                 raw.remote.span(),
                 format!(
                     "remote {:?} is neither an rclone remote (name:path) nor an absolute path",
-                    raw.remote.get_ref()
+                    crate::redact::remote(raw.remote.get_ref())
                 ),
             ));
         }

@@ -9,6 +9,8 @@ mod chains;
 mod config;
 mod prune;
 mod restore;
+mod restore_output;
 mod resume;
+mod secrets;
 mod status;
 mod sync;
