@@ -10,6 +10,7 @@ use crate::cli::BackupArgs;
 use crate::config::units::{human_bytes, human_rate};
 use crate::config::{Dataset, SourceSpec};
 use crate::engine::backup::{self, Job, Report};
+use crate::engine::discard;
 use crate::error::{ConfigError, Interrupted};
 use crate::layout::{self, BackupId, BackupKind};
 use crate::lock::DatasetLock;
@@ -108,14 +109,7 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
     }
     let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
     if args.restart {
-        if let Some((u, _)) = state.load()? {
-            tracing::warn!(
-                "discarding unfinished backup {} of {:?} (--restart)",
-                u.backup_id,
-                ds.name
-            );
-        }
-        state.clear()?;
+        restart(ctx, ds, &providers, &state).await?;
     }
     let Some(plan) = plan(ctx, ds, &providers, args, &state).await? else {
         return Ok(None);
@@ -197,6 +191,54 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
         "backup finished"
     );
     Ok(Some(report))
+}
+
+/// `--restart`: forgets the unfinished backup and removes its objects from the providers at
+/// once (best effort), since nothing will resume it. A backup that already has a manifest
+/// somewhere (complete, with gaps) is kept: it is a real backup.
+async fn restart(
+    ctx: &Ctx,
+    ds: &Dataset,
+    providers: &[DynProvider],
+    state: &DatasetState,
+) -> Result<()> {
+    match state.load() {
+        Ok(Some((u, _))) => {
+            tracing::warn!(
+                "discarding unfinished backup {} of {:?} (--restart)",
+                u.backup_id,
+                ds.name
+            );
+            match u.id() {
+                Some(id) => {
+                    let cfg = &ctx.cfg;
+                    let d = discard::discard(
+                        providers,
+                        &cfg.host,
+                        &ds.name,
+                        &id,
+                        cfg.concurrency,
+                        &ctx.cancel,
+                    )
+                    .await?;
+                    if d.deleted > 0 {
+                        tracing::info!(
+                            "deleted {} objects of discarded backup {id} from the providers",
+                            d.deleted
+                        );
+                    }
+                }
+                None => tracing::warn!(
+                    "unfinished backup id {:?} is not valid; its objects, if any, stay until `offsite prune`",
+                    u.backup_id
+                ),
+            }
+        }
+        Ok(None) => {}
+        // The message of a damaged state file tells the user to use --restart: let it work.
+        Err(e) => tracing::warn!("{e:#}; discarding it (--restart)"),
+    }
+    state.clear()
 }
 
 /// Resumes the unfinished backup, or decides on a new one and takes its snapshot. `None` when

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod chain;
+pub mod discard;
 pub mod prune;
 pub mod restore;
 pub mod sync;

@@ -82,7 +82,7 @@ fn command_backup_puts_named_shards_and_manifest_on_every_provider() {
         assert_eq!((m.host.as_str(), m.dataset.as_str()), (HOST, "tank/data"));
         assert_eq!(m.source_kind, "command");
         assert_eq!(m.snapshot, None);
-        assert!(m.backup_id.ends_with("-full"), "{}", m.backup_id);
+        assert!(m.backup_id.contains("-full"), "{}", m.backup_id);
     }
 }
 
@@ -204,6 +204,54 @@ fn zfs_dataset_backup_receives_back_identical() {
 
     pool.receive("restored", &stream);
     assert_same_tree(&mnt, &pool.mountpoint("restored"));
+}
+
+#[test]
+fn a_zfs_send_that_writes_nothing_is_never_recorded_as_a_backup() {
+    let mut env = Env::new(1);
+    let pool = ZfsPool::new(env.path());
+    let mnt = pool.create_fs("data");
+    write_pseudo_random(&mnt.join("a.bin"), 3, 100_000);
+    env.zfs_dataset("tank", &pool.fs("data"));
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    let parent = pool.snapshots();
+    assert_eq!(parent.len(), 1, "{parent:?}");
+
+    // A `zfs` whose send writes 0 bytes and exits 0, as `zfs send -n` does (zfs-fuse has no -n).
+    let real = search_path()
+        .split(':')
+        .map(|d| Path::new(d).join("zfs"))
+        .find(|p| p.exists())
+        .expect("zfs is installed");
+    let bin = env.path().join("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = send ] && exit 0\nexec {} \"$@\"\n",
+        real.display()
+    );
+    std::fs::write(bin.join("zfs"), script).unwrap();
+    run("chmod", &["+x", bin.join("zfs").to_str().unwrap()]);
+    env.var("PATH", &format!("{}:{}", bin.display(), search_path()));
+
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(1).stderr_text();
+    assert!(
+        err.contains("wrote 0 bytes") && err.contains("send_flags"),
+        "{err}"
+    );
+    let p1 = env.remote("p1");
+    let with_manifest: Vec<_> = p1
+        .backups("tank")
+        .into_iter()
+        .filter(|b| b.join(MANIFEST).exists())
+        .collect();
+    assert_eq!(with_manifest.len(), 1, "{with_manifest:?}");
+    assert!(
+        pool.snapshots().contains(&parent[0]),
+        "the parent snapshot {} was destroyed: {:?}",
+        parent[0],
+        pool.snapshots()
+    );
 }
 
 #[test]

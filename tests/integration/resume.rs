@@ -6,15 +6,17 @@
 //! snapshot; the stale lock of a killed run; `backup --dry-run` of an unfinished backup.
 //!
 //! What "only the missing shards" means, as the upload counts below assert it: offsite
-//! journals a shard's SHA-256 once every provider took it, and a resumed run trusts the
-//! contiguous prefix of that journal (the *proven* shards). A proven shard is re-read and
-//! re-hashed, and uploaded only to the providers whose listing lacks it at the right size.
-//! Every shard from the first unproven one on goes to every provider again: its bytes were
-//! never recorded, so a copy already there cannot be told apart from another stream's (at most
-//! `shards_in_flight` = 4 such shards were in flight when the run stopped).
+//! journals a shard's SHA-256 as soon as it is hashed (the journal describes the source, not
+//! the uploads), and a resumed run trusts the contiguous prefix of that journal (the *proven*
+//! shards). A proven shard is re-read and re-hashed, and uploaded only to the providers whose
+//! listing lacks it at the right size, so a provider that lagged behind costs the fast ones
+//! nothing. Every shard from the first unproven one on goes to every provider again: its bytes
+//! were never recorded, so a copy already there cannot be told apart from another stream's.
 //!
 //! Every interruption is timed by an observable event (a line in the mock's log, a shard on a
-//! provider's disk at its full size, a journal record), never by a sleep.
+//! provider's disk at its full size, a journal record), never by a sleep. The kill -9 tests
+//! wait until the run is stuck for good on the faulted upload (every shard journaled, every
+//! other upload done), so the counts they assert are exact.
 
 use crate::harness::*;
 use offsite::layout::{shard_name, MANIFEST};
@@ -159,6 +161,18 @@ fn logged_rcat(env: &Env, name: &str) -> bool {
         .any(|l| l.starts_with("rcat ") && l.ends_with(name))
 }
 
+/// The run is stuck for good on uploads of shard `hung`: every shard is journaled, and every
+/// provider holds every other shard whole; `laggards` providers lack `hung`, the others hold it.
+fn stuck_on(env: &Env, names: &[String], hung: u64, laggards: usize) -> bool {
+    let all: BTreeSet<u64> = (0..SHARDS).collect();
+    let mut but_hung = all.clone();
+    but_hung.remove(&hung);
+    let held: Vec<BTreeSet<u64>> = names.iter().map(|p| held(env, p)).collect();
+    proven(env) == SHARDS
+        && held.iter().all(|h| *h == all || *h == but_hung)
+        && held.iter().filter(|h| **h == but_hung).count() == laggards
+}
+
 /// What a resumed run uploads to a provider that held `held` when `proven` shards were
 /// proven (see the module doc): the proven shards it lacks, every later shard, the manifest.
 fn expected_uploads(held: &BTreeSet<u64>, proven: u64) -> Vec<String> {
@@ -236,6 +250,25 @@ fn assert_backup(env: &Env, provider: &str, id: &str) -> Vec<u8> {
 fn backup_id_on(env: &Env, provider: &str) -> String {
     let dir = remote(env, provider).only_backup(DS);
     dir.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// The folder of backup `id` on `provider` is gone or holds no object.
+fn assert_no_objects_of(env: &Env, provider: &str, id: &str) {
+    let dir = remote(env, provider).dataset_dir(DS).join(id);
+    let left: Vec<_> = std::fs::read_dir(&dir).into_iter().flatten().collect();
+    assert!(left.is_empty(), "{provider}: {id} still holds {left:?}");
+}
+
+/// The backup on `provider` that is not `old`.
+fn backup_id_after(env: &Env, provider: &str, old: &str) -> String {
+    let backups = remote(env, provider).backups(DS);
+    let names: Vec<String> = backups
+        .iter()
+        .map(|b| b.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != old)
+        .collect();
+    assert_eq!(names.len(), 1, "{provider}: {backups:?}");
+    names[0].clone()
 }
 
 /// [`assert_backup`] on each provider, its stream equal to `data`, and no other backup there.
@@ -347,29 +380,30 @@ fn kill_9_then_resume(rule: &str, what: &str, ready: impl Fn(&Env) -> bool, prov
 // ---- kill -9 at three points ----
 
 #[test]
-fn kill_9_during_the_first_shard_then_the_rerun_completes_the_same_backup() {
-    // Shard 0 never reaches the hung provider, so nothing is proven: the re-run sends all 8
-    // shards to each of the 3 providers (24 uploads, even those of shards 1-3 that were in
-    // flight and may have landed) and 3 manifests. 27 in all, each object once.
+fn kill_9_while_the_first_shard_hangs_everywhere_then_the_rerun_sends_only_it() {
+    // Shard 0 hangs on every provider; the others pass it (each provider uploads two objects
+    // at a time), so all 8 shards are journaled and shards 1-7 are whole everywhere. The
+    // re-run sends shard 0 to each of the 3 providers and 3 manifests: 6 uploads, where
+    // round 1 (journaling a shard only once every provider had it) sent all 27.
     kill_9_then_resume(
-        "rcat *s0000000000-* hang 1\n",
-        "the first upload of shard 0",
-        |env| logged_rcat(env, &shard(0)),
-        0,
+        "rcat *s0000000000-* hang inf\n",
+        "shards 1-7 everywhere and shard 0 stuck",
+        |env| stuck_on(env, &providers(3), 0, 3),
+        SHARDS,
     );
 }
 
 #[test]
-fn kill_9_mid_stream_then_the_rerun_sends_only_what_is_missing() {
-    // Shards 0-2 are whole on every provider and proven; shard 3 hangs on one provider. The
-    // re-run re-reads and re-hashes 0-2 but uploads none of them: it sends shards 3-7 to each
-    // provider (15 uploads; 4-7 may have been in flight and landed, but are unproven) and 3
-    // manifests, 18 in all, where a restart would send 27.
+fn kill_9_while_one_provider_lags_then_the_rerun_sends_the_fast_ones_nothing_they_hold() {
+    // Shard 3 hangs on one provider (the laggard); the two fast providers hold all 8 shards
+    // and every shard is journaled. The re-run re-reads and re-hashes all 8 but uploads only
+    // shard 3 to the laggard and the 3 manifests: 4 uploads, where round 1 sent 18 (shards 3-7
+    // to everyone, since only shards every provider held were journaled).
     kill_9_then_resume(
         "rcat *s0000000003-* hang 1\n",
-        "shards 0-2 in place and the upload of shard 3",
-        |env| logged_rcat(env, &shard(3)) && first_shards_done(env, &providers(3), 3),
-        3,
+        "every shard but 3 everywhere, and 3 on two providers",
+        |env| stuck_on(env, &providers(3), 3, 1),
+        SHARDS,
     );
 }
 
@@ -443,6 +477,14 @@ impl Feeder {
     }
 }
 
+/// Some process below `pid` is an `rclone rcat` (or the mock standing in for it).
+fn uploading(pid: u32) -> bool {
+    descendants_of(pid).into_iter().any(|p| {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        cmdline.split(|&b| b == 0).any(|arg| arg == b"rcat")
+    })
+}
+
 /// Opens `path` for writing once a reader has it open (polled: ENXIO before), then makes the
 /// descriptor blocking.
 fn open_fifo_writer(path: &Path) -> std::fs::File {
@@ -471,9 +513,12 @@ fn backup_while_dav_goes_down(
     let names = ["p1", "p2", "dav"].map(String::from);
     let run = env.spawn_offsite(&["backup", "--once"]);
     let mut feeder = Feeder::start(fifo, data.to_vec(), 3 * MIB as usize);
-    wait_for("shards 0-2 on every provider", WAIT, || {
-        first_shards_done(env, &names, 3)
-    });
+    // Whole on disk is not done: rclone may still wait for the server's answer.
+    wait_for(
+        "shards 0-2 on every provider, and no upload running",
+        WAIT,
+        || first_shards_done(env, &names, 3) && !uploading(run.pid()),
+    );
     // The reader now waits for shard 3 on the FIFO: no upload is in flight.
     server.stop();
     feeder.rest();
@@ -551,8 +596,13 @@ fn provider_down_below_min_providers_fails_and_the_rerun_fills_its_gaps() {
         err.contains("min_providers = 3") && err.contains("provider dav"),
         "{err}"
     );
+    // Shards 0-3 are journaled for sure (shard 3 is hashed before its upload to dav fails);
+    // 4-7 are too if they were read before that failure ended the run.
     let (u, recorded) = unfinished(&env).expect("a failed backup stays unfinished");
-    assert_eq!(recorded, 3);
+    assert!(
+        (4..=SHARDS).contains(&recorded),
+        "{recorded} shards journaled"
+    );
     let names = ["p1", "p2", "dav"].map(String::from);
     assert!(names
         .iter()
@@ -570,9 +620,10 @@ fn provider_down_below_min_providers_fails_and_the_rerun_fills_its_gaps() {
         "{err}"
     );
     assert_complete(&env, &names, &u.backup_id, &data);
-    // dav gets exactly its gaps (shards 3-7) and its manifest. p1 and p2 also get shards
-    // 3-7: those they held were sent after the last proven shard (see the module doc).
-    assert_resume_uploads(&env, &before, 3);
+    // dav gets exactly its gaps (shards 3-7) and its manifest. p1 and p2 get the journaled
+    // shards they lack whole (an upload cut short when the run failed) and every unjournaled
+    // one (see the module doc).
+    assert_resume_uploads(&env, &before, recorded);
     assert_eq!(uploads(&env)["dav"], shard_list(3..SHARDS));
 }
 
@@ -585,11 +636,11 @@ fn shards_deleted_or_truncated_between_runs_are_uploaded_again() {
     env.mock_rules("rcat *s0000000004-* hang 1\n");
     kill_9_when(
         &env,
-        "shards 0-3 in place and the upload of shard 4",
-        || logged_rcat(&env, &shard(4)) && first_shards_done(&env, &names, 4),
+        "every shard but 4 everywhere, and 4 on two providers",
+        || stuck_on(&env, &names, 4, 1),
     );
     let (u, recorded) = unfinished(&env).unwrap();
-    assert_eq!(recorded, 4);
+    assert_eq!(recorded, SHARDS);
     let dir = remote(&env, "p2").only_backup(DS);
     std::fs::remove_file(dir.join(shard(1))).unwrap();
     let f = std::fs::OpenOptions::new()
@@ -599,18 +650,16 @@ fn shards_deleted_or_truncated_between_runs_are_uploaded_again() {
     f.set_len(1000).unwrap();
     drop(f);
 
+    let before = snapshot_held(&env, &names);
+
     let out = rerun(&env, &["backup", "--once"]);
     out.assert_exit(0);
     assert_complete(&env, &names, &u.backup_id, &data);
-    // The listing is the truth: p2 gets back the proven shards 1 and 2 it lost; nobody gets
-    // the proven shards 0 and 3, nor p1 and p3 shards 1 and 2; everyone gets 4-7.
-    let up = uploads(&env);
-    let mut p2 = shard_list(4..SHARDS);
-    p2.extend([shard(1), shard(2)]);
-    p2.sort();
-    assert_eq!(up["p2"], p2);
-    assert_eq!(up["p1"], shard_list(4..SHARDS));
-    assert_eq!(up["p3"], shard_list(4..SHARDS));
+    // The listing is the truth: p2 gets back shards 1 and 2 it lost, the laggard shard 4, and
+    // each its manifest; nobody gets a shard it holds whole.
+    assert_resume_uploads(&env, &before, SHARDS);
+    let p2 = uploads(&env)["p2"].clone();
+    assert!(p2.contains(&shard(1)) && p2.contains(&shard(2)), "{p2:?}");
 }
 
 #[test]
@@ -620,8 +669,8 @@ fn a_source_that_differs_on_resume_is_refused_and_restart_starts_afresh() {
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     kill_9_when(
         &env,
-        "shards 0-2 in place and the upload of shard 3",
-        || logged_rcat(&env, &shard(3)) && first_shards_done(&env, &names, 3),
+        "every shard but 3 everywhere, and 3 on two providers",
+        || stuck_on(&env, &names, 3, 1),
     );
     let (u, _) = unfinished(&env).unwrap();
     let before = trees(&env, &names);
@@ -654,27 +703,57 @@ fn a_source_that_differs_on_resume_is_refused_and_restart_starts_afresh() {
         "{err}"
     );
     for p in &names {
-        // The discarded backup's folder (shards, no manifest) stays behind, apart.
-        let backups = remote(&env, p).backups(DS);
-        assert_eq!(backups.len(), 2, "{p}: {backups:?}");
-        let fresh = backups
-            .last()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        assert_ne!(fresh, u.backup_id);
+        // The discarded backup's objects were deleted at once: only the fresh backup is left
+        // (a local folder may stay, empty: offsite lists objects, not folders).
+        assert_no_objects_of(&env, p, &u.backup_id);
+        let fresh = backup_id_after(&env, p, &u.backup_id);
         assert_same_bytes(
             &format!("new stream on {p}"),
             &assert_backup(&env, p, &fresh),
             &data,
         );
-        assert!(
-            !backups[0].join(MANIFEST).exists(),
-            "{p}: the discarded backup got a manifest"
-        );
     }
+    let deletes = calls(&env)
+        .into_iter()
+        .filter(|(s, _, _)| s == "deletefile")
+        .count();
+    assert_eq!(deletes, 3 * SHARDS as usize - 1, "{:#?}", env.mock_log());
+    let status = env.offsite(&["status"]);
+    status.assert_exit(0);
+    let text = format!("{}{}", status.stdout_text(), status.stderr_text());
+    assert!(!text.contains("unfinished"), "{text}");
+}
+
+#[test]
+fn a_changed_source_is_caught_even_when_no_shard_reached_every_provider() {
+    // p3 never finishes an upload: with two uploads per provider and 4 shards in flight the
+    // run is stuck with shards 0-3 read, journaled and on p1 and p2, and nothing on p3.
+    let (env, src, mut data) = mocked_env(3);
+    let names = providers(3);
+    env.mock_rules("rcat *remotes/p3/* hang inf\n");
+    kill_9_when(&env, "shards 0-3 journaled and on p1 and p2", || {
+        proven(&env) == 4 && names[..2].iter().all(|p| held(&env, p) == (0..4).collect())
+    });
+    assert_eq!(held(&env, "p3"), BTreeSet::new());
+    let (u, _) = unfinished(&env).unwrap();
+    let before = trees(&env, &names);
+    data[(2 * MIB + 7) as usize] ^= 0x80; // one bit in shard 2
+
+    std::fs::write(&src, &data).unwrap();
+    let out = rerun(&env, &["backup", "--once"]);
+    let err = out.assert_exit(1).stderr_text();
+    for word in ["differs", "shard 2", &u.backup_id, "--restart"] {
+        assert!(err.contains(word), "{word:?} not in:\n{err}");
+    }
+    assert_eq!(
+        uploads(&env),
+        BTreeMap::new(),
+        "the changed stream was uploaded"
+    );
+    assert!(
+        trees(&env, &names) == before,
+        "a provider's objects changed"
+    );
 }
 
 #[test]
@@ -713,6 +792,9 @@ fn a_snapshot_deleted_between_runs_is_reported_with_restart() {
 
     let out = rerun(&env, &["backup", "--once", "--restart"]);
     out.assert_exit(0);
+    for p in &names {
+        assert_no_objects_of(&env, p, &u.backup_id);
+    }
     let fresh = remote(&env, "p1").backups(DS).last().unwrap().clone();
     let id = fresh.file_name().unwrap().to_string_lossy().into_owned();
     assert_ne!(id, u.backup_id);
@@ -735,9 +817,9 @@ fn sigterm_stops_cleanly_releases_the_lock_and_the_rerun_resumes() {
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     let run = env.spawn_offsite(&["backup", "--once"]);
     wait_for(
-        "shards 0-2 in place and the upload of shard 3",
+        "every shard but 3 everywhere, and 3 on two providers",
         WAIT,
-        || logged_rcat(&env, &shard(3)) && first_shards_done(&env, &names, 3),
+        || stuck_on(&env, &names, 3, 1),
     );
     signal(run.pid(), libc::SIGTERM);
     let out = run.wait();
@@ -747,7 +829,7 @@ fn sigterm_stops_cleanly_releases_the_lock_and_the_rerun_resumes() {
     let lock = std::fs::read_to_string(env.lock_file(DS)).unwrap();
     assert_eq!(lock, "", "the lock file still names a holder");
     let (u, recorded) = unfinished(&env).expect("progress is kept");
-    assert_eq!(recorded, 3);
+    assert_eq!(recorded, SHARDS);
     let before = snapshot_held(&env, &names);
 
     let out = rerun(&env, &["backup", "--once"]);
@@ -761,7 +843,9 @@ fn sigterm_stops_cleanly_releases_the_lock_and_the_rerun_resumes() {
         "{err}"
     );
     assert_complete(&env, &names, &u.backup_id, &data);
-    assert_resume_uploads(&env, &before, 3);
+    // Shard 3 to the laggard and the 3 manifests.
+    assert_resume_uploads(&env, &before, SHARDS);
+    assert_eq!(uploads(&env).values().map(Vec::len).sum::<usize>(), 4);
 }
 
 #[test]
@@ -800,18 +884,16 @@ fn dry_run_says_it_would_resume_the_unfinished_backup_and_touches_nothing() {
     let (env, _, _) = mocked_env(2);
     let names = providers(2);
     env.mock_rules("rcat *s0000000003-* hang 1\n");
-    kill_9_when(
-        &env,
-        "shards 0-2 in place and the upload of shard 3",
-        || logged_rcat(&env, &shard(3)) && first_shards_done(&env, &names, 3),
-    );
+    kill_9_when(&env, "every shard but 3 on both, and 3 on one", || {
+        stuck_on(&env, &names, 3, 1)
+    });
     let (u, _) = unfinished(&env).unwrap();
     let before = trees(&env, &names);
 
     let out = rerun(&env, &["backup", "--dry-run"]);
     let err = out.assert_exit(0).stderr_text();
     let said = format!(
-        "would resume unfinished backup {} of \"{DS}\" (3 shards recorded)",
+        "would resume unfinished backup {} of \"{DS}\" (8 shards recorded)",
         u.backup_id
     );
     assert!(err.contains(&said), "{said:?} not in:\n{err}");
@@ -823,6 +905,6 @@ fn dry_run_says_it_would_resume_the_unfinished_backup_and_touches_nothing() {
     assert!(trees(&env, &names) == before);
     assert_eq!(
         unfinished(&env).map(|(u, n)| (u.backup_id, n)),
-        Some((u.backup_id, 3))
+        Some((u.backup_id, SHARDS))
     );
 }
