@@ -1,12 +1,15 @@
 //! Local snapshots: whether one still exists, which ones offsite made, retention, the newest
 //! snapshot matching a user's `snapshot_pattern`, send-flag validation and size estimates.
 //!
-//! Retention only ever deletes snapshots whose name carries offsite's own prefix (see
-//! `source::SNAPSHOT_PREFIX`); snapshots made by anybody else are never touched.
+//! Retention only ever deletes snapshots offsite made for that very dataset (see [`owned`]):
+//! the exact name offsite gives (`offsite-<UTC stamp>`, see `source::SNAPSHOT_PREFIX`), of
+//! exactly the configured zfs dataset or btrfs subvolume, and marked as offsite's: on zfs by
+//! the user property [`ZFS_OWNER`] naming the dataset, on btrfs by being a read-only snapshot
+//! of the configured subvolume. Snapshots made by anybody else are never touched.
 
 use crate::config::{Dataset, SourceSpec};
 use crate::error::ConfigError;
-use crate::layout::dataset_key;
+use crate::layout::{dataset_key, utc_stamp, BackupId};
 use crate::source::{run, SNAPSHOT_PREFIX};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -75,24 +78,118 @@ pub fn short_name(snapshot: &str) -> &str {
     snapshot.rsplit(['@', '/']).next().unwrap_or(snapshot)
 }
 
-/// Whether offsite made this snapshot of this dataset.
+/// The zfs user property offsite sets on each snapshot it makes: the name of the dataset (in
+/// offsite's config) the snapshot was made for.
+pub const ZFS_OWNER: &str = "offsite:dataset";
+
+/// Whether `snapshot` has exactly the name offsite gives the snapshots of this dataset:
+/// `fs@offsite-<stamp>` of the configured zfs dataset, or `<snapshot_dir>/<key>.offsite-<stamp>`.
 pub fn is_ours(dataset: &str, spec: &SourceSpec, snapshot: &str) -> bool {
-    let name = short_name(snapshot);
-    match spec {
-        SourceSpec::Zfs { .. } => name.starts_with(SNAPSHOT_PREFIX),
-        SourceSpec::Btrfs { .. } => {
-            name.starts_with(&format!("{}.{SNAPSHOT_PREFIX}", dataset_key(dataset)))
+    let stamp = match spec {
+        SourceSpec::Zfs { dataset: fs } => snapshot
+            .strip_prefix(fs.as_str())
+            .and_then(|s| s.strip_prefix('@'))
+            .and_then(|s| s.strip_prefix(SNAPSHOT_PREFIX)),
+        SourceSpec::Btrfs { snapshot_dir, .. } => {
+            let own = format!("{}.{SNAPSHOT_PREFIX}", dataset_key(dataset));
+            let path = Path::new(snapshot);
+            match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+                (Some(dir), Some(name)) if dir == snapshot_dir => name.strip_prefix(own.as_str()),
+                _ => None,
+            }
         }
-        SourceSpec::Command { .. } => false,
+        SourceSpec::Command { .. } => None,
+    };
+    stamp.is_some_and(|s| {
+        BackupId::parse(&format!("{s}-full")).is_some_and(|id| utc_stamp(id.time()) == s)
+    })
+}
+
+/// The snapshots offsite made of this dataset, oldest first: named as [`is_ours`] says, and on
+/// zfs carrying [`ZFS_OWNER`] = the dataset's name, on btrfs read-only snapshots of exactly
+/// the configured subvolume.
+pub async fn owned(ds: &Dataset) -> Result<Vec<String>> {
+    match &ds.source {
+        SourceSpec::Zfs { dataset: fs } => {
+            let props = format!("name,{ZFS_OWNER}");
+            let out = run(
+                "zfs",
+                &[
+                    "list", "-H", "-o", &props, "-t", "snapshot", "-s", "creation", "-r", fs,
+                ],
+            )
+            .await?;
+            Ok(out
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .filter(|(name, owner)| *owner == ds.name && is_ours(&ds.name, &ds.source, name))
+                .map(|(name, _)| name.to_string())
+                .collect())
+        }
+        SourceSpec::Btrfs { subvolume, .. } => {
+            let source = btrfs_show(&subvolume.display().to_string())
+                .await
+                .with_context(|| format!("cannot read btrfs subvolume {}", subvolume.display()))?;
+            let mut out = Vec::new();
+            for snap in list_all(&ds.source).await? {
+                if !is_ours(&ds.name, &ds.source, &snap) {
+                    continue;
+                }
+                let Ok(info) = btrfs_show(&snap).await else {
+                    continue; // not a subvolume: not a snapshot offsite made
+                };
+                if info.readonly && info.parent_uuid.is_some() && info.parent_uuid == source.uuid {
+                    out.push(snap);
+                }
+            }
+            Ok(out)
+        }
+        SourceSpec::Command { .. } => Ok(vec![]),
     }
 }
 
-/// Deletes offsite's own snapshots of the dataset except those in `keep`; returns the deleted
-/// (with `dry_run`, those that would be deleted).
+/// What `btrfs subvolume show` says of a subvolume that matters to ownership.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct BtrfsInfo {
+    uuid: Option<String>,
+    parent_uuid: Option<String>,
+    readonly: bool,
+}
+
+async fn btrfs_show(path: &str) -> Result<BtrfsInfo> {
+    Ok(parse_btrfs_show(
+        &run("btrfs", &["subvolume", "show", path]).await?,
+    ))
+}
+
+fn parse_btrfs_show(text: &str) -> BtrfsInfo {
+    let mut info = BtrfsInfo::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let uuid = (value != "-" && !value.is_empty()).then(|| value.to_string());
+        match key.trim() {
+            "UUID" => info.uuid = uuid,
+            "Parent UUID" => info.parent_uuid = uuid,
+            "Flags" => {
+                info.readonly = value
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .any(|f| f == "readonly")
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+/// Deletes offsite's own snapshots of the dataset (see [`owned`]) except those in `keep`;
+/// returns the deleted (with `dry_run`, those that would be deleted).
 pub async fn retain(ds: &Dataset, keep: &[&str], dry_run: bool) -> Result<Vec<String>> {
     let mut deleted = Vec::new();
-    for snap in list_all(&ds.source).await? {
-        if !is_ours(&ds.name, &ds.source, &snap) || keep.contains(&snap.as_str()) {
+    for snap in owned(ds).await? {
+        if keep.contains(&snap.as_str()) {
             continue;
         }
         if dry_run {
@@ -256,6 +353,17 @@ mod tests {
         };
         assert!(is_ours("a", &zfs, "tank/a@offsite-20261121T020000Z"));
         assert!(!is_ours("a", &zfs, "tank/a@autosnap_2026_daily"));
+        // Hand-made look-alikes, another dataset, a child dataset.
+        for other in [
+            "tank/a@offsite-manual",
+            "tank/a@offsite-2020",
+            "tank/a@offsite-20261121T020000Z-keep",
+            "tank/a@offsite-20261341T020000Z",
+            "tank/ab@offsite-20261121T020000Z",
+            "tank/a/child@offsite-20261121T020000Z",
+        ] {
+            assert!(!is_ours("a", &zfs, other), "{other}");
+        }
         let b = SourceSpec::Btrfs {
             subvolume: "/v".into(),
             snapshot_dir: "/s".into(),
@@ -270,8 +378,42 @@ mod tests {
             &b,
             "/s/my%2Fvol.offsite-20261121T020000Z"
         ));
+        assert!(!is_ours("my/vol", &b, "/s/my%2Fvol.offsite-manual"));
+        assert!(!is_ours(
+            "my/vol",
+            &b,
+            "/elsewhere/my%2Fvol.offsite-20261121T020000Z"
+        ));
+        assert!(!is_ours(
+            "my/vol",
+            &b,
+            "/s/sub/my%2Fvol.offsite-20261121T020000Z"
+        ));
         assert_eq!(short_name("/s/x.offsite-1"), "x.offsite-1");
         assert_eq!(short_name("tank/a@snap"), "snap");
+    }
+
+    #[test]
+    fn btrfs_show_is_read_for_uuids_and_the_readonly_flag() {
+        let snap = "snaps/x\n\tName: \t\t\tx\n\tUUID: \t\t\t82ef\n\tParent UUID: \t\tcce2\n\
+                    \tReceived UUID: \t\t-\n\tFlags: \t\t\treadonly\n\tSnapshot(s):\n";
+        assert_eq!(
+            parse_btrfs_show(snap),
+            BtrfsInfo {
+                uuid: Some("82ef".into()),
+                parent_uuid: Some("cce2".into()),
+                readonly: true
+            }
+        );
+        let vol = "vol\n\tUUID: \t\t\tcce2\n\tParent UUID: \t\t-\n\tFlags: \t\t\t-\n";
+        assert_eq!(
+            parse_btrfs_show(vol),
+            BtrfsInfo {
+                uuid: Some("cce2".into()),
+                parent_uuid: None,
+                readonly: false
+            }
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub async fn take_snapshot(
         SourceSpec::Command { .. } => Ok(None),
         SourceSpec::Zfs { dataset: fs } => {
             let snap = format!("{fs}@{SNAPSHOT_PREFIX}{stamp}");
-            run("zfs", &["snapshot", &snap])
+            let owner = format!("{}={dataset}", crate::snapshots::ZFS_OWNER);
+            run("zfs", &["snapshot", "-o", &owner, &snap])
                 .await
                 .with_context(|| format!("cannot snapshot zfs dataset {fs}"))?;
             Ok(Some(snap))

@@ -6,6 +6,7 @@
 //! [`ConfigError`] naming the file, the line and what to change, so a bad config exits 2 before
 //! anything is touched.
 
+pub mod names;
 mod raw;
 pub mod units;
 
@@ -226,7 +227,11 @@ impl Config {
         let own_host = raw.host.unwrap_or_else(hostname);
         let foreign_host = host_override.is_some_and(|h| h != own_host);
         let host = host_override.map(str::to_string).unwrap_or(own_host);
-        if host.is_empty() || host.contains('/') || host.starts_with('.') {
+        if host.is_empty()
+            || host.contains('/')
+            || host.starts_with('.')
+            || host.len() > names::MAX_COMPONENT
+        {
             return Err(ConfigError(format!(
                 "{}: host {host:?} is not usable as a folder name on the remotes; set `host = \"name\"`",
                 path.display()
@@ -399,6 +404,9 @@ fn validate_dataset(
             )))
         }
     };
+    if let Some(why) = names::too_long(&name, &source) {
+        return Err(file.err(d.name.span(), why));
+    }
     let providers = match d.providers {
         None => enabled.iter().map(|p| p.name.clone()).collect(),
         Some(list) => {

@@ -299,3 +299,105 @@ fn prune_removes_exactly_the_oldest_chain_and_the_kept_chains_restore() {
         .assert_exit(0);
     assert_same_tree(&src, &pool.mountpoint("last"));
 }
+
+#[test]
+fn zfs_snapshots_that_only_look_like_offsite_ones_survive_backup_and_prune() {
+    let mut env = Env::new(1);
+    let pool = ZfsPool::new(env.path());
+    let src = pool.create_fs("data");
+    pool.create_fs("data/child");
+    env.zfs_dataset("data", &pool.fs("data"));
+    env.dataset_set("data", "keep_chains", 1);
+    let data = pool.fs("data");
+    let foreign = [
+        // Made by hand with offsite's prefix, or its exact pattern but not by offsite.
+        (format!("{data}@offsite-manual"), None),
+        (format!("{data}@offsite-20200101T000000Z"), None),
+        // Offsite's mark, but for another dataset of the config.
+        (format!("{data}@offsite-20200102T000000Z"), Some("other")),
+        // A child dataset's, even marked for "data".
+        (
+            format!("{}@offsite-20200103T000000Z", pool.fs("data/child")),
+            Some("data"),
+        ),
+    ];
+    for (snap, owner) in &foreign {
+        match owner {
+            Some(o) => run(
+                "zfs",
+                &["snapshot", "-o", &format!("offsite:dataset={o}"), snap],
+            ),
+            None => run("zfs", &["snapshot", snap]),
+        };
+    }
+    for (seed, full) in [(1, false), (2, false), (3, true)] {
+        change(&src, seed);
+        let args: &[&str] = if full {
+            &["backup", "--once", "--full"]
+        } else {
+            &["backup", "--once"]
+        };
+        env.offsite(args).assert_exit(0);
+        env.offsite(&["prune"]).assert_exit(0);
+        let snaps = pool.snapshots();
+        for (snap, _) in &foreign {
+            assert!(snaps.contains(snap), "{snap} was destroyed: {snaps:?}");
+        }
+    }
+    let ours: Vec<String> = pool
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.starts_with(&format!("{data}@offsite-")))
+        .filter(|s| !foreign.iter().any(|(f, _)| f == s))
+        .collect();
+    assert_eq!(ours.len(), 1, "offsite's own older snapshots go: {ours:?}");
+}
+
+#[test]
+fn btrfs_snapshots_that_only_look_like_offsite_ones_survive_backup_and_prune() {
+    let mut env = Env::new(1);
+    let fs = BtrfsMount::new(env.path());
+    let vol = fs.subvolume("vol");
+    let other = fs.subvolume("other");
+    let snaps = fs.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    env.btrfs_dataset("home", &vol, Some(&snaps));
+    env.dataset_set("home", "keep_chains", 1);
+    // offsite's exact name, but a snapshot of another subvolume, a writable snapshot of the
+    // configured one, and a plain folder.
+    let foreign = [
+        snaps.join("home.offsite-20200101T000000Z"),
+        snaps.join("home.offsite-20200102T000000Z"),
+        snaps.join("home.offsite-20200103T000000Z"),
+    ];
+    let path = |p: &Path| p.display().to_string();
+    run(
+        "btrfs",
+        &[
+            "subvolume",
+            "snapshot",
+            "-r",
+            &path(&other),
+            &path(&foreign[0]),
+        ],
+    );
+    run(
+        "btrfs",
+        &["subvolume", "snapshot", &path(&vol), &path(&foreign[1])],
+    );
+    std::fs::create_dir(&foreign[2]).unwrap();
+    for seed in 1..=3 {
+        change(&vol, seed);
+        env.offsite(&["backup", "--once", "--full"]).assert_exit(0);
+        env.offsite(&["prune"]).assert_exit(0);
+        for f in &foreign {
+            assert!(f.exists(), "{} was deleted", f.display());
+        }
+    }
+    let ours = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !foreign.contains(p))
+        .count();
+    assert_eq!(ours, 1, "offsite's own older snapshots go");
+}

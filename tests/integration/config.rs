@@ -182,3 +182,18 @@ fn every_example_provider_file_in_the_repository_parses() {
         "loading a config must not create the state dir"
     );
 }
+
+#[test]
+fn dataset_name_too_long_once_encoded() {
+    // 100 characters, but each '/' is stored as %2F: a 300-byte folder name on every provider.
+    let mut env = valid_env();
+    let long = format!("d{}", "/".repeat(99));
+    env.command_dataset(&long, "echo long");
+    let line = line_of(&env.config_path(), &format!("name = \"{long}\""));
+    assert_rejected(
+        &env,
+        &env.config_path(),
+        line,
+        &["is too long", "298 bytes", "choose a shorter dataset name"],
+    );
+}
