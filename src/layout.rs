@@ -221,6 +221,10 @@ pub fn parse_shard_name(name: &str) -> Option<(u64, u64)> {
     if idx.len() != INDEX_WIDTH || off.len() != OFFSET_WIDTH {
         return None;
     }
+    // `u64::from_str` takes a leading '+': "s+000000001-..." is not the name of shard 1.
+    if !idx.bytes().chain(off.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     Some((idx.parse().ok()?, off.parse().ok()?))
 }
 
@@ -244,6 +248,9 @@ pub fn join_remote(remote: &str, rel: &str) -> String {
         format!("{remote}/{rel}")
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,9 @@ pub mod source;
 pub mod state;
 pub mod ui;
 
+#[cfg(test)]
+mod mutate;
+
 use error::code;
 use tokio_util::sync::CancellationToken;
 

@@ -145,7 +145,16 @@ impl Manifest {
                     "manifest shard {i} has an invalid length or checksum"
                 ));
             }
-            offset += s.length;
+            if layout::parse_shard_name(&s.name()) != Some((s.index, s.offset)) {
+                return Err(format!(
+                    "manifest shard {i} lies beyond the largest stream offsite can name (offset {})",
+                    s.offset
+                ));
+            }
+            // A hostile provider can pick lengths that add up to total_bytes modulo 2^64.
+            offset = offset.checked_add(s.length).ok_or_else(|| {
+                format!("manifest shard {i} ends past 2^64 bytes: its length is not believable")
+            })?;
         }
         if offset != m.total_bytes {
             return Err(format!(
@@ -255,6 +264,9 @@ pub(crate) fn sample(shards: &[&[u8]]) -> Manifest {
         tool: "offsite test".into(),
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -550,4 +550,6 @@ pub fn hostname() -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -51,7 +51,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 12h, 7d or 26w"))?;
     let secs = |m: u64| Duration::from_secs(n.saturating_mul(m));
-    Ok(match unit.trim() {
+    let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => secs(1),
         "m" | "min" => secs(60),
@@ -63,8 +63,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 "invalid duration unit {other:?} in {s:?}: use ms, s, m, h, d or w"
             ))
         }
-    })
+    };
+    // Schedules add these to points in time: a span past SystemTime's range would panic there.
+    if d > MAX_SPAN {
+        return Err(format!(
+            "duration {s:?} is too long: use at most 100 years (5200w)"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration the config accepts: 5200 weeks, about 100 years.
+pub const MAX_SPAN: Duration = Duration::from_secs(5200 * 7 * 86_400);
 
 /// Formats a byte count for people: `87.3 MiB`.
 pub fn human_bytes(n: u64) -> String {
@@ -141,6 +151,9 @@ mod tests {
         assert_eq!(parse_duration("26w"), Ok(Duration::from_secs(26 * 604_800)));
         assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
         assert!(parse_duration("7 fortnights").is_err());
+        assert_eq!(parse_duration("5200w"), Ok(MAX_SPAN));
+        assert!(parse_duration("5201w").unwrap_err().contains("too long"));
+        assert!(parse_duration("18446744073709551615w").is_err());
     }
 
     #[test]

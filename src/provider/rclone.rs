@@ -239,13 +239,6 @@ impl RcloneProvider {
     }
 
     async fn list_inner(&self, dir: &str) -> Result<Vec<ObjectInfo>, ProviderError> {
-        #[derive(Deserialize)]
-        struct Entry {
-            #[serde(rename = "Path")]
-            path: String,
-            #[serde(rename = "Size")]
-            size: i64,
-        }
         let target = self.target(dir);
         let out = match self
             .output(
@@ -265,7 +258,7 @@ impl RcloneProvider {
             Err(e) if e.is_not_found() => return Ok(Vec::new()),
             other => other?,
         };
-        let entries: Vec<Entry> = serde_json::from_slice(&out).map_err(|e| {
+        parse_lsjson(&out).map_err(|e| {
             ProviderError::new(
                 &self.name,
                 "list",
@@ -273,14 +266,7 @@ impl RcloneProvider {
                 ErrorKind::Transient,
                 format!("rclone lsjson output does not parse: {e}"),
             )
-        })?;
-        Ok(entries
-            .into_iter()
-            .map(|e| ObjectInfo {
-                path: e.path,
-                size: e.size.max(0) as u64,
-            })
-            .collect())
+        })
     }
 
     async fn delete_inner(&self, path: &str) -> Result<(), ProviderError> {
@@ -326,6 +312,26 @@ impl RcloneProvider {
             )
         })
     }
+}
+
+/// Reads `rclone lsjson` output. A negative size (rclone's -1: unknown) counts as 0 bytes, so
+/// such an object never passes for a whole shard.
+fn parse_lsjson(out: &[u8]) -> Result<Vec<ObjectInfo>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(rename = "Path")]
+        path: String,
+        #[serde(rename = "Size")]
+        size: i64,
+    }
+    let entries: Vec<Entry> = serde_json::from_slice(out)?;
+    Ok(entries
+        .into_iter()
+        .map(|e| ObjectInfo {
+            path: e.path,
+            size: e.size.max(0) as u64,
+        })
+        .collect())
 }
 
 impl<'de> Deserialize<'de> for Usage {
@@ -393,3 +399,6 @@ impl Provider for RcloneProvider {
         Box::pin(self.copy_inner(src_root, src_path, path))
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -357,10 +357,18 @@ fn truncated_upload_is_caught_by_the_size_check() {
     assert_holds(&env.remote("p3"), "d", &data);
 }
 
+/// The per-attempt `timeout` of the hanging-upload tests. Only the object a mock rule names
+/// hangs; every other transfer (1 MiB shards to a local directory, listings, manifests) must
+/// finish within this, so it leaves a wide margin for a loaded machine, at the price of this
+/// much wall time per hung attempt (not CPU).
+const HANG_TIMEOUT: &str = "15s";
+
 #[test]
 fn hanging_upload_times_out_and_the_retry_completes() {
     let (mut env, data) = command_env(2, "d", 7);
-    env.use_mock_rclone().set("timeout", "2s").set("retries", 2);
+    env.use_mock_rclone()
+        .set("timeout", HANG_TIMEOUT)
+        .set("retries", 2);
     env.mock_rules("rcat */remotes/p2/*/s0000000000-* hang 1\n");
     env.offsite(&["backup", "--once"]).assert_exit(0);
     assert_eq!(upload_attempts(&env, "p2", 0), 2, "{:#?}", env.mock_log());
@@ -372,7 +380,9 @@ fn hanging_upload_times_out_and_the_retry_completes() {
 #[test]
 fn hanging_provider_is_dropped_after_its_retries_and_nothing_is_left_running() {
     let (mut env, data) = command_env(2, "d", 7);
-    env.use_mock_rclone().set("timeout", "2s").set("retries", 2);
+    env.use_mock_rclone()
+        .set("timeout", HANG_TIMEOUT)
+        .set("retries", 2);
     env.mock_rules("rcat */remotes/p2/*/s0000000000-* hang inf\n");
     let out = env.offsite(&["backup", "--once"]);
     let err = out.assert_exit(3).stderr_text();

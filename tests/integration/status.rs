@@ -159,8 +159,11 @@ fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
     id.to_string()
 }
 
+/// What keeps a large status fast, asserted without a clock: one listing and one manifest read,
+/// never a call per shard. The time taken is printed for BENCHMARKS.md, not asserted: a loaded
+/// machine would make any bound flaky.
 #[test]
-fn status_of_a_100k_shard_backup_lists_once_and_takes_seconds() {
+fn status_of_a_100k_shard_backup_lists_once_and_reads_one_manifest() {
     const N: u64 = 100_000;
     let mut env = Env::new(1);
     let root = env.path().join("remotes/p1");
