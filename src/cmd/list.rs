@@ -3,13 +3,19 @@
 use super::{Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::units::human_bytes;
+use crate::error::Interrupted;
 use crate::layout::{self, BackupKind};
 use crate::ui;
 use anyhow::{bail, Result};
 
 pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
     let providers = ctx.enabled_providers();
-    let catalog = Catalog::scan(&providers, &ctx.cfg.host, dataset).await;
+    let catalog = tokio::select! {
+        // Cancelled providers end at once too: report the stop, not them.
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+        c = Catalog::scan(&providers, &ctx.cfg.host, dataset) => c,
+    };
     for (p, e) in &catalog.unreachable {
         tracing::warn!("provider {p} could not be listed: {e}");
     }

@@ -1,6 +1,7 @@
 //! `offsite providers`: each provider reachable? free space? how many objects offsite keeps.
 
 use super::{Ctx, Outcome};
+use crate::error::Interrupted;
 use crate::provider;
 use crate::ui::{self, opt_bytes};
 use anyhow::{bail, Result};
@@ -8,7 +9,7 @@ use anyhow::{bail, Result};
 pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let host = &ctx.cfg.host;
     let checks = ctx.cfg.providers.iter().map(|pc| async move {
-        let p = provider::from_config(&ctx.cfg, pc);
+        let p = provider::from_config(&ctx.cfg, pc, &ctx.cancel);
         let (listing, about) = tokio::join!(p.list(host), p.about());
         let (reachable, objects, bytes, error) = match listing {
             Ok(l) => (
@@ -33,7 +34,12 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
             "error": error,
         })
     });
-    let rows = futures::future::join_all(checks).await;
+    let rows = tokio::select! {
+        // Cancelled providers end at once too: report the stop, not them.
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+        r = futures::future::join_all(checks) => r,
+    };
     if ctx.json {
         ui::print_json(&serde_json::json!({ "host": host, "providers": rows }));
     } else {

@@ -113,7 +113,7 @@ fn providers(ctx: &Ctx, from: Option<&str>) -> Result<Vec<DynProvider>, ConfigEr
     }
     Ok(chosen
         .into_iter()
-        .map(|p| provider::from_config(cfg, p))
+        .map(|p| provider::from_config(cfg, p, &ctx.cancel))
         .collect())
 }
 

@@ -8,6 +8,7 @@
 use super::{Ctx, Outcome};
 use crate::catalog::{BackupKey, Catalog};
 use crate::config::units::human_bytes;
+use crate::error::Interrupted;
 use crate::gaps::{self, BackupFindings, Corrupt, ManifestState, ProviderFindings};
 use crate::provider::DynProvider;
 use crate::ui;
@@ -60,7 +61,12 @@ pub(super) async fn scan(
         [d] => Some(d.as_str()),
         _ => None,
     };
-    let mut catalog = Catalog::scan(providers, &ctx.cfg.host, one).await;
+    let mut catalog = tokio::select! {
+        // Cancelled providers end at once too: report the stop, not them.
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+        c = Catalog::scan(providers, &ctx.cfg.host, one) => c,
+    };
     if datasets.len() > 1 {
         catalog.backups.retain(|k, _| datasets.contains(&k.dataset));
     }

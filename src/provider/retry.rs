@@ -1,6 +1,11 @@
 //! A wrapper that gives any provider a per-attempt timeout and retries transient failures with
 //! exponential backoff and full jitter (restic's `backend/retry`). Not-found and permanent
 //! errors are returned at once.
+//!
+//! Every attempt and every backoff sleep is raced against the run's cancellation token: once
+//! it fires, the attempt is dropped (which kills its rclone child, see `process`) and the call
+//! returns an [`ErrorKind::Interrupted`] error at once, so no command waits on a hung provider
+//! after Ctrl-C.
 
 use super::{ObjectInfo, ProgressFn, Provider, Usage};
 use crate::config::RetryPolicy;
@@ -9,20 +14,40 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct Retry<P> {
     inner: P,
     policy: RetryPolicy,
     timeout: Duration,
+    cancel: CancellationToken,
 }
 
 impl<P: Provider> Retry<P> {
+    /// A wrapper that is never cancelled; see [`Retry::cancel_on`].
     pub fn new(inner: P, policy: RetryPolicy, timeout: Duration) -> Self {
         Retry {
             inner,
             policy,
             timeout,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Ends every call at once, with [`ErrorKind::Interrupted`], when `cancel` fires.
+    pub fn cancel_on(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    fn interrupted(&self, op: &'static str, path: &str) -> ProviderError {
+        ProviderError::new(
+            self.inner.name(),
+            op,
+            path,
+            ErrorKind::Interrupted,
+            "interrupted: offsite was asked to stop",
+        )
     }
 
     /// The delay before attempt `n` (n >= 1): uniformly random in [d/2, d] with
@@ -47,7 +72,11 @@ impl<P: Provider> Retry<P> {
     {
         let mut attempt = 1;
         loop {
-            let result = match tokio::time::timeout(self.timeout, f()).await {
+            let attempt_run = tokio::select! {
+                r = tokio::time::timeout(self.timeout, f()) => r,
+                _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
+            };
+            let result = match attempt_run {
                 Ok(r) => r,
                 // Dropping the attempt's future kills its rclone child (see `process`).
                 Err(_) => Err(ProviderError::new(
@@ -66,7 +95,10 @@ impl<P: Provider> Retry<P> {
                         self.policy.attempts,
                         delay.as_secs_f64()
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
+                    }
                     attempt += 1;
                 }
                 Err(mut e) if attempt > 1 => {
