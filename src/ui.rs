@@ -144,12 +144,28 @@ impl Progress for Bars {
     }
 }
 
-/// Prints a JSON document on stdout.
-pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("JSON output always serializes")
-    );
+/// Prints a JSON document on stdout; an error (a closed pipe, say) is returned, not a panic.
+pub fn print_json<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("JSON output always serializes");
+    out(format_args!("{text}"))
+}
+
+/// Writes one line to stdout: every command's output goes through here (see [`outln!`]), so
+/// that a closed stdout (`offsite list | head -1`) is an error that ends the run quietly
+/// (`error::is_broken_pipe`), never the panic `println!` makes of it.
+pub fn out(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(line)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+/// `println!` that returns `std::io::Result<()>` instead of panicking (see [`out`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::ui::out(format_args!($($arg)*))
+    };
 }
 
 /// `12.3 GiB` or `-` for unknown.

@@ -2,6 +2,7 @@
 
 use super::{Ctx, Outcome};
 use crate::error::Interrupted;
+use crate::outln;
 use crate::provider;
 use crate::ui::{self, opt_bytes};
 use anyhow::{bail, Result};
@@ -41,19 +42,23 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         r = futures::future::join_all(checks) => r,
     };
     if ctx.json {
-        ui::print_json(&serde_json::json!({ "host": host, "providers": rows }));
+        ui::print_json(&serde_json::json!({ "host": host, "providers": rows }))?;
     } else {
-        println!(
+        outln!(
             "{:<12} {:<9} {:>8} {:>10} {:>10}  REMOTE",
-            "PROVIDER", "STATE", "OBJECTS", "STORED", "FREE"
-        );
+            "PROVIDER",
+            "STATE",
+            "OBJECTS",
+            "STORED",
+            "FREE"
+        )?;
         for r in &rows {
             let state = match (r["enabled"].as_bool(), r["reachable"].as_bool()) {
                 (Some(false), _) => "disabled",
                 (_, Some(true)) => "ok",
                 _ => "DOWN",
             };
-            println!(
+            outln!(
                 "{:<12} {:<9} {:>8} {:>10} {:>10}  {}",
                 r["provider"].as_str().unwrap_or_default(),
                 state,
@@ -64,9 +69,9 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
                 opt_bytes(r["bytes"].as_u64()),
                 opt_bytes(r["free"].as_u64()),
                 r["remote"].as_str().unwrap_or_default(),
-            );
+            )?;
             if let Some(e) = r["error"].as_str() {
-                println!("             {e}");
+                outln!("             {e}")?;
             }
         }
     }

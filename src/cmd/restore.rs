@@ -59,7 +59,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
             "{} already holds every snapshot up to backup {chosen}; nothing to restore",
             dest.describe()
         );
-        summary(ctx, args, dataset, &chosen, &dest, &skipped, None);
+        summary(ctx, args, dataset, &chosen, &dest, &skipped, None)?;
         return Ok(Outcome::Done);
     }
     let mut fetcher = Fetcher::new(
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
             )
         })?;
     log_metrics(dataset, &chosen, &report);
-    summary(ctx, args, dataset, &chosen, &dest, &skipped, Some(&report));
+    summary(ctx, args, dataset, &chosen, &dest, &skipped, Some(&report))?;
     Ok(Outcome::Done)
 }
 
@@ -201,13 +201,13 @@ fn summary(
     dest: &ReceiverSpec,
     skipped: &[String],
     report: Option<&Report>,
-) {
+) -> std::io::Result<()> {
     if !ctx.json {
-        return;
+        return Ok(());
     }
     if args.stdout {
         tracing::warn!("--json is ignored with --stdout: stdout carries the stream");
-        return;
+        return Ok(());
     }
     let secs = report.map_or(0.0, |r| r.elapsed.as_secs_f64());
     let bytes = report.map_or(0, |r| r.total_bytes);
@@ -222,5 +222,6 @@ fn summary(
         "elapsed_secs": secs,
         "throughput_bytes_per_sec": if secs > 0.0 { (bytes as f64 / secs) as u64 } else { 0 },
         "providers": report.map(|r| r.providers.clone()).unwrap_or_default(),
-    }));
+    }))?;
+    Ok(())
 }
