@@ -10,5 +10,6 @@ mod config;
 mod prune;
 mod restore;
 mod resume;
+mod signals;
 mod status;
 mod sync;
