@@ -73,8 +73,9 @@ impl<P: Provider> Retry<P> {
         let mut attempt = 1;
         loop {
             let attempt_run = tokio::select! {
-                r = tokio::time::timeout(self.timeout, f()) => r,
+                biased;
                 _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
+                r = tokio::time::timeout(self.timeout, f()) => r,
             };
             let result = match attempt_run {
                 Ok(r) => r,
@@ -282,5 +283,31 @@ mod tests {
         let e = r.put("x", Bytes::new(), None).await.unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
         assert!(e.to_string().contains("after 2 attempts"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_ends_a_backoff_sleep_at_once_and_starts_no_attempt() {
+        let mem = MemoryProvider::new("m");
+        mem.inject(Fault {
+            op: "put",
+            path_contains: "".into(),
+            kind: ErrorKind::Transient,
+            times: u32::MAX,
+        });
+        let cancel = CancellationToken::new();
+        let r = Retry::new(mem, policy(), Duration::from_secs(60)).cancel_on(cancel.clone());
+        let start = tokio::time::Instant::now();
+        let stop = cancel.clone();
+        // The first attempt fails at once; the run then sleeps at least 0.5 s before the next.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        });
+        let e = r.put("x", Bytes::new(), None).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        // Already cancelled: nothing more is attempted.
+        let e = r.get("x", 10).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
     }
 }
