@@ -130,12 +130,13 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     code::FAILED
 }
 
-/// Whether the error comes from writing to a closed pipe (`offsite list | head -1`): the
-/// reader has all it wanted, so this ends the run quietly, as ripgrep does.
+/// Whether the error comes from writing a report to a closed stdout (`offsite list | head -1`,
+/// see `ui::out`): the reader has all it wanted, so this ends the run quietly, as ripgrep does.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            .and_then(|e| e.get_ref())
+            .is_some_and(|inner| inner.is::<crate::ui::StdoutClosed>())
     })
 }
 
@@ -159,10 +160,13 @@ mod tests {
 
     #[test]
     fn broken_pipe_is_found_through_context_and_interrupted_providers_exit_130() {
-        let e: anyhow::Result<()> =
-            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("printing the table");
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, crate::ui::StdoutClosed);
+        let e: anyhow::Result<()> = Err(closed).context("printing the table");
         assert!(is_broken_pipe(&e.unwrap_err()));
         assert!(!is_broken_pipe(&anyhow::anyhow!("boom")));
+        // A restore stream cut short is a failure, not a quiet end.
+        let stream = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(!is_broken_pipe(&stream));
         let p = ProviderError::new("p", "list", "", ErrorKind::Interrupted, "interrupted");
         assert_eq!(
             exit_code(&anyhow::Error::new(p).context("status")),

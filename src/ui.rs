@@ -155,10 +155,23 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
 /// (`error::is_broken_pipe`), never the panic `println!` makes of it.
 pub fn out(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_fmt(line)?;
-    stdout.write_all(b"\n")?;
-    stdout.flush()
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+        }
+        _ => e,
+    })
 }
+
+/// The reader of offsite's report output went away. Only this ends a run quietly: a restore
+/// whose `--stdout` stream is cut short has not restored every byte, and fails.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
 
 /// `println!` that returns `std::io::Result<()>` instead of panicking (see [`out`]).
 #[macro_export]
