@@ -56,6 +56,8 @@ pub enum ErrorKind {
     Permanent,
     /// The object or directory does not exist.
     NotFound,
+    /// The run was asked to stop (SIGINT/SIGTERM/SIGHUP) before the operation ended.
+    Interrupted,
 }
 
 /// A failed operation on one provider.
@@ -119,8 +121,23 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.is::<Interrupted>() {
             return code::INTERRUPTED;
         }
+        if let Some(p) = cause.downcast_ref::<ProviderError>() {
+            if p.kind == ErrorKind::Interrupted {
+                return code::INTERRUPTED;
+            }
+        }
     }
     code::FAILED
+}
+
+/// Whether the error comes from writing a report to a closed stdout (`offsite list | head -1`,
+/// see `ui::out`): the reader has all it wanted, so this ends the run quietly, as ripgrep does.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .is_some_and(|inner| inner.is::<crate::ui::StdoutClosed>())
+    })
 }
 
 #[cfg(test)]
@@ -139,5 +156,21 @@ mod tests {
         let e: anyhow::Result<()> = Err(ConfigError("x".into())).context("loading");
         assert_eq!(exit_code(&e.unwrap_err()), code::USAGE);
         assert_eq!(exit_code(&anyhow::anyhow!("boom")), code::FAILED);
+    }
+
+    #[test]
+    fn broken_pipe_is_found_through_context_and_interrupted_providers_exit_130() {
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, crate::ui::StdoutClosed);
+        let e: anyhow::Result<()> = Err(closed).context("printing the table");
+        assert!(is_broken_pipe(&e.unwrap_err()));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("boom")));
+        // A restore stream cut short is a failure, not a quiet end.
+        let stream = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(!is_broken_pipe(&stream));
+        let p = ProviderError::new("p", "list", "", ErrorKind::Interrupted, "interrupted");
+        assert_eq!(
+            exit_code(&anyhow::Error::new(p).context("status")),
+            code::INTERRUPTED
+        );
     }
 }

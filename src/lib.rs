@@ -63,15 +63,31 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             return code::FAILED;
         }
     };
+    let cancel = process::shutdown_token().clone();
     let result = runtime.block_on(async {
-        let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signals(cancel.clone()));
-        cmd::run(cli, progress, cancel).await
+        cmd::run(cli, progress, cancel.clone()).await
     });
     // Waits for blocking tasks; every child was already reaped by its owner.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    exit_code_of(result, cancel.is_cancelled())
+}
+
+/// The exit code for a command's result, logging what went wrong. A run that was asked to
+/// stop and did not finish its work is interrupted (130), whatever error the stop caused; a
+/// closed stdout (`offsite list | head -1`) is no error at all.
+fn exit_code_of(result: anyhow::Result<cmd::Outcome>, cancelled: bool) -> i32 {
+    let result = match result {
+        Err(e) if error::is_broken_pipe(&e) => return code::OK,
+        Ok(cmd::Outcome::Done) => return code::OK,
+        Err(e) if cancelled && error::exit_code(&e) != code::INTERRUPTED => {
+            tracing::debug!("after the stop signal: {e:#}");
+            Err(error::Interrupted.into())
+        }
+        Ok(cmd::Outcome::Gaps(_)) if cancelled => Err(error::Interrupted.into()),
+        other => other,
+    };
     match result {
-        Ok(cmd::Outcome::Done) => code::OK,
         Ok(cmd::Outcome::Gaps(msg)) => {
             tracing::warn!("{msg}");
             code::GAPS
@@ -80,23 +96,40 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             tracing::error!("{e:#}");
             error::exit_code(&e)
         }
+        Ok(cmd::Outcome::Done) => code::OK,
     }
 }
 
-/// Cancels `token` on the first SIGINT or SIGTERM; the work then stops cleanly.
+/// Cancels `token` on the first SIGINT, SIGTERM or SIGHUP (a closed terminal): the work then
+/// stops cleanly. A second one ends the process at once with exit 130; the kernel releases the
+/// locks, and children die with it (`process` gives each a death signal or a guard).
 async fn stop_on_signals(token: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::warn!("cannot install signal handlers; Ctrl-C will not stop cleanly");
         return;
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    for n in 0.. {
+        let sig = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        if n > 0 {
+            tracing::error!(
+                "{sig} again: stopping at once; a re-run resumes from the last progress kept"
+            );
+            break;
+        }
+        tracing::warn!(
+            "{sig}: stopping, ending uploads and child processes, keeping progress \
+             (signal again to stop at once)"
+        );
+        token.cancel();
     }
-    tracing::warn!("stopping: ending uploads and child processes, keeping progress");
-    token.cancel();
+    std::process::exit(code::INTERRUPTED);
 }

@@ -5,30 +5,87 @@
 //! Its stderr is drained concurrently into a bounded tail that goes into the error message.
 //! [`ChildProc::finish`] waits and checks the exit status; dropping an unfinished `ChildProc`
 //! kills its whole process group and reaps the child, without panicking.
+//!
+//! `PR_SET_PDEATHSIG` reaches only the direct child. A `command` source is a shell that may
+//! start grandchildren (`sh -c 'tar ... | gzip'`), so [`ChildProc::spawn_guarded`] adds a guard:
+//! a tiny `/bin/sh` outside the child's group (and without a death signal) whose stdin is a pipe
+//! only offsite holds. When offsite ends for any reason, `kill -9` included, the kernel closes
+//! that pipe; the guard reads end-of-file and kills the child's whole group. offsite closes the
+//! pipe itself once it has reaped the child, so nothing of the group outlives the child either.
+//! (`PR_SET_CHILD_SUBREAPER` would not help: the subreaper is offsite, which is the one dying.)
+//!
+//! The death signal is armed in `pre_exec`, which then checks that the parent did not die
+//! before it was armed by comparing `getppid()` with offsite's pid captured before the fork
+//! (never with 1: offsite may itself be PID 1, a container's entrypoint).
+//!
+//! [`shutdown_token`] is cancelled on the first SIGINT/SIGTERM/SIGHUP (see `lib.rs`);
+//! [`run_to_end`] races short-lived local tools (zfs, btrfs) against it and a timeout.
 
 use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
 
 /// A child process that failed, with the tail of its stderr.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{program} {}: {}", describe(.status), tail_or_none(.stderr))]
+#[error("{program} {}: {}", describe(.status, .ended), tail_or_none(.stderr))]
 pub struct ChildError {
     pub program: String,
     /// Exit code, or `None` when killed by a signal or not started.
     pub status: Option<i32>,
+    /// How the child ended (or why it never ran).
+    pub ended: Ended,
+    /// The tail of its stderr; for [`Ended::NotStarted`], the OS error.
     pub stderr: String,
 }
 
-fn describe(status: &Option<i32>) -> String {
-    match status {
-        Some(c) => format!("exited with status {c}"),
-        None => "was killed by a signal".to_string(),
+/// How a failed child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this non-zero status.
+    Exited(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// It could not be started (no such program, not executable, no memory, ...).
+    NotStarted,
+    /// offsite could not wait for it, or stopped it (a timeout).
+    Lost,
+}
+
+impl ChildError {
+    fn new(program: &str, ended: Ended, stderr: String) -> ChildError {
+        let status = match ended {
+            Ended::Exited(c) => Some(c),
+            _ => None,
+        };
+        ChildError {
+            program: program.to_string(),
+            status,
+            ended,
+            stderr,
+        }
+    }
+
+    /// The program never ran: retrying will not help.
+    pub fn not_started(&self) -> bool {
+        self.ended == Ended::NotStarted
+    }
+}
+
+fn describe(status: &Option<i32>, ended: &Ended) -> String {
+    match (ended, status) {
+        (Ended::NotStarted, _) => "could not start".to_string(),
+        (Ended::Signal(sig), _) => format!("was killed by signal {sig}"),
+        (_, Some(c)) => format!("exited with status {c}"),
+        (Ended::Lost, None) | (Ended::Exited(_), None) => "did not finish".to_string(),
     }
 }
 
@@ -45,7 +102,43 @@ pub struct ChildProc {
     program: String,
     child: Child,
     stderr: Option<JoinHandle<String>>,
+    guard: Option<Guard>,
     done: bool,
+}
+
+/// The guard of a child's process group (see the module doc): a shell that kills the group
+/// when its stdin closes.
+struct Guard {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Guard {
+    fn spawn(pgid: u32) -> std::io::Result<Guard> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(r#"trap '' HUP INT; while read -r _; do :; done; kill -KILL "-$1" 2>/dev/null"#)
+            .arg("offsite-guard")
+            .arg(pgid.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take();
+        Ok(Guard { child, stdin })
+    }
+
+    /// Lets the guard kill the group and exit; it is reaped in the background (tokio reaps
+    /// dropped children) or by [`Guard::release_and_wait`].
+    fn release(&mut self) {
+        self.stdin.take();
+    }
+
+    async fn release_and_wait(mut self) {
+        self.release();
+        let _ = self.child.wait().await;
+    }
 }
 
 impl ChildProc {
@@ -53,21 +146,20 @@ impl ChildProc {
     pub fn spawn(program: &str, cmd: &mut Command) -> Result<ChildProc, ChildError> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0);
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated here.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("parent already exited"));
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("offsite exited before it started"));
                 }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| ChildError {
-            program: program.to_string(),
-            status: None,
-            stderr: format!("cannot start: {e}"),
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ChildError::new(program, Ended::NotStarted, e.to_string()))?;
         // Shards move through these pipes; 1 MiB buffers (the default pipe-max-size) cut the
         // number of reads, writes and wake-ups sixteenfold over the 64 KiB default.
         if let Some(p) = &child.stdin {
@@ -97,8 +189,25 @@ impl ChildProc {
             program: program.to_string(),
             child,
             stderr,
+            guard: None,
             done: false,
         })
+    }
+
+    /// [`ChildProc::spawn`], plus a guard that kills the child's whole process group (its
+    /// grandchildren too) once offsite is gone or has reaped the child (see the module doc).
+    pub fn spawn_guarded(program: &str, cmd: &mut Command) -> Result<ChildProc, ChildError> {
+        let mut child = Self::spawn(program, cmd)?;
+        let pgid = child.pid().expect("a child just spawned has a pid");
+        let guard = Guard::spawn(pgid).map_err(|e| {
+            ChildError::new(
+                program,
+                Ended::NotStarted,
+                format!("its process guard (/bin/sh) did not start: {e}"),
+            )
+        })?;
+        child.guard = Some(guard);
+        Ok(child)
     }
 
     pub fn program(&self) -> &str {
@@ -123,16 +232,19 @@ impl ChildProc {
         let stderr = self.stderr_tail().await;
         match status {
             Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(ChildError {
-                program: self.program.clone(),
-                status: s.code(),
-                stderr,
-            }),
-            Err(e) => Err(ChildError {
-                program: self.program.clone(),
-                status: None,
-                stderr: format!("wait failed: {e}; {stderr}"),
-            }),
+            Ok(s) => {
+                let ended = match (s.code(), s.signal()) {
+                    (Some(c), _) => Ended::Exited(c),
+                    (None, Some(sig)) => Ended::Signal(sig),
+                    (None, None) => Ended::Lost,
+                };
+                Err(ChildError::new(&self.program, ended, stderr))
+            }
+            Err(e) => Err(ChildError::new(
+                &self.program,
+                Ended::Lost,
+                format!("wait failed: {e}; {stderr}"),
+            )),
         }
     }
 
@@ -150,6 +262,9 @@ impl ChildProc {
             let _ = self.child.wait().await;
         }
         self.done = true;
+        if let Some(g) = self.guard.take() {
+            g.release_and_wait().await;
+        }
     }
 
     /// The stderr collected so far (waits for the stream to close).
@@ -160,9 +275,14 @@ impl ChildProc {
         }
     }
 
+    /// Waits for the child, then lets its guard clear the rest of its group, so that no
+    /// grandchild holding stderr open keeps [`ChildProc::stderr_tail`] waiting.
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let s = self.child.wait().await;
         self.done = true;
+        if let Some(g) = self.guard.take() {
+            g.release_and_wait().await;
+        }
         s
     }
 
@@ -176,6 +296,61 @@ impl ChildProc {
     }
 }
 
+/// The token cancelled when offsite is asked to stop (first SIGINT/SIGTERM/SIGHUP). Commands
+/// get it passed down as `Ctx::cancel`; short local tool calls deep in the call tree race
+/// against it through [`run_to_end`] instead of taking it as an argument.
+pub fn shutdown_token() -> &'static CancellationToken {
+    static TOKEN: OnceLock<CancellationToken> = OnceLock::new();
+    TOKEN.get_or_init(CancellationToken::new)
+}
+
+/// How long a local tool call (`zfs snapshot`, `zfs destroy`, `btrfs subvolume delete`, ...)
+/// may take before offsite stops it: generous, as destroying a large snapshot takes a while,
+/// but a hung pool or a stuck fuse daemon must not hang a nightly run forever.
+pub const LOCAL_TOOL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Why [`run_to_end`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Failed(#[from] ChildError),
+    #[error("{program} did not finish within {timeout:?} and was stopped")]
+    TimedOut { program: String, timeout: Duration },
+    #[error(transparent)]
+    Interrupted(#[from] crate::error::Interrupted),
+}
+
+/// Runs `cmd` to its end and returns its stdout (lossy UTF-8). Stopped (its whole group, and
+/// reaped) when `cancel` fires or after `timeout`.
+pub async fn run_to_end(
+    program: &str,
+    cmd: &mut Command,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<String, RunError> {
+    let mut child = ChildProc::spawn(program, cmd)?;
+    let mut stdout = child.take_stdout().expect("stdout is piped");
+    // Owns the child: dropped unfinished (cancel, timeout), it kills its group and reaps it.
+    let work = async move {
+        let mut out = Vec::new();
+        let read = stdout.read_to_end(&mut out).await;
+        drop(stdout);
+        child.finish().await?;
+        read.map_err(|e| {
+            ChildError::new(program, Ended::Lost, format!("reading its output: {e}"))
+        })?;
+        Ok::<_, ChildError>(out)
+    };
+    let out = tokio::select! {
+        r = work => r?,
+        _ = cancel.cancelled() => return Err(crate::error::Interrupted.into()),
+        _ = tokio::time::sleep(timeout) => {
+            return Err(RunError::TimedOut { program: program.to_string(), timeout })
+        }
+    };
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>) {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl on a descriptor we own; failure (an old kernel, a lower limit) is harmless.
@@ -186,6 +361,10 @@ fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>) {
 
 impl Drop for ChildProc {
     fn drop(&mut self) {
+        // Whatever happens below, the guard then clears the group and exits.
+        if let Some(g) = &mut self.guard {
+            g.release();
+        }
         if self.done {
             return;
         }
@@ -257,5 +436,110 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert!(!alive, "grandchild {gpid} survived the drop");
+    }
+
+    #[tokio::test]
+    async fn a_program_that_cannot_start_is_reported_as_such() {
+        let mut c = Command::new("/nonexistent/offsite-test-program");
+        let e = match ChildProc::spawn("helper", &mut c) {
+            Ok(_) => panic!("a missing program started"),
+            Err(e) => e,
+        };
+        assert!(e.not_started());
+        let text = e.to_string();
+        assert!(text.contains("helper could not start"), "{text}");
+        assert!(text.contains("No such file"), "{text}");
+        assert!(!text.contains("signal"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_signal_is_named_as_such() {
+        let p = ChildProc::spawn("sh", &mut sh("kill -9 $$")).unwrap();
+        let e = p.finish().await.unwrap_err();
+        assert_eq!(e.ended, Ended::Signal(9));
+        assert!(e.to_string().contains("killed by signal 9"), "{e}");
+    }
+
+    /// Polls (bounded) until `pid` is gone; signal 0 fails once it is (it is not our child).
+    async fn gone(pid: i32) -> bool {
+        for _ in 0..2000 {
+            // SAFETY: probing a pid with signal 0.
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    async fn pid_from(file: &std::path::Path) -> i32 {
+        loop {
+            if let Ok(s) = std::fs::read_to_string(file) {
+                if s.ends_with('\n') {
+                    return s.trim().parse::<i32>().unwrap();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guard_clears_the_group_once_the_child_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // The grandchild outlives the shell, holding no pipe of ours.
+        let script = format!(
+            "sleep 1000 >/dev/null 2>&1 & echo $! > {}",
+            pidfile.display()
+        );
+        let p = ChildProc::spawn_guarded("sh", &mut sh(&script)).unwrap();
+        p.finish().await.unwrap();
+        let gpid = pid_from(&pidfile).await;
+        assert!(
+            gone(gpid).await,
+            "grandchild {gpid} outlived its guarded shell"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_to_end_stops_at_cancellation_and_at_the_timeout() {
+        let cancel = CancellationToken::new();
+        let long = Duration::from_secs(3600);
+        let out = run_to_end("sh", &mut sh("echo hi"), long, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(out, "hi\n");
+        let e = run_to_end("sh", &mut sh("echo no >&2; exit 4"), long, &cancel)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RunError::Failed(c) if c.status == Some(4)),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 1000", pidfile.display());
+        let stop = cancel.clone();
+        let pidfile2 = pidfile.clone();
+        tokio::spawn(async move {
+            pid_from(&pidfile2).await;
+            stop.cancel();
+        });
+        let e = run_to_end("sh", &mut sh(&script), long, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RunError::Interrupted(_)), "{e}");
+        assert!(
+            gone(pid_from(&pidfile).await).await,
+            "the cancelled child lives on"
+        );
+
+        let never = CancellationToken::new();
+        let short = Duration::from_millis(200);
+        let e = run_to_end("sh", &mut sh("exec sleep 1000"), short, &never)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("did not finish within"), "{e}");
     }
 }

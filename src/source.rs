@@ -6,10 +6,9 @@
 
 use crate::config::SourceSpec;
 use crate::layout::dataset_key;
-use crate::process::ChildProc;
+use crate::process::{run_to_end, shutdown_token, ChildProc, LOCAL_TOOL_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 /// Prefix of every snapshot name offsite creates.
@@ -19,22 +18,15 @@ fn program(name: &str) -> Result<PathBuf> {
     which::which(name).with_context(|| format!("{name} not found on PATH; is it installed?"))
 }
 
-/// Runs a program to completion and returns its stdout; the error carries its stderr.
+/// Runs a program to completion and returns its stdout; the error carries its stderr. The
+/// call ends early, its process stopped, when offsite is asked to stop or after
+/// [`LOCAL_TOOL_TIMEOUT`].
 pub async fn run(name: &str, args: &[&str]) -> Result<String> {
     let mut cmd = Command::new(program(name)?);
     cmd.args(args).stdin(std::process::Stdio::null());
-    let mut child = ChildProc::spawn(name, &mut cmd)?;
-    let mut out = String::new();
-    child
-        .take_stdout()
-        .expect("stdout is piped")
-        .read_to_string(&mut out)
-        .await?;
-    child
-        .finish()
+    run_to_end(name, &mut cmd, LOCAL_TOOL_TIMEOUT, shutdown_token())
         .await
-        .with_context(|| format!("`{name} {}` failed", args.join(" ")))?;
-    Ok(out)
+        .with_context(|| format!("`{name} {}` failed", args.join(" ")))
 }
 
 /// Takes the snapshot a backup of `spec` will send, named with `stamp`. `None` for commands.
@@ -112,7 +104,11 @@ pub fn start_send(
         }
     };
     cmd.stdin(std::process::Stdio::null());
-    Ok(ChildProc::spawn(name, &mut cmd)?)
+    Ok(match spec {
+        // A shell command may start grandchildren: guard its whole process group.
+        SourceSpec::Command { .. } => ChildProc::spawn_guarded(name, &mut cmd)?,
+        _ => ChildProc::spawn(name, &mut cmd)?,
+    })
 }
 
 /// A human description of the stream, for logs and errors: `zfs send -i tank/a@x tank/a@y`.

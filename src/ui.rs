@@ -147,10 +147,42 @@ impl Progress for Bars {
     }
 }
 
-/// Prints a JSON document on stdout.
-pub fn print_json<T: serde::Serialize>(v: &T) {
-    let doc = serde_json::to_string_pretty(v).expect("JSON output always serializes");
-    println!("{}", crate::redact::text(&doc));
+/// Prints a JSON document on stdout; an error (a closed pipe, say) is returned, not a panic.
+pub fn print_json<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("JSON output always serializes");
+    out(format_args!("{text}"))
+}
+
+/// Writes one line to stdout: every command's output goes through here (see [`outln!`]), so
+/// that a closed stdout (`offsite list | head -1`) is an error that ends the run quietly
+/// (`error::is_broken_pipe`), never the panic `println!` makes of it.
+pub fn out(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let text = crate::redact::text(&line.to_string());
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+        }
+        _ => e,
+    })
+}
+
+/// The reader of offsite's report output went away. Only this ends a run quietly: a restore
+/// whose `--stdout` stream is cut short has not restored every byte, and fails.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
+/// `println!` that returns `std::io::Result<()>` instead of panicking (see [`out`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::ui::out(format_args!($($arg)*))
+    };
 }
 
 /// `12.3 GiB` or `-` for unknown.

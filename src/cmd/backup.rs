@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
         ui::print_json(&serde_json::json!({
             "backups": reports.iter().map(|(d, r)| summary_json(d, r)).collect::<Vec<_>>(),
             "failed": errors.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>(),
-        }));
+        }))?;
     }
     if let Some(first) = errors.into_iter().next() {
         return Err(first);

@@ -3,13 +3,20 @@
 use super::{Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::units::human_bytes;
+use crate::error::Interrupted;
 use crate::layout::{self, BackupKind};
+use crate::outln;
 use crate::ui;
 use anyhow::{bail, Result};
 
 pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
     let providers = ctx.enabled_providers();
-    let catalog = Catalog::scan(&providers, &ctx.cfg.host, dataset).await;
+    let catalog = tokio::select! {
+        // Cancelled providers end at once too: report the stop, not them.
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+        c = Catalog::scan(&providers, &ctx.cfg.host, dataset) => c,
+    };
     for (p, e) in &catalog.unreachable {
         tracing::warn!("provider {p} could not be listed: {e}");
     }
@@ -58,17 +65,21 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
             "host": catalog.host,
             "backups": rows,
             "unreachable": catalog.unreachable.keys().collect::<Vec<_>>(),
-        }));
+        }))?;
         return Ok(Outcome::Done);
     }
     if rows.is_empty() {
-        println!("no backups of host {:?} on the providers", catalog.host);
+        outln!("no backups of host {:?} on the providers", catalog.host)?;
         return Ok(Outcome::Done);
     }
-    println!(
+    outln!(
         "{:<20} {:<22} {:<11} {:>10} {:>7}  PROVIDERS",
-        "DATASET", "BACKUP", "STATE", "SIZE", "SHARDS"
-    );
+        "DATASET",
+        "BACKUP",
+        "STATE",
+        "SIZE",
+        "SHARDS"
+    )?;
     for r in &rows {
         let kind_state = match (r["state"].as_str(), &r["kind"]) {
             (Some("complete"), k) if *k == serde_json::json!(BackupKind::Incremental) => {
@@ -77,7 +88,7 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
             (Some("complete"), _) => "full",
             _ => "unfinished",
         };
-        println!(
+        outln!(
             "{:<20} {:<22} {:<11} {:>10} {:>7}  {}",
             r["dataset"].as_str().unwrap_or_default(),
             r["backup_id"].as_str().unwrap_or_default(),
@@ -98,7 +109,7 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
                     .collect::<Vec<_>>()
                     .join(","))
                 .unwrap_or_default(),
-        );
+        )?;
     }
     Ok(Outcome::Done)
 }

@@ -43,7 +43,7 @@ impl Ctx {
         let mut out = Vec::new();
         for p in &self.cfg.providers {
             if names.contains(&p.name) {
-                out.push(provider::from_config(&self.cfg, p));
+                out.push(provider::from_config(&self.cfg, p, &self.cancel));
             }
         }
         if let Some(unknown) = names.iter().find(|n| self.cfg.provider(n).is_none()) {
@@ -61,7 +61,7 @@ impl Ctx {
             .providers
             .iter()
             .filter(|p| p.enabled)
-            .map(|p| provider::from_config(&self.cfg, p))
+            .map(|p| provider::from_config(&self.cfg, p, &self.cancel))
             .collect()
     }
 }

@@ -1,6 +1,8 @@
 //! `offsite providers`: each provider reachable? free space? how many objects offsite keeps.
 
 use super::{Ctx, Outcome};
+use crate::error::Interrupted;
+use crate::outln;
 use crate::provider;
 use crate::redact;
 use crate::ui::{self, opt_bytes};
@@ -9,7 +11,7 @@ use anyhow::{bail, Result};
 pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let host = &ctx.cfg.host;
     let checks = ctx.cfg.providers.iter().map(|pc| async move {
-        let p = provider::from_config(&ctx.cfg, pc);
+        let p = provider::from_config(&ctx.cfg, pc, &ctx.cancel);
         let (listing, about) = tokio::join!(p.list(host), p.about());
         let (reachable, objects, bytes, error) = match listing {
             Ok(l) => (
@@ -34,21 +36,30 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
             "error": error,
         })
     });
-    let rows = futures::future::join_all(checks).await;
+    let rows = tokio::select! {
+        // Cancelled providers end at once too: report the stop, not them.
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+        r = futures::future::join_all(checks) => r,
+    };
     if ctx.json {
-        ui::print_json(&serde_json::json!({ "host": host, "providers": rows }));
+        ui::print_json(&serde_json::json!({ "host": host, "providers": rows }))?;
     } else {
-        println!(
+        outln!(
             "{:<12} {:<9} {:>8} {:>10} {:>10}  REMOTE",
-            "PROVIDER", "STATE", "OBJECTS", "STORED", "FREE"
-        );
+            "PROVIDER",
+            "STATE",
+            "OBJECTS",
+            "STORED",
+            "FREE"
+        )?;
         for r in &rows {
             let state = match (r["enabled"].as_bool(), r["reachable"].as_bool()) {
                 (Some(false), _) => "disabled",
                 (_, Some(true)) => "ok",
                 _ => "DOWN",
             };
-            println!(
+            outln!(
                 "{:<12} {:<9} {:>8} {:>10} {:>10}  {}",
                 r["provider"].as_str().unwrap_or_default(),
                 state,
@@ -59,9 +70,9 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
                 opt_bytes(r["bytes"].as_u64()),
                 opt_bytes(r["free"].as_u64()),
                 r["remote"].as_str().unwrap_or_default(),
-            );
+            )?;
             if let Some(e) = r["error"].as_str() {
-                println!("             {e}");
+                outln!("             {e}")?;
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::config::{Dataset, SourceSpec};
 use crate::engine::prune::{self, ProviderResult, PrunePlan, Work};
 use crate::error::{ConfigError, Interrupted};
 use crate::lock::DatasetLock;
+use crate::outln;
 use crate::snapshots;
 use crate::state::DatasetState;
 use crate::ui;
@@ -110,7 +111,7 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         blocked,
         local_snapshots,
     };
-    print(ctx, &report);
+    print(ctx, &report)?;
     finish(ctx, &report, &results)
 }
 
@@ -257,10 +258,10 @@ async fn prune_local_snapshots(ctx: &Ctx, catalog: &Catalog, dry_run: bool) -> R
     Ok(out)
 }
 
-fn print(ctx: &Ctx, r: &Report) {
+fn print(ctx: &Ctx, r: &Report) -> std::io::Result<()> {
     if ctx.json {
-        ui::print_json(&serde_json::to_value(r).expect("a report always serializes"));
-        return;
+        ui::print_json(&serde_json::to_value(r).expect("a report always serializes"))?;
+        return Ok(());
     }
     let (delete, free) = if r.dry_run {
         ("would delete", "would free")
@@ -268,20 +269,20 @@ fn print(ctx: &Ctx, r: &Report) {
         ("deleted", "freed")
     };
     for snap in &r.local_snapshots {
-        println!(
+        outln!(
             "local snapshot {} {snap}",
             if r.dry_run { "would delete" } else { "deleted" }
-        );
+        )?;
     }
     for d in &r.datasets {
-        println!(
+        outln!(
             "dataset {:?} (keep_chains = {}): keep {}, {delete} {} of older chains and {} abandoned unfinished",
             d.dataset,
             d.keep_chains,
             d.kept.len(),
             d.deleted.len(),
             d.debris.len()
-        );
+        )?;
         let lines = [
             ("keep", &d.kept),
             (delete, &d.deleted),
@@ -289,22 +290,23 @@ fn print(ctx: &Ctx, r: &Report) {
         ];
         for (what, ids) in lines {
             for id in ids {
-                println!("  {what:<12} {id}");
+                outln!("  {what:<12} {id}")?;
             }
         }
     }
     for l in &r.left_alone {
-        println!("dataset {:?}: left alone: {}", l.dataset, l.reason);
+        outln!("dataset {:?}: left alone: {}", l.dataset, l.reason)?;
     }
     let freed: Vec<String> = r
         .freed
         .iter()
         .map(|(p, b)| format!("{p} {}", human_bytes(*b)))
         .collect();
-    println!("{free}: {}", freed.join(", "));
+    outln!("{free}: {}", freed.join(", "))?;
     if r.dry_run {
-        println!("dry run: nothing was deleted");
+        outln!("dry run: nothing was deleted")?;
     }
+    Ok(())
 }
 
 /// Exit 130 when interrupted, 1 when a deletion failed or a dataset could not be pruned.

@@ -71,7 +71,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
             "{} already holds every snapshot up to backup {chosen}; nothing to restore",
             dest.describe()
         );
-        summary(ctx, dataset, &chosen, &dest, &skipped, None);
+        summary(ctx, dataset, &chosen, &dest, &skipped, None)?;
         return Ok(Outcome::Done);
     }
     let mut fetcher = Fetcher::new(
@@ -95,7 +95,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
             )
         })?;
     log_metrics(dataset, &chosen, &report);
-    summary(ctx, dataset, &chosen, &dest, &skipped, Some(&report));
+    summary(ctx, dataset, &chosen, &dest, &skipped, Some(&report))?;
     Ok(Outcome::Done)
 }
 
@@ -125,7 +125,7 @@ fn providers(ctx: &Ctx, from: Option<&str>) -> Result<Vec<DynProvider>, ConfigEr
     }
     Ok(chosen
         .into_iter()
-        .map(|p| provider::from_config(cfg, p))
+        .map(|p| provider::from_config(cfg, p, &ctx.cancel))
         .collect())
 }
 
@@ -220,13 +220,13 @@ fn summary(
     dest: &ReceiverSpec,
     skipped: &[String],
     report: Option<&Report>,
-) {
+) -> std::io::Result<()> {
     if !ctx.json {
-        return;
+        return Ok(());
     }
     if *dest == ReceiverSpec::Stdout {
         tracing::warn!("--json is ignored with --stdout: stdout carries the stream");
-        return;
+        return Ok(());
     }
     let secs = report.map_or(0.0, |r| r.elapsed.as_secs_f64());
     let bytes = report.map_or(0, |r| r.total_bytes);
@@ -241,5 +241,6 @@ fn summary(
         "elapsed_secs": secs,
         "throughput_bytes_per_sec": if secs > 0.0 { (bytes as f64 / secs) as u64 } else { 0 },
         "providers": report.map(|r| r.providers.clone()).unwrap_or_default(),
-    }));
+    }))?;
+    Ok(())
 }

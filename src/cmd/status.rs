@@ -8,7 +8,9 @@
 use super::{Ctx, Outcome};
 use crate::catalog::{BackupKey, Catalog};
 use crate::config::units::human_bytes;
+use crate::error::Interrupted;
 use crate::gaps::{self, BackupFindings, Corrupt, ManifestState, ProviderFindings};
+use crate::outln;
 use crate::provider::DynProvider;
 use crate::ui;
 use anyhow::{bail, Result};
@@ -24,9 +26,9 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
             "host": catalog.host,
             "backups": surveys.iter().map(|(k, f)| backup_json(k, f)).collect::<Vec<_>>(),
             "unreachable": catalog.unreachable.keys().collect::<Vec<_>>(),
-        }));
+        }))?;
     } else {
-        print_table(&catalog, &surveys);
+        print_table(&catalog, &surveys)?;
     }
     Ok(outcome(
         &catalog,
@@ -60,7 +62,12 @@ pub(super) async fn scan(
         [d] => Some(d.as_str()),
         _ => None,
     };
-    let mut catalog = Catalog::scan(providers, &ctx.cfg.host, one).await;
+    let mut catalog = tokio::select! {
+        // Cancelled providers end at once too: report the stop, not them.
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+        c = Catalog::scan(providers, &ctx.cfg.host, one) => c,
+    };
     if datasets.len() > 1 {
         catalog.backups.retain(|k, _| datasets.contains(&k.dataset));
     }
@@ -208,10 +215,10 @@ pub(super) fn cell(p: &ProviderFindings, finished: bool) -> String {
     }
 }
 
-fn print_table(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)]) {
+fn print_table(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)]) -> std::io::Result<()> {
     if surveys.is_empty() {
-        println!("no backups of host {:?} on the providers", catalog.host);
-        return;
+        outln!("no backups of host {:?} on the providers", catalog.host)?;
+        return Ok(());
     }
     let header: Vec<String> = ["DATASET", "BACKUP", "STATE"]
         .iter()
@@ -231,17 +238,18 @@ fn print_table(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)]) {
         }));
         rows.push(row);
     }
-    print_rows(&rows);
+    print_rows(&rows)?;
     if surveys
         .iter()
         .any(|(_, f)| f.providers.iter().any(|p| !p.expected))
     {
-        println!("(parentheses: the provider holds objects of a backup it is not configured for)");
+        outln!("(parentheses: the provider holds objects of a backup it is not configured for)")?;
     }
+    Ok(())
 }
 
 /// Prints rows as left-aligned columns.
-pub(super) fn print_rows(rows: &[Vec<String>]) {
+pub(super) fn print_rows(rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -258,6 +266,7 @@ pub(super) fn print_rows(rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(s, w)| format!("{s:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
+    Ok(())
 }

@@ -16,6 +16,7 @@ use crate::engine::sync::{self, Failed, Mode, Options, Plan, RemoteId, Report};
 use crate::engine::verify::{self, Limits};
 use crate::error::ConfigError;
 use crate::gaps::{self, BackupFindings, Corrupt};
+use crate::outln;
 use crate::provider::DynProvider;
 use crate::ui;
 use anyhow::{bail, Result};
@@ -54,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
         warn_if_not_expected(name, &surveys);
     }
     if args.dry_run {
-        print_plan(ctx, &plan);
+        print_plan(ctx, &plan)?;
         return Ok(dry_run_outcome(&plan));
     }
     let opts = Options {
@@ -77,7 +78,7 @@ pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
         }
         _ => None,
     };
-    print_summary(ctx, &report, migration.as_ref());
+    print_summary(ctx, &report, migration.as_ref())?;
     let mut unreachable: Vec<String> = catalog.unreachable.keys().cloned().collect();
     if !matches!(mode, Mode::All) {
         unreachable.clear(); // only the named providers matter, and they were listed
@@ -260,7 +261,7 @@ fn dry_run_outcome(plan: &Plan) -> Outcome {
 }
 
 /// `--dry-run`: one line per backup and destination (or one JSON document).
-fn print_plan(ctx: &Ctx, plan: &Plan) {
+fn print_plan(ctx: &Ctx, plan: &Plan) -> std::io::Result<()> {
     if ctx.json {
         let mut planned: Vec<serde_json::Value> = plan
             .copies
@@ -288,8 +289,8 @@ fn print_plan(ctx: &Ctx, plan: &Plan) {
             .collect();
         ui::print_json(
             &json!({"dry_run": true, "planned": planned, "copied": [], "failed": failed, "bytes": plan.bytes()}),
-        );
-        return;
+        )?;
+        return Ok(());
     }
     #[derive(Default)]
     struct Group {
@@ -311,33 +312,39 @@ fn print_plan(ctx: &Ctx, plan: &Plan) {
         }
     }
     for ((dataset, id, dest), g) in &groups {
-        println!(
+        outln!(
             "would copy {} shard(s) ({}) of {dataset:?} {id} to {dest} from {}",
             g.shards,
             human_bytes(g.bytes),
             g.from.join(", ")
-        );
+        )?;
     }
     for m in &plan.manifests {
         for d in &m.dests {
-            println!(
+            outln!(
                 "would write the manifest of {:?} {} to {d}",
-                m.key.dataset, m.key.id
-            );
+                m.key.dataset,
+                m.key.id
+            )?;
         }
     }
     for u in &plan.unfillable {
-        println!(
+        outln!(
             "cannot fill: {} of backup {} of {:?} on {}: {}",
-            u.object, u.key.id, u.key.dataset, u.dest, u.reason
-        );
+            u.object,
+            u.key.id,
+            u.key.dataset,
+            u.dest,
+            u.reason
+        )?;
     }
     if plan.is_empty() && plan.unfillable.is_empty() {
-        println!("nothing to copy: every provider holds what it should");
+        outln!("nothing to copy: every provider holds what it should")?;
     }
+    Ok(())
 }
 
-fn print_summary(ctx: &Ctx, report: &Report, migration: Option<&Migration>) {
+fn print_summary(ctx: &Ctx, report: &Report, migration: Option<&Migration>) -> std::io::Result<()> {
     if ctx.json {
         ui::print_json(&json!({
             "dry_run": false,
@@ -348,8 +355,8 @@ fn print_summary(ctx: &Ctx, report: &Report, migration: Option<&Migration>) {
                 "verified_backups": m.verified,
                 "removed_objects": m.removed,
             })),
-        }));
-        return;
+        }))?;
+        return Ok(());
     }
     let mut per_dest: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     for c in &report.copied {
@@ -359,10 +366,10 @@ fn print_summary(ctx: &Ctx, report: &Report, migration: Option<&Migration>) {
         e.2 += u64::from(c.server_side);
     }
     if per_dest.is_empty() && report.failed.is_empty() {
-        println!("nothing to copy: every provider holds what it should");
+        outln!("nothing to copy: every provider holds what it should")?;
     }
     for (dest, (n, bytes, server)) in &per_dest {
-        println!(
+        outln!(
             "{dest}: copied {n} object(s), {}{}",
             human_bytes(*bytes),
             if *server > 0 {
@@ -370,18 +377,23 @@ fn print_summary(ctx: &Ctx, report: &Report, migration: Option<&Migration>) {
             } else {
                 String::new()
             }
-        );
+        )?;
     }
     for f in &report.failed {
-        println!(
+        outln!(
             "FAILED {} of backup {} of {:?} on {}: {}",
-            f.object, f.backup_id, f.dataset, f.to, f.error
-        );
+            f.object,
+            f.backup_id,
+            f.dataset,
+            f.to,
+            f.error
+        )?;
     }
     if let Some(m) = migration {
-        println!("{} backup(s) verified at the destination", m.verified);
+        outln!("{} backup(s) verified at the destination", m.verified)?;
         if let Some(n) = m.removed {
-            println!("{n} object(s) removed from the source");
+            outln!("{n} object(s) removed from the source")?;
         }
     }
+    Ok(())
 }

@@ -13,6 +13,7 @@ use crate::cli::VerifyArgs;
 use crate::config::units::human_bytes;
 use crate::engine::verify::{self, DeepReport, Limits};
 use crate::gaps::{self, BackupFindings, Corrupt, ProviderFindings};
+use crate::outln;
 use crate::ui;
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -99,17 +100,17 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
             "unfinished": unfinished,
             "unreachable": catalog.unreachable.keys().collect::<Vec<_>>(),
             "checked_bytes": deep.as_ref().map(|d| d.bytes),
-        }));
+        }))?;
     } else {
-        print_rows(&rows);
+        print_rows(&rows)?;
         if !unfinished.is_empty() {
-            println!(
+            outln!(
                 "{} unfinished backup(s) not verified; see `offsite status`",
                 unfinished.len()
-            );
+            )?;
         }
         if let Some(d) = &deep {
-            println!("{} checked by SHA-256", human_bytes(d.bytes));
+            outln!("{} checked by SHA-256", human_bytes(d.bytes))?;
         }
     }
     for p in catalog.unreachable.keys() {

@@ -107,13 +107,16 @@ pub(crate) fn slice_range(data: &Bytes, offset: u64, len: u64) -> Bytes {
     data.slice(start..end)
 }
 
-/// Builds the provider stack for a configured provider: rclone, with retry and timeout.
-pub fn from_config(cfg: &crate::config::Config, p: &crate::config::ProviderConfig) -> DynProvider {
-    Arc::new(Retry::new(
-        RcloneProvider::new(cfg, p),
-        cfg.retry,
-        cfg.timeout,
-    ))
+/// Builds the provider stack for a configured provider: rclone, with retry and timeout, every
+/// call ending at once when `cancel` fires.
+pub fn from_config(
+    cfg: &crate::config::Config,
+    p: &crate::config::ProviderConfig,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> DynProvider {
+    Arc::new(
+        Retry::new(RcloneProvider::new(cfg, p), cfg.retry, cfg.timeout).cancel_on(cancel.clone()),
+    )
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl RcloneProvider {
         let kind = match e.status {
             Some(3) | Some(4) => ErrorKind::NotFound,
             Some(6) | Some(7) => ErrorKind::Permanent,
-            None if e.stderr.starts_with("cannot start") => ErrorKind::Permanent,
+            _ if e.not_started() => ErrorKind::Permanent,
             _ => ErrorKind::Transient,
         };
         ProviderError::new(

@@ -1,6 +1,11 @@
 //! A wrapper that gives any provider a per-attempt timeout and retries transient failures with
 //! exponential backoff and full jitter (restic's `backend/retry`). Not-found and permanent
 //! errors are returned at once.
+//!
+//! Every attempt and every backoff sleep is raced against the run's cancellation token: once
+//! it fires, the attempt is dropped (which kills its rclone child, see `process`) and the call
+//! returns an [`ErrorKind::Interrupted`] error at once, so no command waits on a hung provider
+//! after Ctrl-C.
 
 use super::{ObjectInfo, ProgressFn, Provider, Usage};
 use crate::config::RetryPolicy;
@@ -9,20 +14,40 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct Retry<P> {
     inner: P,
     policy: RetryPolicy,
     timeout: Duration,
+    cancel: CancellationToken,
 }
 
 impl<P: Provider> Retry<P> {
+    /// A wrapper that is never cancelled; see [`Retry::cancel_on`].
     pub fn new(inner: P, policy: RetryPolicy, timeout: Duration) -> Self {
         Retry {
             inner,
             policy,
             timeout,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Ends every call at once, with [`ErrorKind::Interrupted`], when `cancel` fires.
+    pub fn cancel_on(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    fn interrupted(&self, op: &'static str, path: &str) -> ProviderError {
+        ProviderError::new(
+            self.inner.name(),
+            op,
+            path,
+            ErrorKind::Interrupted,
+            "interrupted: offsite was asked to stop",
+        )
     }
 
     /// The delay before attempt `n` (n >= 1): uniformly random in [d/2, d] with
@@ -47,7 +72,12 @@ impl<P: Provider> Retry<P> {
     {
         let mut attempt = 1;
         loop {
-            let result = match tokio::time::timeout(self.timeout, f()).await {
+            let attempt_run = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
+                r = tokio::time::timeout(self.timeout, f()) => r,
+            };
+            let result = match attempt_run {
                 Ok(r) => r,
                 // Dropping the attempt's future kills its rclone child (see `process`).
                 Err(_) => Err(ProviderError::new(
@@ -66,7 +96,10 @@ impl<P: Provider> Retry<P> {
                         self.policy.attempts,
                         delay.as_secs_f64()
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
+                    }
                     attempt += 1;
                 }
                 Err(mut e) if attempt > 1 => {
@@ -250,5 +283,31 @@ mod tests {
         let e = r.put("x", Bytes::new(), None).await.unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
         assert!(e.to_string().contains("after 2 attempts"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_ends_a_backoff_sleep_at_once_and_starts_no_attempt() {
+        let mem = MemoryProvider::new("m");
+        mem.inject(Fault {
+            op: "put",
+            path_contains: "".into(),
+            kind: ErrorKind::Transient,
+            times: u32::MAX,
+        });
+        let cancel = CancellationToken::new();
+        let r = Retry::new(mem, policy(), Duration::from_secs(60)).cancel_on(cancel.clone());
+        let start = tokio::time::Instant::now();
+        let stop = cancel.clone();
+        // The first attempt fails at once; the run then sleeps at least 0.5 s before the next.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        });
+        let e = r.put("x", Bytes::new(), None).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        // Already cancelled: nothing more is attempted.
+        let e = r.get("x", 10).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Interrupted, "{e}");
     }
 }

@@ -12,5 +12,6 @@ mod restore;
 mod restore_output;
 mod resume;
 mod secrets;
+mod signals;
 mod status;
 mod sync;
