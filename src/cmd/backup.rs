@@ -10,7 +10,7 @@ use crate::cli::BackupArgs;
 use crate::config::units::{human_bytes, human_rate};
 use crate::config::{Dataset, SourceSpec};
 use crate::engine::backup::{self, Job, Report};
-use crate::engine::discard;
+use crate::engine::{discard, probe};
 use crate::error::{ConfigError, Interrupted};
 use crate::layout::{self, BackupId, BackupKind};
 use crate::lock::DatasetLock;
@@ -111,6 +111,7 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
     if args.restart {
         restart(ctx, ds, &providers, &state).await?;
     }
+    let providers = distinct_storage(ctx, providers).await?;
     let Some(plan) = plan(ctx, ds, &providers, args, &state).await? else {
         return Ok(None);
     };
@@ -191,6 +192,60 @@ async fn backup_one(ctx: &Ctx, ds: &Dataset, args: &BackupArgs) -> Result<Option
         "backup finished"
     );
     Ok(Some(report))
+}
+
+/// With `min_providers` > 1, two provider files pointing at one storage must not count as two
+/// copies: a probe object finds them; all but the first of each storage are left out of the
+/// backup (with a warning), and a run that cannot reach `min_providers` distinct storages is
+/// refused (exit 2). A probe that fails is a warning: the provider's upload will tell.
+async fn distinct_storage(ctx: &Ctx, providers: Vec<DynProvider>) -> Result<Vec<DynProvider>> {
+    let min = ctx.cfg.min_providers;
+    if min < 2 || providers.len() < 2 {
+        return Ok(providers);
+    }
+    let groups = match probe::storage_groups(&providers, &ctx.cancel).await {
+        Ok(g) => g,
+        Err(e) if e.is::<Interrupted>() => return Err(e),
+        Err(e) => {
+            tracing::warn!(
+                "{e:#}; could not check that the providers are distinct storage, so each counts as one copy"
+            );
+            return Ok(providers);
+        }
+    };
+    let files = |g: &[String]| {
+        g.iter()
+            .map(|n| format!("{n}.toml"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    if groups.len() < min {
+        let shared: Vec<String> = groups
+            .iter()
+            .filter(|g| g.len() > 1)
+            .map(|g| files(g))
+            .collect();
+        return Err(ConfigError(format!(
+            "provider files {} in the providers directory point at one storage (a probe object written through one \
+             is read back through the other), so they hold one copy, and {} distinct storage(s) cannot meet \
+             min_providers = {min}; point them at different storage or lower min_providers",
+            shared.join("; "),
+            groups.len()
+        ))
+        .into());
+    }
+    for g in groups.iter().filter(|g| g.len() > 1) {
+        tracing::warn!(
+            "provider files {} point at one storage: they count as one copy, and only {} is written to",
+            files(g),
+            g[0]
+        );
+    }
+    let keep: Vec<&String> = groups.iter().map(|g| &g[0]).collect();
+    Ok(providers
+        .into_iter()
+        .filter(|p| keep.iter().any(|k| *k == p.name()))
+        .collect())
 }
 
 /// `--restart`: forgets the unfinished backup and removes its objects from the providers at

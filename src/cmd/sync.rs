@@ -12,6 +12,7 @@ use super::{Ctx, Outcome};
 use crate::catalog::{BackupKey, Catalog};
 use crate::cli::SyncArgs;
 use crate::config::units::{human_bytes, human_rate};
+use crate::engine::probe;
 use crate::engine::sync::{self, Failed, Mode, Options, Plan, RemoteId, Report};
 use crate::engine::verify::{self, Limits};
 use crate::error::ConfigError;
@@ -19,7 +20,7 @@ use crate::gaps::{self, BackupFindings, Corrupt};
 use crate::outln;
 use crate::provider::DynProvider;
 use crate::ui;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -33,6 +34,9 @@ pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
         Mode::Migrate { from, to } => vec![from, to],
     };
     let providers = status::providers_with(ctx, &named)?;
+    if let (Mode::Migrate { from, to }, true, false) = (&mode, args.remove_source, args.dry_run) {
+        refuse_same_storage(ctx, &find(&providers, from), &find(&providers, to)).await?;
+    }
     let catalog = status::scan(ctx, &providers, &args.datasets).await?;
     if let Some(n) = named.iter().find(|n| catalog.unreachable.contains_key(**n)) {
         bail!(
@@ -144,6 +148,26 @@ fn find(providers: &[DynProvider], name: &str) -> DynProvider {
         .find(|p| p.name() == name)
         .cloned()
         .expect("named providers were added to the list")
+}
+
+/// `--remove-source` empties FROM: refuse (exit 2) when TO is FROM under another name, as a
+/// probe object shows, before anything is copied or deleted.
+async fn refuse_same_storage(ctx: &Ctx, from: &DynProvider, to: &DynProvider) -> Result<()> {
+    let (f, t) = (from.name(), to.name());
+    let same = probe::same_storage(from, to, &ctx.cancel)
+        .await
+        .with_context(|| {
+            format!("cannot prove that {t} is other storage than {f}, so --remove-source touched nothing")
+        })?;
+    if same {
+        return Err(ConfigError(format!(
+            "--migrate {f} --to {t} --remove-source: {f} and {t} are the same storage under two names \
+             (a probe object written through one is read back through the other), so removing {f}'s copies \
+             would delete {t}'s too; nothing was copied or deleted. Point {t} at other storage"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// What a migration did after its copies.

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod chain;
 pub mod discard;
+pub mod probe;
 pub mod prune;
 pub mod restore;
 pub mod sync;

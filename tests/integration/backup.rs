@@ -496,3 +496,44 @@ fn open_fifo_writer(path: &Path) -> FifoWriter {
     });
     FifoWriter(file.unwrap())
 }
+
+#[test]
+fn two_provider_files_for_one_storage_count_as_one_copy() {
+    let (mut env, data) = command_env(2, "d", 8);
+    env.set("min_providers", 2);
+    // p1 again, through a symlink: with p1 and p2 there are still 2 distinct storages.
+    let link = env.path().join("p1-link");
+    std::os::unix::fs::symlink(env.remote("p1").root(), &link).unwrap();
+    env.provider("p1again", &link.display().to_string());
+    let out = env.offsite(&["backup", "--once"]);
+    let err = out.assert_exit(0).stderr_text();
+    assert!(
+        err.contains("p1.toml and p1again.toml point at one storage")
+            && err.contains("count as one copy"),
+        "{err}"
+    );
+    assert_holds(&env.remote("p1"), "d", &data);
+    assert_holds(&env.remote("p2"), "d", &data);
+
+    // Without p2, one storage cannot meet min_providers = 2: refused before any upload.
+    env.provider_set("p2", "enabled", false);
+    let before = std::fs::read_dir(env.remote("p1").dataset_dir("d"))
+        .unwrap()
+        .count();
+    let out = env.offsite(&["backup", "--once", "--full"]);
+    let err = out.assert_exit(2).stderr_text();
+    assert!(
+        err.contains("p1.toml and p1again.toml") && err.contains("min_providers = 2"),
+        "{err}"
+    );
+    let after = std::fs::read_dir(env.remote("p1").dataset_dir("d"))
+        .unwrap()
+        .count();
+    assert_eq!(before, after, "a backup was started");
+    let probes: Vec<_> = std::fs::read_dir(env.remote("p1").root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".offsite-probe-"))
+        .collect();
+    assert!(probes.is_empty(), "{probes:?}");
+}

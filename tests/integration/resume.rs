@@ -136,10 +136,12 @@ fn calls(env: &Env) -> Vec<(String, String, String)> {
         let name = target.rsplit('/').next().unwrap_or("").to_string();
         (sub.to_string(), provider_of(target), name)
     };
+    // Probe objects (written when min_providers > 1 to tell storages apart) are not backups.
     lines
         .iter()
         .filter(|l| !l.starts_with("version"))
         .map(parse)
+        .filter(|(_, _, name)| !name.starts_with(".offsite-probe-"))
         .collect()
 }
 

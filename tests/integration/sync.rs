@@ -372,3 +372,33 @@ fn sigterm_during_a_sync_stops_cleanly_with_130() {
         "no manifest before its shards"
     );
 }
+
+#[test]
+fn migrate_remove_source_to_the_same_storage_under_another_name_is_refused() {
+    let (mut env, data) = backed_up(1, DS, 12);
+    // p1 again, through a symlink: another name, the same storage.
+    let link = env.path().join("p1-link");
+    std::os::unix::fs::symlink(env.remote("p1").root(), &link).unwrap();
+    env.provider("again", &link.display().to_string())
+        .provider_set("again", "enabled", false);
+    let before = snapshot(env.remote("p1").root());
+
+    let out = env.offsite(&[
+        "sync",
+        "--migrate",
+        "p1",
+        "--to",
+        "again",
+        "--remove-source",
+    ]);
+    let err = out.assert_exit(2).stderr_text();
+    assert!(
+        err.contains("same storage")
+            && err.contains("again")
+            && err.contains("nothing was copied or deleted"),
+        "{err}"
+    );
+    // Nothing deleted, nothing copied, and no probe object left behind.
+    assert_eq!(snapshot(env.remote("p1").root()), before);
+    assert_whole(&env, "p1", &data);
+}
