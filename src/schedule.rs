@@ -24,6 +24,10 @@ pub struct History {
     pub future: Vec<(String, SystemTime)>,
 }
 
+/// How far in the future a backup may be dated and still count normally: a clock stepped back
+/// by NTP a little is not a wrong clock.
+pub const FUTURE_SLACK: Duration = Duration::from_secs(300);
+
 /// One restorable backup as the schedule sees it.
 #[derive(Debug, Clone)]
 pub struct Made {
@@ -34,11 +38,12 @@ pub struct Made {
 }
 
 impl History {
-    /// The history of `made` as of `now`; backups dated after `now` go to `future`.
+    /// The history of `made` as of `now`; backups dated more than [`FUTURE_SLACK`] after
+    /// `now` go to `future`.
     pub fn of(now: SystemTime, made: &[Made]) -> History {
         let mut h = History::default();
         for m in made {
-            if m.time > now {
+            if m.time > now + FUTURE_SLACK {
                 h.future.push((m.id.clone(), m.time));
                 continue;
             }
@@ -232,6 +237,19 @@ mod tests {
             ),
             Decision::NotDue { next_due: at(14) }
         );
+    }
+
+    #[test]
+    fn a_backup_a_minute_ahead_is_not_a_wrong_clock() {
+        let now = at(7);
+        let ahead = Made {
+            id: "a-full".into(),
+            time: now + Duration::from_secs(60),
+            full: true,
+        };
+        let h = History::of(now, &[ahead]);
+        assert!(h.future.is_empty() && h.warnings().is_empty());
+        assert_eq!(h.last, Some(now + Duration::from_secs(60)));
     }
 
     #[test]

@@ -49,6 +49,9 @@ struct DatasetReport {
     kept: Vec<String>,
     deleted: Vec<String>,
     debris: Vec<String>,
+    /// Kept backups that cannot be restored (a shard or a link missing on every provider):
+    /// not counted toward keep_chains, never deleted, left for `sync` to repair.
+    unrestorable: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -96,6 +99,11 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         )
         .await
     };
+    if ctx.cancel.is_cancelled() {
+        // Interrupted while deleting on the providers: local snapshots are not touched.
+        print_partial(&results);
+        return Err(Interrupted.into());
+    }
     let local_snapshots = prune_local_snapshots(ctx, &catalog, dry_run).await?;
     let report = Report {
         host: catalog.host.clone(),
@@ -203,6 +211,7 @@ fn dataset_report(dataset: &str, keep: NonZeroU32, plan: &PrunePlan) -> DatasetR
         kept: strings(&plan.keep),
         deleted: strings(&plan.delete),
         debris: strings(&plan.debris),
+        unrestorable: strings(&plan.unrestorable),
     }
 }
 
@@ -258,6 +267,20 @@ async fn prune_local_snapshots(ctx: &Ctx, catalog: &Catalog, dry_run: bool) -> R
     Ok(out)
 }
 
+/// What an interrupted run did on the providers, on stderr.
+fn print_partial(results: &[ProviderResult]) {
+    for r in results {
+        tracing::warn!(
+            "prune interrupted: {} deleted {} objects ({}), left {} in place; local snapshots \
+             were not touched; run `offsite prune` again to finish",
+            r.provider,
+            r.deleted,
+            human_bytes(r.freed),
+            r.skipped
+        );
+    }
+}
+
 fn print(ctx: &Ctx, r: &Report) -> std::io::Result<()> {
     if ctx.json {
         ui::print_json(&serde_json::to_value(r).expect("a report always serializes"))?;
@@ -291,6 +314,17 @@ fn print(ctx: &Ctx, r: &Report) -> std::io::Result<()> {
         for (what, ids) in lines {
             for id in ids {
                 outln!("  {what:<12} {id}")?;
+            }
+        }
+        if !d.unrestorable.is_empty() {
+            outln!(
+                "  {} kept backup(s) cannot be restored (a shard or a backup of the chain is \
+                 missing on every provider): not counted toward keep_chains and not deleted; \
+                 see `offsite status`, and `offsite sync` to repair what another copy holds:",
+                d.unrestorable.len()
+            )?;
+            for id in &d.unrestorable {
+                outln!("  {:<12} {id}", "unrestorable")?;
             }
         }
     }

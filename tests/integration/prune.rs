@@ -325,3 +325,92 @@ fn prune_of_a_locked_dataset_exits_4_and_a_dry_run_still_reports() {
         .json();
     assert_eq!(dataset_report(&j, DS)["kept"], json!([]));
 }
+
+#[test]
+fn a_newest_backup_missing_a_shard_everywhere_does_not_count_and_the_older_one_stays() {
+    let env = env(2, 1);
+    let made = backups(&env, 2);
+    let (old, new) = (&made[0].0, &made[1].0);
+    // The newest backup loses its second shard on every provider: it cannot be restored.
+    for p in ["p1", "p2"] {
+        let dir = backup_dir(&env, p, new);
+        let shard = files(&dir)
+            .into_iter()
+            .map(|(n, _)| n)
+            .find(|n| n.starts_with("s0000000001-"))
+            .expect("a second shard");
+        std::fs::remove_file(dir.join(shard)).unwrap();
+    }
+    let before = everything(&env);
+    let out = env.offsite(&["prune"]).assert_exit(0).stdout_text();
+    assert!(out.contains("cannot be restored"), "{out}");
+    assert!(out.contains(&format!("unrestorable {new}")), "{out}");
+    assert_eq!(everything(&env), before, "prune deleted something");
+    let j = env.offsite(&["--json", "prune"]).assert_exit(0).json();
+    let report = dataset_report(&j, DS);
+    assert_eq!(report["deleted"], json!([]));
+    assert_eq!(report["kept"], json!([old, new]));
+    assert_eq!(report["unrestorable"], json!([new]));
+    for p in ["p1", "p2"] {
+        assert_intact(&env, p, old, &made[0].1);
+    }
+    let file = env.path().join("old.restored");
+    env.offsite(&[
+        "restore",
+        DS,
+        "--backup",
+        old,
+        "--output",
+        file.to_str().unwrap(),
+    ])
+    .assert_exit(0);
+    assert_same_bytes("restored old", &std::fs::read(&file).unwrap(), &made[0].1);
+}
+
+#[test]
+fn sigint_while_deleting_on_the_providers_leaves_local_snapshots_alone() {
+    let mut env = Env::new(1);
+    let pool = ZfsPool::new(env.path());
+    let src = pool.create_fs("data");
+    env.zfs_dataset("data", &pool.fs("data"))
+        .dataset_set("data", "keep_chains", 1)
+        .use_mock_rclone();
+    env.mock_rules("");
+    for seed in [1, 2] {
+        write_pseudo_random(&src.join("f.bin"), seed, 100_000);
+        env.offsite(&["backup", "--once", "--full", "data"])
+            .assert_exit(0);
+    }
+    // A snapshot offsite made (its mark, its name) that no kept backup needs: prune's local
+    // phase would destroy it.
+    let marked = format!("{}@offsite-20200101T000000Z", pool.fs("data"));
+    run("zfs", &["snapshot", "-o", "offsite:dataset=data", &marked]);
+    env.mock_rules("deletefile * hang inf\n");
+    let running = env.spawn_offsite(&["prune"]);
+    wait_for(
+        "a deletion on the provider to start",
+        Duration::from_secs(120),
+        || env.mock_log().iter().any(|l| l.starts_with("deletefile ")),
+    );
+    // SAFETY: signalling the offsite process this test started.
+    unsafe {
+        libc::kill(running.pid() as i32, libc::SIGINT);
+    }
+    let out = running.wait();
+    assert!(
+        pool.snapshots().contains(&marked),
+        "an interrupted prune destroyed a local snapshot: {:?}",
+        pool.snapshots()
+    );
+    let err = out.assert_exit(130).stderr_text();
+    assert!(err.contains("local snapshots were not touched"), "{err}");
+    env.assert_no_leftover_processes();
+    // Uninterrupted, the same run destroys it: the snapshot was prune's to delete.
+    env.mock_rules("");
+    env.offsite(&["prune"]).assert_exit(0);
+    assert!(
+        !pool.snapshots().contains(&marked),
+        "{:?}",
+        pool.snapshots()
+    );
+}
