@@ -64,13 +64,13 @@ pub enum Edit {
 pub fn edit() -> impl Strategy<Value = Edit> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1..=255u8).prop_map(|(at, mask)| Edit::Flip { at, mask }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Edit::Insert { at, byte }),
-        (at.clone(), 1..64usize).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (at.clone(), 1..64usize).prop_map(|(at, len)| Edit::Duplicate { at, len }),
-        at.clone().prop_map(|at| Edit::Truncate { at }),
-        (at.clone(), 0..NASTY_NUMBERS.len()).prop_map(|(nth, with)| Edit::Number { nth, with }),
-        (at.clone(), 0..NASTY_NUMBERS.len()).prop_map(|(nth, with)| Edit::Number { nth, with }),
+        (at, 1..=255u8).prop_map(|(at, mask)| Edit::Flip { at, mask }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Edit::Insert { at, byte }),
+        (at, 1..64usize).prop_map(|(at, len)| Edit::Delete { at, len }),
+        (at, 1..64usize).prop_map(|(at, len)| Edit::Duplicate { at, len }),
+        at.prop_map(|at| Edit::Truncate { at }),
+        (at, 0..NASTY_NUMBERS.len()).prop_map(|(nth, with)| Edit::Number { nth, with }),
+        (at, 0..NASTY_NUMBERS.len()).prop_map(|(nth, with)| Edit::Number { nth, with }),
         (at, 1..5_000usize).prop_map(|(nth, depth)| Edit::Nest { nth, depth }),
     ]
 }
