@@ -12,7 +12,7 @@
 //! Guarantees: no I/O; every lookup is a map or set lookup, so 100,000 shards on three providers
 //! take milliseconds (see the test at the bottom).
 
-use crate::catalog::{BackupEntry, BackupKey, Catalog};
+use crate::catalog::{BackupEntry, BackupKey, Catalog, Resolution};
 use crate::config::Config;
 use crate::layout::{self, MANIFEST};
 use serde::Serialize;
@@ -94,8 +94,12 @@ impl ProviderFindings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupFindings {
-    /// The provider whose manifest is trusted; `None` for an unfinished backup.
+    /// The provider whose manifest is trusted; `None` for an unfinished or damaged backup.
     pub manifest_from: Option<String>,
+    /// Manifests are listed but none can be trusted (unreadable, failing their checksum, or
+    /// disagreeing without one that matches the listings): why, naming the providers. Such a
+    /// backup is an error, not unfinished.
+    pub damaged: Option<String>,
     pub reference: Vec<RefShard>,
     /// Every provider that should hold the backup or holds any of it, in priority order.
     pub providers: Vec<ProviderFindings>,
@@ -104,6 +108,11 @@ pub struct BackupFindings {
 impl BackupFindings {
     pub fn is_finished(&self) -> bool {
         self.manifest_from.is_some()
+    }
+
+    /// No manifest was ever written: a re-run of the backup resumes it.
+    pub fn is_unfinished(&self) -> bool {
+        self.manifest_from.is_none() && self.damaged.is_none()
     }
 
     /// Something is missing or bad on a provider that should hold the backup, or the backup
@@ -131,7 +140,15 @@ pub struct Scope<'a> {
 
 /// Findings for one backup on every provider that should hold it or holds any of it.
 pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
-    let trusted = entry.manifest(scope.order);
+    let resolution = entry.resolve(scope.order);
+    let trusted = match resolution {
+        Resolution::Trusted(p, m) => Some((p, m)),
+        _ => None,
+    };
+    let damaged = match resolution {
+        Resolution::Damaged(why) => Some(why),
+        _ => None,
+    };
     let reference = match trusted {
         Some((_, m)) => m
             .shards
@@ -162,11 +179,16 @@ pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
             let mut f = compare(p, objects, &reference, &by_name, corrupt, trusted.is_some());
             f.expected = scope.expected.contains(p);
             (f.manifest, f.manifest_error) = manifest_state(entry, p, trusted.map(|t| t.1));
+            if damaged.is_some() && f.manifest == ManifestState::Good {
+                f.manifest = ManifestState::Disagrees;
+                f.manifest_error = Some("disagrees with another provider's manifest".into());
+            }
             f
         })
         .collect();
     BackupFindings {
         manifest_from: trusted.map(|(p, _)| p.to_string()),
+        damaged,
         reference,
         providers,
     }
@@ -245,7 +267,7 @@ fn manifest_state(
     match (entry.manifests.get(provider), trusted) {
         (None, _) => (ManifestState::Missing, None),
         (Some(Err(e)), _) => (ManifestState::Bad, Some(e.clone())),
-        (Some(Ok(m)), Some(t)) if m.shards != t.shards || m.total_bytes != t.total_bytes => (
+        (Some(Ok(m)), Some(t)) if !crate::manifest::same_stream(m, t) => (
             ManifestState::Disagrees,
             Some("describes other shards than the trusted manifest".into()),
         ),

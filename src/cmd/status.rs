@@ -101,7 +101,7 @@ pub(super) fn outcome(
     }
     if problems.is_empty() {
         Outcome::Done
-    } else if gaps.iter().all(|(_, f)| !f.is_finished()) && catalog.unreachable.is_empty() {
+    } else if gaps.iter().all(|(_, f)| f.is_unfinished()) && catalog.unreachable.is_empty() {
         Outcome::Gaps(format!(
             "{}; run `offsite backup` again to resume",
             problems.join("; ")
@@ -112,6 +112,9 @@ pub(super) fn outcome(
 }
 
 fn gap_summary(k: &BackupKey, f: &BackupFindings) -> String {
+    if let Some(why) = &f.damaged {
+        return format!("backup {} of {:?}: {why}", k.id, k.dataset);
+    }
     if !f.is_finished() {
         return format!("backup {} of {:?} is unfinished", k.id, k.dataset);
     }
@@ -136,6 +139,9 @@ pub(super) fn provider_state(p: &ProviderFindings, finished: bool) -> &'static s
 
 /// A backup's state in one word.
 pub(super) fn backup_state(f: &BackupFindings) -> &'static str {
+    if f.damaged.is_some() {
+        return "damaged";
+    }
     match (f.is_finished(), f.has_gaps()) {
         (false, _) => "unfinished",
         (true, false) => "complete",
@@ -149,11 +155,12 @@ pub(super) fn backup_json(k: &BackupKey, f: &BackupFindings) -> Value {
         "backup_id": k.id.to_string(),
         "kind": k.id.kind,
         "state": backup_state(f),
+        "error": f.damaged,
         "shards": f.is_finished().then_some(f.reference.len()),
         "total_bytes": f.is_finished().then(|| f.reference.iter().map(|r| r.length).sum::<u64>()),
         "providers": f.providers.iter().map(|p| json!({
             "provider": p.provider,
-            "state": provider_state(p, f.is_finished()),
+            "state": if f.damaged.is_some() && p.reachable { "damaged" } else { provider_state(p, f.is_finished()) },
             "expected": p.expected,
             "missing_shards": p.missing_shards,
             "truncated_shards": p.truncated_shards,
@@ -215,6 +222,17 @@ pub(super) fn cell(p: &ProviderFindings, finished: bool) -> String {
     }
 }
 
+/// A provider's cell for a backup whose manifests cannot be trusted.
+pub(super) fn damaged_cell(p: &ProviderFindings) -> String {
+    match (p.reachable, p.manifest) {
+        (false, _) => "unreachable",
+        (true, ManifestState::Bad) => "damaged manifest",
+        (true, ManifestState::Disagrees | ManifestState::Good) => "disputed manifest",
+        (true, ManifestState::Missing) => "no manifest",
+    }
+    .into()
+}
+
 fn print_table(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)]) -> std::io::Result<()> {
     if surveys.is_empty() {
         outln!("no backups of host {:?} on the providers", catalog.host)?;
@@ -233,6 +251,7 @@ fn print_table(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)]) -> st
             backup_state(f).to_string(),
         ];
         row.extend(catalog.order.iter().map(|name| match f.provider(name) {
+            Some(p) if f.damaged.is_some() => damaged_cell(p),
             Some(p) => cell(p, f.is_finished()),
             None => "-".into(),
         }));

@@ -87,9 +87,35 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
         }
         docs.push(backup_json(key, f, provs));
     }
+    for (key, f) in surveys.iter().filter(|(_, f)| !f.is_finished()) {
+        let Some(why) = &f.damaged else { continue };
+        problems.push(format!("backup {} of {:?}: {why}", key.id, key.dataset));
+        for p in f.providers.iter().filter(|p| in_scope(p)) {
+            let text = status::damaged_cell(p);
+            rows.push(vec![
+                key.dataset.clone(),
+                key.id.to_string(),
+                p.provider.clone(),
+                text,
+            ]);
+        }
+        docs.push(json!({
+            "dataset": key.dataset,
+            "backup_id": key.id.to_string(),
+            "kind": key.id.kind,
+            "state": "damaged",
+            "error": why,
+            "providers": f.providers.iter().filter(|p| in_scope(p)).map(|p| json!({
+                "provider": p.provider,
+                "state": "damaged",
+                "manifest": p.manifest,
+                "manifest_error": p.manifest_error,
+            })).collect::<Vec<_>>(),
+        }));
+    }
     let unfinished: Vec<Value> = surveys
         .iter()
-        .filter(|(_, f)| !f.is_finished())
+        .filter(|(_, f)| f.is_unfinished())
         .map(|(k, _)| json!({"dataset": k.dataset, "backup_id": k.id.to_string()}))
         .collect();
     if ctx.json {

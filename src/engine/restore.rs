@@ -18,7 +18,7 @@ mod lanes;
 pub use fetch::{Fetcher, NoGoodCopy, SinkError, PIECE_SECS, PIECE_SIZE};
 pub use lanes::LaneReport;
 
-use crate::catalog::{BackupEntry, BackupKey, Catalog, Objects};
+use crate::catalog::{BackupEntry, BackupKey, Catalog, Objects, Resolution};
 use crate::engine::chain::{self, Found, Selector};
 use crate::error::Interrupted;
 use crate::layout::BackupId;
@@ -102,25 +102,17 @@ pub fn plan(
         .filter(|(k, _)| k.dataset == dataset)
         .map(|(BackupKey { id, .. }, e)| (id, e))
         .collect();
-    let unusable: BTreeMap<&BackupId, String> = entries
+    let resolved: BTreeMap<&BackupId, Resolution> = entries
         .iter()
-        .filter(|(_, e)| !e.manifests.is_empty() && e.manifest(&catalog.order).is_none())
-        .map(|(id, e)| {
-            let why: Vec<String> = e
-                .manifests
-                .iter()
-                .map(|(p, m)| format!("provider {p}: {}", m.as_ref().err().map_or("?", |s| s)))
-                .collect();
-            (*id, why.join("; "))
-        })
+        .map(|(id, e)| (*id, e.resolve(&catalog.order)))
         .collect();
-    let found: BTreeMap<BackupId, Found> = entries
+    let found: BTreeMap<BackupId, Found> = resolved
         .iter()
-        .map(|(id, e)| {
-            let f = match (e.manifest(&catalog.order), unusable.get(id)) {
-                (Some((_, m)), _) => Found::Complete(m),
-                (None, Some(why)) => Found::Unusable(why),
-                (None, None) => Found::Unfinished,
+        .map(|(id, r)| {
+            let f = match r {
+                Resolution::Trusted(_, m) => Found::Complete(m),
+                Resolution::Damaged(why) => Found::Unusable(why),
+                Resolution::Unfinished => Found::Unfinished,
             };
             ((*id).clone(), f)
         })
@@ -204,6 +196,32 @@ pub async fn run(
     })
 }
 
+/// Checks that the shards applied cover the whole stream the backup recorded: contiguous from
+/// byte 0, as many as the manifest lists, adding up to its `total_bytes`, and that exactly that
+/// many bytes were written. A restore that wrote less never succeeds.
+pub fn covers_stream(m: &Manifest, written: u64) -> Result<()> {
+    let mut end = 0u64;
+    for (i, s) in m.shards.iter().enumerate() {
+        if s.index != i as u64 || s.offset != end {
+            bail!(
+                "backup {}: shard {i} does not follow the one before (offset {}, expected {end}); nothing restored can be trusted",
+                m.backup_id,
+                s.offset
+            );
+        }
+        end += s.length;
+    }
+    if end != m.total_bytes || written != m.total_bytes {
+        bail!(
+            "backup {}: the restore wrote {written} bytes from {} shards covering {end} bytes, but the backup recorded a stream of {} bytes; the output is incomplete",
+            m.backup_id,
+            m.shards.len(),
+            m.total_bytes
+        );
+    }
+    Ok(())
+}
+
 /// One link into one receiver.
 async fn apply(
     fetcher: &Fetcher,
@@ -214,8 +232,8 @@ async fn apply(
     let mut rx = Receiver::start(dest).await?;
     let streamed = fetcher.stream(link, rx.sink(), cancel).await;
     let id = &link.manifest.backup_id;
-    match streamed {
-        Ok(_) => {
+    match streamed.and_then(|written| covers_stream(&link.manifest, written)) {
+        Ok(()) => {
             let finished = tokio::select! {
                 r = rx.finish() => r,
                 _ = cancel.cancelled() => Err(Interrupted.into()),

@@ -688,9 +688,9 @@ async fn a_disagreeing_or_broken_manifest_excludes_only_that_provider() {
     let bytes = data(5000, 11);
     let m = manifest_for(FULL, &bytes, 1000, None);
     store(&[&ps[0], &ps[1], &ps[2]], &m, &bytes);
-    // p2 claims different shards (and holds matching garbage); p3's manifest does not parse.
+    // p2 claims fewer shards than the listings show; p3's manifest does not parse.
     let mut other = m.clone();
-    other.shards[0].sha256 = hex(&Sha256::digest(b"garbage"));
+    other.total_bytes -= other.shards.pop().unwrap().length;
     ps[1].set_object(
         &format!("{}/{}", dir(FULL), layout::MANIFEST),
         Bytes::from(other.to_json()),
@@ -807,4 +807,18 @@ async fn cancellation_stops_with_interrupted() {
     let e = f.stream(&link, &mut out, &cancel).await.unwrap_err();
     assert!(e.is::<Interrupted>(), "{e}");
     assert!(out.is_empty());
+}
+
+#[test]
+fn a_restore_that_wrote_less_than_the_stream_never_succeeds() {
+    let m = manifest_for(FULL, b"abcdefghij", 4, None);
+    assert!(crate::engine::restore::covers_stream(&m, 10).is_ok());
+    let e = crate::engine::restore::covers_stream(&m, 8).unwrap_err();
+    assert!(format!("{e:#}").contains("incomplete"), "{e:#}");
+    let mut short = m.clone();
+    short.total_bytes = 12;
+    assert!(crate::engine::restore::covers_stream(&short, 12).is_err());
+    let mut gap = m.clone();
+    gap.shards[1].offset = 5;
+    assert!(crate::engine::restore::covers_stream(&gap, 10).is_err());
 }
