@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 /// How many manifests are fetched at once.
 const MANIFEST_FETCHES: usize = 8;
-/// A manifest larger than this is not one of ours.
-pub const MANIFEST_LIMIT: u64 = 256 << 20;
+/// A manifest larger than this is not one of ours (about 250 bytes per shard: 64 MiB is a
+/// quarter of a million shards). Checked from the listing before anything is downloaded, so
+/// a provider cannot make offsite hold more than this per manifest.
+pub const MANIFEST_LIMIT: u64 = 64 << 20;
 
 /// The objects one provider holds for one backup: object name to size.
 pub type Objects = BTreeMap<String, u64>;
@@ -279,6 +281,7 @@ impl Catalog {
             }
         }
         let mut backups = group(&listings, dataset);
+        refuse_oversized_manifests(&mut backups);
         let wanted: Vec<(BackupKey, DynProvider)> = backups
             .iter()
             .flat_map(|(k, e)| {
@@ -288,6 +291,7 @@ impl Catalog {
                         e.objects
                             .get(p.name())
                             .is_some_and(|o| o.contains_key(layout::MANIFEST))
+                            && !e.manifests.contains_key(p.name())
                     })
                     .map(move |p| (k.clone(), p.clone()))
             })
@@ -332,6 +336,27 @@ impl Catalog {
             order: providers.iter().map(|p| p.name().to_string()).collect(),
             backups,
             unreachable,
+        }
+    }
+}
+
+/// Marks manifests the listings show larger than [`MANIFEST_LIMIT`] as unusable, so they are
+/// never downloaded.
+fn refuse_oversized_manifests(backups: &mut BTreeMap<BackupKey, BackupEntry>) {
+    for e in backups.values_mut() {
+        let oversized: Vec<(String, u64)> = e
+            .objects
+            .iter()
+            .filter_map(|(p, o)| o.get(layout::MANIFEST).map(|&s| (p.clone(), s)))
+            .filter(|(_, s)| *s > MANIFEST_LIMIT)
+            .collect();
+        for (p, size) in oversized {
+            e.manifests.insert(
+                p,
+                Err(format!(
+                    "manifest is {size} bytes, more than the {MANIFEST_LIMIT} a manifest may be; not downloaded (remove it, then run `offsite sync`)"
+                )),
+            );
         }
     }
 }
@@ -437,5 +462,21 @@ mod tests {
             objs.remove(layout::MANIFEST);
         }
         assert_eq!(e.resolve(&order(&["a", "b"])), Resolution::Unfinished);
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_refused_from_the_listing() {
+        let listings = vec![(
+            "a".to_string(),
+            vec![obj(
+                "tank%2Fx/20261121T020000Z-full/manifest.json",
+                MANIFEST_LIMIT + 1,
+            )],
+        )];
+        let mut g = group(&listings, None);
+        refuse_oversized_manifests(&mut g);
+        let e = g.values().next().unwrap();
+        let err = e.manifests["a"].as_ref().unwrap_err();
+        assert!(err.contains("not downloaded"), "{err}");
     }
 }

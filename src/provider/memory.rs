@@ -27,6 +27,8 @@ pub struct MemoryProvider {
     faults: Mutex<Vec<Fault>>,
     puts: AtomicU64,
     ops: Mutex<Vec<String>>,
+    /// Operations an injected fault failed.
+    faulted: AtomicU64,
 }
 
 impl MemoryProvider {
@@ -59,6 +61,11 @@ impl MemoryProvider {
     }
 
     /// Successful `put`s, `delete`s and `copy_from`s so far, in order: `"put PATH"`, ...
+    /// How many operations an injected fault has failed so far.
+    pub fn faulted(&self) -> u64 {
+        self.faulted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn ops(&self) -> Vec<String> {
         self.ops.lock().unwrap().clone()
     }
@@ -94,6 +101,8 @@ impl MemoryProvider {
             if f.times != u32::MAX {
                 f.times -= 1;
             }
+            self.faulted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ProviderError::new(
                 &self.name,
                 op,

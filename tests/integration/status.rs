@@ -193,3 +193,55 @@ fn status_of_a_100k_shard_backup_lists_once_and_reads_one_manifest() {
         "one listing and one manifest read: {log:?}"
     );
 }
+
+/// One hex digit of one shard's SHA-256 flipped in `provider`'s manifest.
+fn flip_a_digit(env: &Env, provider: &str) {
+    let path = object(env, provider, MANIFEST);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("\"sha256\": \"").unwrap() + "\"sha256\": \"".len();
+    let old = text.as_bytes()[at];
+    let new = if old == b'0' { "1" } else { "0" };
+    std::fs::write(&path, format!("{}{new}{}", &text[..at], &text[at + 1..])).unwrap();
+}
+
+#[test]
+fn a_manifest_with_a_flipped_digit_is_reported_never_spread_and_replaced_by_sync() {
+    let env = backed_up(2, DS, 3).0;
+    let good = std::fs::read(object(&env, "p2", MANIFEST)).unwrap();
+    flip_a_digit(&env, "p1");
+
+    let out = env.offsite(&["status"]);
+    let r = row(&out.assert_exit(3).stdout_text()).to_string();
+    assert!(r.contains("bad manifest"), "{r}");
+    let err = out.stderr_text();
+    assert!(err.contains("checksum does not match"), "{err}");
+    let out = env.offsite(&["verify"]);
+    out.assert_exit(3);
+    assert!(out.stderr_text().contains("p1"), "{}", out.stderr_text());
+
+    env.offsite(&["sync"]).assert_exit(0);
+    assert_eq!(
+        std::fs::read(object(&env, "p2", MANIFEST)).unwrap(),
+        good,
+        "good copy untouched"
+    );
+    let repaired = std::fs::read(object(&env, "p1", MANIFEST)).unwrap();
+    assert!(Manifest::from_json(&repaired).is_ok());
+    env.offsite(&["status"]).assert_exit(0);
+}
+
+#[test]
+fn every_manifest_unreadable_is_an_error_not_an_unfinished_backup() {
+    let env = backed_up(2, DS, 3).0;
+    flip_a_digit(&env, "p1");
+    flip_a_digit(&env, "p2");
+    for args in [&["verify", "--deep"][..], &["status"][..], &["verify"][..]] {
+        let out = env.offsite(args);
+        out.assert_exit(3);
+        let err = out.stderr_text();
+        assert!(
+            err.contains("manifest unreadable or damaged on p1, p2") && !err.contains("resume"),
+            "{args:?}: {err}"
+        );
+    }
+}

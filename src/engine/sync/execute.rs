@@ -25,6 +25,9 @@ struct Run<'a> {
     slots: HashMap<String, Semaphore>,
     memory: Semaphore,
     progress: Arc<dyn Progress>,
+    /// Sources dropped from the run after a failed read (retries included), with why: later
+    /// shards come from the other sources instead of retrying a dead one each time.
+    down: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl<'a> Run<'a> {
@@ -42,6 +45,7 @@ impl<'a> Run<'a> {
                 .collect(),
             memory: Semaphore::new(opts.limits.shards_in_flight.max(1)),
             progress,
+            down: Default::default(),
         }
     }
 
@@ -231,6 +235,10 @@ async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String,
     let mut tried = Vec::new();
     for s in &job.sources {
         let src = run.provider(s)?;
+        if let Some(why) = run.down.lock().unwrap().get(s.as_str()) {
+            tried.push(format!("{s} was dropped from this run: {why}"));
+            continue;
+        }
         let got = {
             let _slot = run.slot(s).await;
             src.get(path, job.length).await
@@ -242,6 +250,10 @@ async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String,
                 continue;
             }
             Err(e) => {
+                if !e.is_not_found() {
+                    tracing::warn!("{e}; provider {s} is no longer used as a source in this run");
+                    run.down.lock().unwrap().insert(s.clone(), e.to_string());
+                }
                 tried.push(e.to_string());
                 continue;
             }

@@ -562,3 +562,28 @@ async fn provider_errors_during_upload_are_failures_not_aborts() {
     assert_eq!(report.failed.len(), 1);
     assert!(report.failed[0].error.contains("injected"));
 }
+
+#[tokio::test]
+async fn a_source_that_fails_is_dropped_and_the_others_serve_the_rest() {
+    let s = Setup::new();
+    // c lost everything; a, the first source in priority order, is dead.
+    for i in 0..SHARDS.len() {
+        s.mem("c").remove_object(&s.shard(i));
+    }
+    s.mem("a").inject(Fault {
+        op: "get",
+        path_contains: String::new(),
+        kind: crate::error::ErrorKind::Transient,
+        times: u32::MAX,
+    });
+    let report = s.sync(&Mode::All, &Corrupt::new()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(
+        report.copied.iter().all(|c| c.from == "b"),
+        "{:?}",
+        report.copied
+    );
+    // Copies run two at a time: at most the first two reads hit a before it is dropped.
+    let hits = s.mem("a").faulted();
+    assert!((1..=2).contains(&hits), "a was tried {hits} times");
+}
