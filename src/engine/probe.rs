@@ -68,10 +68,12 @@ pub async fn storage_groups(
                 r.clone().context("cannot write a probe object")?;
             }
             let looks = (0..providers.len()).flat_map(|i| {
-                (0..providers.len()).filter(move |&j| j != i).map(move |j| async move {
-                    let seen = sees(&providers[j], &probes[i]).await;
-                    (i, j, seen)
-                })
+                (0..providers.len())
+                    .filter(move |&j| j != i)
+                    .map(move |j| async move {
+                        let seen = sees(&providers[j], &probes[i]).await;
+                        (i, j, seen)
+                    })
             });
             let mut pairs = Vec::new();
             for (i, j, seen) in futures::future::join_all(looks).await {
