@@ -141,7 +141,7 @@ fn calls(env: &Env) -> Vec<(String, String, String)> {
         .iter()
         .filter(|l| !l.starts_with("version"))
         .map(parse)
-        .filter(|(_, _, name)| !name.starts_with(".offsite-probe-"))
+        .filter(|(_, _, name)| !name.contains(".offsite-probe-"))
         .collect()
 }
 
