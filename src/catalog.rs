@@ -12,10 +12,16 @@ use std::collections::BTreeMap;
 
 /// How many manifests are fetched at once.
 const MANIFEST_FETCHES: usize = 8;
-/// A manifest larger than this is not one of ours (about 250 bytes per shard: 64 MiB is a
-/// quarter of a million shards). Checked from the listing before anything is downloaded, so
-/// a provider cannot make offsite hold more than this per manifest.
+/// A manifest larger than this is not one of ours (about 300 bytes per shard: 64 MiB is over
+/// two hundred thousand shards). Checked from the listing before anything is downloaded.
 pub const MANIFEST_LIMIT: u64 = 64 << 20;
+/// What a manifest may take besides its shard records, and what one shard record may take (a
+/// format-2 record is about 300 bytes). A manifest may be at most
+/// `MANIFEST_BASE + MANIFEST_PER_SHARD x (shard objects the listings show for its backup)`, so
+/// the manifests offsite holds stay proportional to the listings it already holds: a provider
+/// cannot make a `status` of small backups hold gigabytes.
+const MANIFEST_BASE: u64 = 64 << 10;
+const MANIFEST_PER_SHARD: u64 = 1 << 10;
 
 /// The objects one provider holds for one backup: object name to size.
 pub type Objects = BTreeMap<String, u64>;
@@ -340,21 +346,39 @@ impl Catalog {
     }
 }
 
-/// Marks manifests the listings show larger than [`MANIFEST_LIMIT`] as unusable, so they are
-/// never downloaded.
+/// The largest manifest this backup's listings justify (see [`MANIFEST_BASE`]): by the shard
+/// objects the provider listing the most of them shows, never over [`MANIFEST_LIMIT`].
+fn manifest_limit(e: &BackupEntry) -> u64 {
+    let shards = e
+        .objects
+        .values()
+        .map(|o| {
+            o.keys()
+                .filter(|n| layout::parse_shard_name(n).is_some())
+                .count() as u64
+        })
+        .max()
+        .unwrap_or(0);
+    (MANIFEST_BASE + MANIFEST_PER_SHARD * shards).min(MANIFEST_LIMIT)
+}
+
+/// Marks manifests the listings show larger than their backup's [`manifest_limit`] as
+/// unusable, so they are never downloaded.
 fn refuse_oversized_manifests(backups: &mut BTreeMap<BackupKey, BackupEntry>) {
     for e in backups.values_mut() {
+        let limit = manifest_limit(e);
         let oversized: Vec<(String, u64)> = e
             .objects
             .iter()
             .filter_map(|(p, o)| o.get(layout::MANIFEST).map(|&s| (p.clone(), s)))
-            .filter(|(_, s)| *s > MANIFEST_LIMIT)
+            .filter(|(_, s)| *s > limit)
             .collect();
         for (p, size) in oversized {
             e.manifests.insert(
                 p,
                 Err(format!(
-                    "manifest is {size} bytes, more than the {MANIFEST_LIMIT} a manifest may be; not downloaded (remove it, then run `offsite sync`)"
+                    "manifest is {size} bytes, more than the {limit} bytes a manifest of the {} shard objects listed may be; not downloaded (remove it, then run `offsite sync`)",
+                    (limit - MANIFEST_BASE) / MANIFEST_PER_SHARD
                 )),
             );
         }
@@ -478,5 +502,25 @@ mod tests {
         let e = g.values().next().unwrap();
         let err = e.manifests["a"].as_ref().unwrap_err();
         assert!(err.contains("not downloaded"), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_may_grow_with_the_shards_listed_and_no_further() {
+        let dir = "tank%2Fx/20261121T020000Z-full";
+        let with = |manifest: u64, shards: u64| {
+            let mut objs: Vec<ObjectInfo> = (0..shards)
+                .map(|i| obj(&format!("{dir}/{}", shard_name(i, i << 26)), 1 << 26))
+                .collect();
+            objs.push(obj(&format!("{dir}/manifest.json"), manifest));
+            let mut g = group(&[("a".to_string(), objs)], None);
+            refuse_oversized_manifests(&mut g);
+            g.into_values().next().unwrap().manifests.remove("a")
+        };
+        // A two-shard backup's manifest of a few KiB is fetched; one of 1 MiB is not.
+        assert!(with(4 << 10, 2).is_none());
+        let err = with(1 << 20, 2).unwrap().unwrap_err();
+        assert!(err.contains("2 shard objects listed"), "{err}");
+        // A thousand shards justify a manifest of a few hundred KiB.
+        assert!(with(400 << 10, 1000).is_none());
     }
 }
