@@ -245,3 +245,30 @@ fn every_manifest_unreadable_is_an_error_not_an_unfinished_backup() {
         );
     }
 }
+
+/// A provider rewrites its manifest to list only the first shard (valid JSON, `total_bytes`
+/// adjusted, a valid checksum): restore must never write the short stream and exit 0, and
+/// `status` reports the disagreement.
+#[test]
+fn a_truncated_manifest_on_one_provider_never_yields_a_short_restore() {
+    let (env, data) = backed_up(2, DS, 3);
+    let path = object(&env, "p1", MANIFEST);
+    let mut m = Manifest::from_json(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(
+        m.shards.len() > 1,
+        "the test needs a backup of several shards"
+    );
+    m.shards.truncate(1);
+    m.total_bytes = m.shards[0].length;
+    std::fs::write(&path, m.to_json()).unwrap();
+
+    // The full manifest on p2 agrees with the shard objects both listings show: it is used.
+    let out_file = env.path().join("restored");
+    env.offsite(&["restore", DS, "--output", out_file.to_str().unwrap()])
+        .assert_exit(0);
+    assert!(
+        std::fs::read(&out_file).unwrap() == data,
+        "restore exited 0 with other bytes than the stream backed up"
+    );
+    env.offsite(&["status"]).assert_exit(3);
+}
