@@ -738,7 +738,7 @@ fn a_changed_source_is_caught_even_when_no_shard_reached_every_provider() {
     });
     assert_eq!(held(&env, "p3"), BTreeSet::new());
     let (u, _) = unfinished(&env).unwrap();
-    let before = trees(&env, &names);
+    let before = trees(&env, &names[..2]);
     data[(2 * MIB + 7) as usize] ^= 0x80; // one bit in shard 2
 
     std::fs::write(&src, &data).unwrap();
@@ -747,14 +747,19 @@ fn a_changed_source_is_caught_even_when_no_shard_reached_every_provider() {
     for word in ["differs", "shard 2", &u.backup_id, "--restart"] {
         assert!(err.contains(word), "{word:?} not in:\n{err}");
     }
-    assert_eq!(
-        uploads(&env),
-        BTreeMap::new(),
-        "the changed stream was uploaded"
+    // Shards 0 and 1 are re-read unchanged before shard 2 is, and may reach p3 meanwhile
+    // (how many depends on timing); nothing from the changed shard on may be uploaded.
+    let early = [shard_name(0, 0), shard_name(1, MIB)];
+    let uploaded = uploads(&env);
+    assert!(
+        uploaded
+            .iter()
+            .all(|(p, objs)| p == "p3" && objs.iter().all(|o| early.contains(o))),
+        "the changed stream was uploaded: {uploaded:?}"
     );
     assert!(
-        trees(&env, &names) == before,
-        "a provider's objects changed"
+        trees(&env, &names[..2]) == before,
+        "p1's or p2's objects changed"
     );
 }
 
