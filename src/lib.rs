@@ -65,7 +65,8 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
     };
     let cancel = process::shutdown_token().clone();
     let result = runtime.block_on(async {
-        tokio::spawn(stop_on_signals(cancel.clone()));
+        // Installed before the command starts, so a signal at any point is caught.
+        tokio::spawn(stop_on_signals(Signals::install(), cancel.clone()));
         cmd::run(cli, progress, cancel.clone()).await
     });
     // Waits for blocking tasks; every child was already reaped by its owner.
@@ -100,16 +101,35 @@ fn exit_code_of(result: anyhow::Result<cmd::Outcome>, cancelled: bool) -> i32 {
     }
 }
 
+/// The signals that stop a run, installed by [`Signals::install`].
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; `None` if the system refuses one. Needs the runtime's context.
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Signals {
+            int: signal(SignalKind::interrupt()).ok()?,
+            term: signal(SignalKind::terminate()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+}
+
 /// Cancels `token` on the first SIGINT, SIGTERM or SIGHUP (a closed terminal): the work then
 /// stops cleanly. A second one ends the process at once with exit 130; the kernel releases the
 /// locks, and children die with it (`process` gives each a death signal or a guard).
-async fn stop_on_signals(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn stop_on_signals(signals: Option<Signals>, token: CancellationToken) {
+    let Some(Signals {
+        mut int,
+        mut term,
+        mut hup,
+    }) = signals
+    else {
         tracing::warn!("cannot install signal handlers; Ctrl-C will not stop cleanly");
         return;
     };

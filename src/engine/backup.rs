@@ -39,6 +39,14 @@ use tokio_util::sync::CancellationToken;
 /// How long a source gets to exit after SIGTERM before SIGKILL.
 const SOURCE_GRACE: Duration = Duration::from_secs(5);
 
+/// [`SOURCE_GRACE`], or `$OFFSITE_SOURCE_GRACE_SECS` (tests use it to hold a clean stop open).
+fn source_grace() -> Duration {
+    std::env::var("OFFSITE_SOURCE_GRACE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(SOURCE_GRACE, Duration::from_secs)
+}
+
 /// Everything the pipeline needs to know about one backup.
 pub struct Job {
     pub host: String,
@@ -153,7 +161,7 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => {
             tasks.shutdown().await;
-            source.terminate(SOURCE_GRACE).await;
+            source.terminate(source_grace()).await;
             progress.finish();
             return Err(e);
         }

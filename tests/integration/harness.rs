@@ -323,7 +323,7 @@ impl Env {
 
     /// Waits (bounded) until no process of this Env's runs is left, or fails naming them.
     pub fn assert_no_leftover_processes(&self) {
-        let ok = poll(Duration::from_secs(3), || {
+        let ok = poll(Duration::from_secs(30), || {
             self.leftover_processes().is_empty()
         });
         assert!(

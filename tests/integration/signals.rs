@@ -82,9 +82,12 @@ fn sighup_stops_cleanly_like_sigterm() {
 
 #[test]
 fn a_second_sigint_ends_the_run_at_once() {
-    // The source ignores SIGTERM, so the clean stop waits out its grace period: the second
-    // signal must not wait for that.
+    // The source ignores SIGTERM, so the clean stop waits out its grace period (an hour
+    // here): the second signal must not wait for that.
     let mut env = command_source(2, 8, "trap '' TERM; cat {src}; sleep 1000 | cat");
+    // The clean stop waits up to an hour for the source, so the second signal always comes
+    // while it is still under way, however slow the machine.
+    env.var("OFFSITE_SOURCE_GRACE_SECS", "3600");
     env.use_mock_rclone();
     env.mock_rules(&format!("rcat *{} hang inf\n", shard_name(1, MIB as u64)));
     let run = env.spawn_offsite(&["backup", "--once"]);
