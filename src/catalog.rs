@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 
 /// How many manifests are fetched at once.
 const MANIFEST_FETCHES: usize = 8;
-/// A manifest larger than this is not one of ours (about 300 bytes per shard: 64 MiB is over
-/// two hundred thousand shards). Checked from the listing before anything is downloaded.
-pub const MANIFEST_LIMIT: u64 = 64 << 20;
+/// A manifest larger than this is not one of ours (about 300 bytes per shard: 256 MiB is close
+/// to a million shards). Checked from the listing before anything is downloaded.
+pub const MANIFEST_LIMIT: u64 = 256 << 20;
 /// What a manifest may take besides its shard records, and what one shard record may take (a
 /// format-2 record is about 300 bytes). A manifest may be at most
 /// `MANIFEST_BASE + MANIFEST_PER_SHARD x (shard objects the listings show for its backup)`, so
@@ -100,6 +100,15 @@ impl BackupEntry {
                     why.join("; ")
                 ));
             }
+            // One version, but the listings show shard objects it does not name: it may have
+            // been cut short (a truncated copy, or the only readable one), so it is not trusted.
+            1 if !self.names_every_listed_shard(versions[0][0].1) => {
+                let holders: Vec<&str> = versions[0].iter().map(|(p, _)| *p).collect();
+                return Resolution::Damaged(format!(
+                    "the manifest on {} does not name every shard object the providers list (cut short?); not trusted",
+                    holders.join(", ")
+                ));
+            }
             1 => return Resolution::Trusted(versions[0][0].0, versions[0][0].1),
             _ => {}
         }
@@ -125,15 +134,20 @@ impl BackupEntry {
     /// its shards, and each of its shards is listed somewhere at its length.
     pub fn agrees_with_listings(&self, m: &Manifest) -> bool {
         let names: BTreeMap<String, u64> = m.shards.iter().map(|s| (s.name(), s.length)).collect();
-        let no_strangers = self.objects.values().all(|objs| {
-            objs.keys()
-                .filter(|n| layout::parse_shard_name(n).is_some())
-                .all(|n| names.contains_key(n))
-        });
-        no_strangers
+        self.names_every_listed_shard(m)
             && names
                 .iter()
                 .all(|(n, len)| self.objects.values().any(|objs| objs.get(n) == Some(len)))
+    }
+
+    /// Whether every shard object any provider lists is one of `m`'s shards.
+    fn names_every_listed_shard(&self, m: &Manifest) -> bool {
+        let names: std::collections::BTreeSet<String> = m.shards.iter().map(|s| s.name()).collect();
+        self.objects.values().all(|objs| {
+            objs.keys()
+                .filter(|n| layout::parse_shard_name(n).is_some())
+                .all(|n| names.contains(n))
+        })
     }
 
     /// Whether every shard of `m` is on at least one provider with the right size, so that a
@@ -288,9 +302,10 @@ impl Catalog {
         }
         let mut backups = group(&listings, dataset);
         refuse_oversized_manifests(&mut backups);
-        let wanted: Vec<(BackupKey, DynProvider)> = backups
+        let wanted: Vec<(BackupKey, DynProvider, u64)> = backups
             .iter()
             .flat_map(|(k, e)| {
+                let limit = manifest_limit(e);
                 providers
                     .iter()
                     .filter(|p| {
@@ -299,17 +314,18 @@ impl Catalog {
                             .is_some_and(|o| o.contains_key(layout::MANIFEST))
                             && !e.manifests.contains_key(p.name())
                     })
-                    .map(move |p| (k.clone(), p.clone()))
+                    .map(move |p| (k.clone(), p.clone(), limit))
             })
             .collect();
         let fetched: Vec<_> = stream::iter(wanted)
-            .map(|(k, p)| async move {
+            .map(|(k, p, limit)| async move {
                 let path = format!(
                     "{}/{}",
                     layout::backup_dir(host, &k.dataset, &k.id),
                     layout::MANIFEST
                 );
-                let m = match p.get(&path, MANIFEST_LIMIT).await {
+                // The per-backup limit, also while downloading: the listed size may lie.
+                let m = match p.get(&path, limit).await {
                     Ok(bytes) => Manifest::from_json(&bytes).and_then(|m| {
                         if m.backup_id != k.id.to_string() || m.dataset != k.dataset {
                             Err(format!(
