@@ -38,14 +38,22 @@ pub async fn discard(
         match p.list(&dir).await {
             Ok(l) => Some((p.clone(), l)),
             Err(e) => {
-                tracing::warn!("{e}; the objects of discarded backup {id} stay on provider {} until `offsite prune`", p.name());
+                tracing::warn!("{e}: provider {} cannot be listed, so no object of discarded backup {id} is deleted anywhere (one may hold its manifest); `offsite prune` removes them later", p.name());
                 None
             }
         }
     }));
-    let listings: Vec<_> = tokio::select! {
-        l = listings => l.into_iter().flatten().collect(),
+    let listings: Vec<Option<_>> = tokio::select! {
+        l = listings => l,
         _ = cancel.cancelled() => return Err(Interrupted.into()),
+    };
+    // A provider that cannot be listed may hold the backup's only manifest: then it was
+    // written, and deleting the other providers' shards would break it. Delete nothing.
+    let Some(listings) = listings.into_iter().collect::<Option<Vec<_>>>() else {
+        return Ok(Discarded {
+            deleted: 0,
+            kept_written: false,
+        });
     };
     if let Some((p, _)) = listings
         .iter()

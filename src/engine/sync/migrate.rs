@@ -113,6 +113,17 @@ fn migration_checks(
 ) -> (Vec<Failed>, Vec<Check>) {
     let at_to = after.backups.get(key);
     let mut problems = Vec::new();
+    // A backup whose manifests cannot be trusted is not "verified" by comparing shards: FROM
+    // keeps its copy, so `--remove-source` never deletes the only good manifest.
+    if let Some(why) = &f.damaged {
+        problems.push(Failed::new(
+            key,
+            MANIFEST,
+            to,
+            format!("{why}; {from} keeps its copy"),
+        ));
+        return (problems, Vec::new());
+    }
     if let Some((_, m)) = before.backups[key].manifest(&before.order) {
         let theirs = at_to
             .and_then(|e| e.manifests.get(to))
