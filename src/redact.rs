@@ -129,8 +129,13 @@ pub fn text(s: &str) -> String {
 }
 
 /// Remembers the secret values in a provider's remote and flags, for [`text`].
+///
+/// Only values of [`LITERAL_MIN`] characters or more are replaced literally: a short value
+/// (or a user name) would also mask ordinary words of the output, such as `backup` in a JSON
+/// key; the patterns still mask it where it stands as a parameter or flag value.
 pub fn register<S: AsRef<str>>(remote: &str, flags: &[S]) {
-    let found = secrets_of(remote, flags);
+    let mut found = secrets_of(remote, flags);
+    found.retain(|s| s.chars().count() >= LITERAL_MIN);
     if found.is_empty() {
         return;
     }
@@ -139,30 +144,43 @@ pub fn register<S: AsRef<str>>(remote: &str, flags: &[S]) {
     }
 }
 
-/// The secret values in a remote and flags, each as written and unquoted.
+/// The shortest secret [`register`] replaces literally in free text.
+const LITERAL_MIN: usize = 8;
+
+/// Whether a sensitive name holds who one is (`user`, `account`) rather than a secret: masked
+/// where it stands, never replaced as a word elsewhere.
+fn is_identity(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("user") || n.contains("account")
+}
+
+/// The secret values in a remote and flags, each as written and unquoted (user and account
+/// names left out: see [`is_identity`]).
 pub fn secrets_of<S: AsRef<str>>(remote: &str, flags: &[S]) -> Vec<String> {
     let mut out = Vec::new();
-    for_each_param(remote, |_, raw, value| {
-        out.push(raw.to_string());
-        out.push(value);
-    });
-    for_each_url_password(remote, |p| out.push(p.to_string()));
+    let mut push = |name: &str, raw: &str, value: String| {
+        if !is_identity(name) {
+            out.push(raw.to_string());
+            out.push(value);
+        }
+    };
+    for_each_param(remote, &mut push);
+    for_each_url_password(remote, |p| push("password", p, p.to_string()));
     let mut take_next = false;
     for f in flags {
         let f = f.as_ref();
         if std::mem::take(&mut take_next) {
-            out.push(f.to_string());
+            push("value", f, f.to_string());
             continue;
         }
         match f.strip_prefix("--").and_then(|n| n.split_once('=')) {
-            Some((name, value)) if is_sensitive(name) => out.push(value.to_string()),
+            Some((name, value)) if is_sensitive(name) && !is_identity(name) => {
+                push(name, value, value.to_string())
+            }
             Some(_) => {}
-            None => take_next = f.starts_with("--") && is_sensitive(f),
+            None => take_next = f.starts_with("--") && is_sensitive(f) && !is_identity(f),
         }
-        for_each_param(f, |_, raw, value| {
-            out.push(raw.to_string());
-            out.push(value);
-        });
+        for_each_param(f, &mut push);
     }
     out.retain(|s| !s.is_empty() && s != MASK);
     out.sort();

@@ -127,10 +127,28 @@ fn secrets_are_found_as_written_and_unquoted() {
         ":sftp,host=h,pass='p''q',user=bob:",
         &["--sftp-key-file-pass", "KFP", "--ftp-pass=FP", "--x", "y"],
     );
-    for want in ["'p''q'", "p'q", "bob", "KFP", "FP"] {
+    for want in ["'p''q'", "p'q", "KFP", "FP"] {
         assert!(s.iter().any(|x| x == want), "{want:?} not in {s:?}");
     }
-    assert!(!s.iter().any(|x| x == "h" || x == "y"), "{s:?}");
+    // A user name is masked where it stands, not replaced as a word everywhere.
+    assert!(
+        !s.iter().any(|x| x == "h" || x == "y" || x == "bob"),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn short_secrets_and_user_names_do_not_mask_ordinary_words() {
+    register(
+        ":sftp,host=h,user=backup,pass=abc:",
+        &["--sftp-pass", "xyz"],
+    );
+    let doc = r#"{"backup_id": "20261121T020000Z-full", "state": "complete", "abc": 1}"#;
+    assert_eq!(text(doc), doc);
+    assert_eq!(
+        text(":sftp,host=h,user=backup,pass=abc:"),
+        ":sftp,host=h,user=***,pass=***:"
+    );
 }
 
 #[test]
