@@ -111,9 +111,11 @@ pub fn decide(now: SystemTime, s: Schedule, h: &History, r: &Request) -> Decisio
         };
     }
     // Only future-dated backups: their time says nothing, so a backup is due now.
-    let full_due = h
-        .last_full
-        .is_some_and(|t| s.full_every.is_some_and(|d| elapsed(t) >= d));
+    // A full_every with no full in the past (only a future-dated one) is due now, so a
+    // chain is not extended from a wrongly dated full forever.
+    let full_due = s
+        .full_every
+        .is_some_and(|d| h.last_full.is_none_or(|t| elapsed(t) >= d));
     let incr_due = h
         .last
         .is_none_or(|t| s.incremental_every.is_none_or(|d| elapsed(t) >= d));
@@ -132,12 +134,14 @@ pub fn decide(now: SystemTime, s: Schedule, h: &History, r: &Request) -> Decisio
     }
     if full_due {
         let d = s.full_every.unwrap_or_default();
-        return Decision::Full {
-            reason: format!(
+        let reason = match h.last_full {
+            Some(_) => format!(
                 "full_every ({}) has passed since the last full backup",
                 days(d)
             ),
+            None => "the only full backup is dated in the future (a wrong clock)".into(),
         };
+        return Decision::Full { reason };
     }
     if !r.can_incremental {
         return Decision::Full {
@@ -254,20 +258,25 @@ mod tests {
 
     #[test]
     fn only_future_dated_backups_make_a_backup_due_now() {
+        // The only full is dated in the future: with full_every set, a new full is due now,
+        // so later incrementals do not chain onto the wrongly dated one forever.
         let h = History::of(at(3), &[made("x-full", 1500, true)]);
         assert_eq!((h.last_full, h.last), (None, None));
-        assert_eq!(
-            decide(at(3), weekly_incr_monthly_full(), &h, &req()),
-            Decision::Incremental,
-            "the future full is still the parent; only its date is ignored"
-        );
-        // Once a backup exists with a sane date, the schedule counts from it.
+        let d = decide(at(3), weekly_incr_monthly_full(), &h, &req());
+        assert!(matches!(d, Decision::Full { .. }), "{d:?}");
         let h = History::of(
             at(3),
             &[made("x-full", 1500, true), made("y-incr", 2, false)],
         );
+        let d = decide(at(3), weekly_incr_monthly_full(), &h, &req());
+        assert!(matches!(d, Decision::Full { .. }), "{d:?}");
+        // Without full_every, the schedule counts from the sane incremental.
+        let incr_only = Schedule {
+            full_every: None,
+            ..weekly_incr_monthly_full()
+        };
         assert_eq!(
-            decide(at(3), weekly_incr_monthly_full(), &h, &req()),
+            decide(at(3), incr_only, &h, &req()),
             Decision::NotDue { next_due: at(9) }
         );
     }
