@@ -100,12 +100,12 @@ impl BackupEntry {
                     why.join("; ")
                 ));
             }
-            // One version, but the listings show shard objects it does not name: it may have
-            // been cut short (a truncated copy, or the only readable one), so it is not trusted.
-            1 if !self.names_every_listed_shard(versions[0][0].1) => {
+            // One version, but a provider lists the shard that would follow its last one: it
+            // was cut short (a truncated copy, or the only readable one), so it is not trusted.
+            1 if self.lists_shard_after(versions[0][0].1) => {
                 let holders: Vec<&str> = versions[0].iter().map(|(p, _)| *p).collect();
                 return Resolution::Damaged(format!(
-                    "the manifest on {} does not name every shard object the providers list (cut short?); not trusted",
+                    "the manifest on {} ends before a shard object the providers list (cut short?); not trusted",
                     holders.join(", ")
                 ));
             }
@@ -138,6 +138,16 @@ impl BackupEntry {
             && names
                 .iter()
                 .all(|(n, len)| self.objects.values().any(|objs| objs.get(n) == Some(len)))
+    }
+
+    /// Whether a provider lists a shard starting where `m`'s stream ends, with the next index:
+    /// the mark of a manifest cut short (a stray object elsewhere is only "unexpected").
+    fn lists_shard_after(&self, m: &Manifest) -> bool {
+        let next = (m.shards.len() as u64, m.total_bytes);
+        self.objects.values().any(|objs| {
+            objs.keys()
+                .any(|n| layout::parse_shard_name(n) == Some(next))
+        })
     }
 
     /// Whether every shard object any provider lists is one of `m`'s shards.
