@@ -59,6 +59,10 @@ pub struct ProviderConfig {
     pub priority: i64,
     pub bwlimit: Option<String>,
     pub flags: Vec<String>,
+    /// Ask rclone for MD5/SHA-1 in the listings of `status` and plain `sync`
+    /// (`rclone lsjson --hash`), to catch corrupt shards without reading them. Off by default:
+    /// backends without stored hashes (local, sftp) would read every object to list them.
+    pub list_hashes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,6 +510,7 @@ fn load_providers(dir: &Path) -> Result<Vec<ProviderConfig>, ConfigError> {
             priority: raw.priority.unwrap_or(100),
             bwlimit: raw.bwlimit,
             flags: raw.flags.unwrap_or_default(),
+            list_hashes: raw.list_hashes.unwrap_or(false),
         });
     }
     out.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));

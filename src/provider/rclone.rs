@@ -26,6 +26,7 @@ pub struct RcloneProvider {
     remote: String,
     program: PathBuf,
     global_args: Vec<OsString>,
+    list_hashes: bool,
 }
 
 impl RcloneProvider {
@@ -57,6 +58,7 @@ impl RcloneProvider {
             remote: p.remote.clone(),
             program: program.to_path_buf(),
             global_args,
+            list_hashes: p.list_hashes,
         }
     }
 
@@ -238,23 +240,22 @@ impl RcloneProvider {
         Ok(out)
     }
 
-    async fn list_inner(&self, dir: &str) -> Result<Vec<ObjectInfo>, ProviderError> {
+    /// `rclone lsjson -R`; with `hashes`, also MD5 and SHA-1 (`--hash`, which rclone reads
+    /// from the backend, computing them where it stores none).
+    async fn list_inner(&self, dir: &str, hashes: bool) -> Result<Vec<ObjectInfo>, ProviderError> {
         let target = self.target(dir);
-        let out = match self
-            .output(
-                "list",
-                dir,
-                &[
-                    "lsjson",
-                    "-R",
-                    "--files-only",
-                    "--no-mimetype",
-                    "--no-modtime",
-                    &target,
-                ],
-            )
-            .await
-        {
+        let mut args = vec![
+            "lsjson",
+            "-R",
+            "--files-only",
+            "--no-mimetype",
+            "--no-modtime",
+        ];
+        if hashes {
+            args.extend(["--hash", "--hash-type", "MD5", "--hash-type", "SHA-1"]);
+        }
+        args.push(&target);
+        let out = match self.output("list", dir, &args).await {
             Err(e) if e.is_not_found() => return Ok(Vec::new()),
             other => other?,
         };
@@ -323,13 +324,28 @@ fn parse_lsjson(out: &[u8]) -> Result<Vec<ObjectInfo>, serde_json::Error> {
         path: String,
         #[serde(rename = "Size")]
         size: i64,
+        #[serde(rename = "Hashes", default)]
+        hashes: Option<std::collections::HashMap<String, String>>,
     }
     let entries: Vec<Entry> = serde_json::from_slice(out)?;
     Ok(entries
         .into_iter()
-        .map(|e| ObjectInfo {
-            path: e.path,
-            size: e.size.max(0) as u64,
+        .map(|mut e| {
+            // rclone lists an empty string for a hash the backend does not have.
+            let mut hash = |k: &str| {
+                e.hashes
+                    .as_mut()
+                    .and_then(|m| m.remove(k))
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.to_ascii_lowercase())
+            };
+            let (md5, sha1) = (hash("md5"), hash("sha1"));
+            ObjectInfo {
+                path: e.path,
+                size: e.size.max(0) as u64,
+                md5,
+                sha1,
+            }
         })
         .collect())
 }
@@ -379,7 +395,14 @@ impl Provider for RcloneProvider {
     }
 
     fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
-        Box::pin(self.list_inner(dir))
+        Box::pin(self.list_inner(dir, false))
+    }
+
+    fn list_hashed<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(self.list_inner(dir, self.list_hashes))
     }
 
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {

@@ -85,6 +85,20 @@ fn the_seeds_parse() {
 }
 
 #[test]
+fn listed_hashes_are_read_lower_case_and_empty_ones_dropped() {
+    let out =
+        br#"[{"Path":"a","Size":3,"Hashes":{"md5":"900150983CD24FB0D6963F7D28E17F72","sha1":""}},
+        {"Path":"b","Size":1,"Hashes":null},{"Path":"c","Size":1}]"#;
+    let l = parse_lsjson(out).unwrap();
+    assert_eq!(
+        l[0].md5.as_deref(),
+        Some("900150983cd24fb0d6963f7d28e17f72")
+    );
+    assert_eq!(l[0].sha1, None, "rclone lists \"\" for a hash it lacks");
+    assert!(l[1..].iter().all(|o| o.md5.is_none() && o.sha1.is_none()));
+}
+
+#[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let depth = 100_000;
     let doc = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
