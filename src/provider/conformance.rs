@@ -138,7 +138,7 @@ async fn rclone_provider_conforms() {
         priority: 1,
         bwlimit: None,
         flags: vec![],
-        list_hashes: false,
+        list_hashes: crate::config::ListHashes::Never,
     };
     suite(
         &RcloneProvider::from_parts(&rclone, None, &cfg),

@@ -159,11 +159,26 @@ fn sync_copies_exactly_the_missing_objects_and_status_goes_from_3_to_0() {
 #[test]
 fn listed_hashes_let_status_and_plain_sync_catch_and_replace_a_corrupt_shard() {
     let (mut env, data) = backed_up(2, DS, 11);
-    env.provider_set("p1", "list_hashes", true)
-        .provider_set("p2", "list_hashes", true)
-        .use_mock_rclone();
+    env.use_mock_rclone();
     let bad = object(&env, "p2", &shard(1));
     flip_byte(&bad);
+    // The default, "auto": local directories report SlowHash (rclone would read every
+    // object), so no hashes are listed and a quick status sees sizes only.
+    env.offsite(&["status"]).assert_exit(0);
+    let features = env
+        .mock_log()
+        .iter()
+        .filter(|l| l.starts_with("- "))
+        .count();
+    assert_eq!(
+        features,
+        2,
+        "one `backend features` per provider: {:?}",
+        env.mock_log()
+    );
+
+    env.provider_set("p1", "list_hashes", true)
+        .provider_set("p2", "list_hashes", true);
 
     let out = env.offsite(&["status"]);
     let text = out.assert_exit(3).stdout_text();

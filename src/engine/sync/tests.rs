@@ -516,7 +516,7 @@ fn remote_names_decide_server_side_copies() {
         priority: 1,
         bwlimit: None,
         flags: flags.iter().map(|s| s.to_string()).collect(),
-        list_hashes: false,
+        list_hashes: crate::config::ListHashes::Never,
     };
     let opts = Options {
         host: HOST.into(),
