@@ -32,11 +32,21 @@ pub struct BackupKey {
     pub id: BackupId,
 }
 
+/// The MD5 and SHA-1 (lower-case hex) a provider's listing gave for an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedHashes {
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
+}
+
 /// One backup as seen across providers.
 #[derive(Debug, Clone, Default)]
 pub struct BackupEntry {
     /// Provider name to the objects it holds for this backup (absent: holds nothing).
     pub objects: BTreeMap<String, Objects>,
+    /// Provider name to object name to the hashes its listing gave, for listings asked for
+    /// hashes ([`Catalog::scan_hashed`]); objects listed without any hash are absent.
+    pub hashes: BTreeMap<String, BTreeMap<String, ListedHashes>>,
     /// Provider name to the manifest it returned (or why it could not be used).
     pub manifests: BTreeMap<String, Result<Manifest, String>>,
 }
@@ -214,12 +224,23 @@ pub fn group(
             if dataset_filter.is_some_and(|d| d != dataset) {
                 continue;
             }
-            out.entry(BackupKey { dataset, id })
-                .or_default()
+            let entry = out.entry(BackupKey { dataset, id }).or_default();
+            entry
                 .objects
                 .entry(provider.clone())
                 .or_default()
                 .insert(name.to_string(), o.size);
+            if o.md5.is_some() || o.sha1.is_some() {
+                let h = ListedHashes {
+                    md5: o.md5.clone(),
+                    sha1: o.sha1.clone(),
+                };
+                entry
+                    .hashes
+                    .entry(provider.clone())
+                    .or_default()
+                    .insert(name.to_string(), h);
+            }
         }
     }
     out
@@ -279,6 +300,25 @@ pub struct Catalog {
 impl Catalog {
     /// Lists every provider once (in parallel) and fetches the manifests found.
     pub async fn scan(providers: &[DynProvider], host: &str, dataset: Option<&str>) -> Catalog {
+        Self::scan_with(providers, host, dataset, false).await
+    }
+
+    /// Like [`Catalog::scan`], with the hashes the providers list cheaply
+    /// ([`crate::provider::Provider::list_hashed`]), so gap detection can tell corrupt shards.
+    pub async fn scan_hashed(
+        providers: &[DynProvider],
+        host: &str,
+        dataset: Option<&str>,
+    ) -> Catalog {
+        Self::scan_with(providers, host, dataset, true).await
+    }
+
+    async fn scan_with(
+        providers: &[DynProvider],
+        host: &str,
+        dataset: Option<&str>,
+        hashes: bool,
+    ) -> Catalog {
         let dir = match dataset {
             Some(d) => layout::dataset_dir(host, d),
             None => host.to_string(),
@@ -289,7 +329,14 @@ impl Catalog {
         };
         let listed = futures::future::join_all(providers.iter().map(|p| {
             let dir = dir.clone();
-            async move { (p.name().to_string(), p.list(&dir).await) }
+            async move {
+                let listed = if hashes {
+                    p.list_hashed(&dir).await
+                } else {
+                    p.list(&dir).await
+                };
+                (p.name().to_string(), listed)
+            }
         }))
         .await;
         let mut listings = Vec::new();
@@ -301,7 +348,7 @@ impl Catalog {
                     objs.into_iter()
                         .map(|o| ObjectInfo {
                             path: format!("{prefix}{}", o.path),
-                            size: o.size,
+                            ..o
                         })
                         .collect(),
                 )),
@@ -420,6 +467,7 @@ mod tests {
         ObjectInfo {
             path: path.into(),
             size,
+            ..ObjectInfo::default()
         }
     }
 

@@ -12,7 +12,7 @@
 //! Guarantees: no I/O; every lookup is a map or set lookup, so 100,000 shards on three providers
 //! take milliseconds (see the test at the bottom).
 
-use crate::catalog::{BackupEntry, BackupKey, Catalog, Resolution};
+use crate::catalog::{BackupEntry, BackupKey, Catalog, ListedHashes, Resolution};
 use crate::config::Config;
 use crate::layout::{self, MANIFEST};
 use serde::Serialize;
@@ -41,6 +41,9 @@ pub struct RefShard {
     pub length: u64,
     /// Known for backups with a manifest.
     pub sha256: Option<String>,
+    /// The backend hashes the manifest recorded (format 2 on), compared with listed ones.
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
 }
 
 /// How much of a backup a provider holds (good-sized shards only).
@@ -64,7 +67,8 @@ pub struct ProviderFindings {
     pub missing_shards: Vec<u64>,
     /// Present with the wrong size.
     pub truncated_shards: Vec<u64>,
-    /// Right size, wrong SHA-256 (known from a deep check only).
+    /// Right size, wrong content: SHA-256 from a deep check, or an MD5/SHA-1 the listing gave
+    /// that differs from the manifest's.
     pub corrupt_shards: Vec<u64>,
     /// Objects that are neither a reference shard nor `manifest.json`.
     pub unexpected_objects: Vec<String>,
@@ -158,6 +162,8 @@ pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
                 name: s.name(),
                 length: s.length,
                 sha256: Some(s.sha256.clone()),
+                md5: s.md5.clone(),
+                sha1: s.sha1.clone(),
             })
             .collect(),
         None => unfinished_reference(entry),
@@ -176,7 +182,16 @@ pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
             }
             let objects = entry.objects.get(p).unwrap_or(&empty);
             let corrupt = scope.corrupt.and_then(|c| c.get(p)).unwrap_or(&no_corrupt);
-            let mut f = compare(p, objects, &reference, &by_name, corrupt, trusted.is_some());
+            let listed = entry.hashes.get(p);
+            let mut f = compare(
+                p,
+                objects,
+                &reference,
+                &by_name,
+                corrupt,
+                listed,
+                trusted.is_some(),
+            );
             f.expected = scope.expected.contains(p);
             (f.manifest, f.manifest_error) = manifest_state(entry, p, trusted.map(|t| t.1));
             if damaged.is_some() && f.manifest == ManifestState::Good {
@@ -225,6 +240,7 @@ fn compare(
     reference: &[RefShard],
     by_name: &HashMap<&str, &RefShard>,
     corrupt: &BTreeSet<u64>,
+    listed: Option<&BTreeMap<String, ListedHashes>>,
     finished: bool,
 ) -> ProviderFindings {
     let mut f = blank(provider);
@@ -233,7 +249,9 @@ fn compare(
         match objects.get(&r.name) {
             None => f.missing_shards.push(r.index),
             Some(&size) if size != r.length => f.truncated_shards.push(r.index),
-            Some(_) if corrupt.contains(&r.index) => f.corrupt_shards.push(r.index),
+            Some(_) if corrupt.contains(&r.index) || listed_differs(r, listed) => {
+                f.corrupt_shards.push(r.index)
+            }
             Some(&size) => {
                 good.insert(r.index);
                 f.held.shards += 1;
@@ -257,6 +275,19 @@ fn compare(
     }
     f.held.prefix = (0..).take_while(|i| good.contains(i)).count() as u64;
     f
+}
+
+/// Whether the listing gave an MD5 or SHA-1 for `r` that differs from the reference's: the
+/// object has the right size but other bytes.
+fn listed_differs(r: &RefShard, listed: Option<&BTreeMap<String, ListedHashes>>) -> bool {
+    let Some(h) = listed.and_then(|l| l.get(&r.name)) else {
+        return false;
+    };
+    let differs = |want: &Option<String>, got: &Option<String>| match (want, got) {
+        (Some(w), Some(g)) => !w.eq_ignore_ascii_case(g),
+        _ => false,
+    };
+    differs(&r.md5, &h.md5) || differs(&r.sha1, &h.sha1)
 }
 
 fn manifest_state(
@@ -309,6 +340,8 @@ fn unfinished_reference(entry: &BackupEntry) -> Vec<RefShard> {
                 name: name.to_string(),
                 length,
                 sha256: None,
+                md5: None,
+                sha1: None,
             });
         }
     }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
     let providers = providers_with(ctx, &[])?;
     let datasets: Vec<String> = dataset.map(str::to_string).into_iter().collect();
-    let catalog = scan(ctx, &providers, &datasets).await?;
+    let catalog = scan(ctx, &providers, &datasets, true).await?;
     let surveys = gaps::survey(&ctx.cfg, &catalog, &Corrupt::new());
     if ctx.json {
         ui::print_json(&json!({
@@ -52,21 +52,29 @@ pub(super) fn providers_with(ctx: &Ctx, extra: &[&str]) -> Result<Vec<DynProvide
 }
 
 /// Lists every provider once and keeps the backups of `datasets` (all when empty). Fails when
-/// no provider could be listed; warns about each one that could not.
+/// no provider could be listed; warns about each one that could not. With `hashes`, the
+/// listings carry the MD5/SHA-1 providers list cheaply, so corrupt shards show as such.
 pub(super) async fn scan(
     ctx: &Ctx,
     providers: &[DynProvider],
     datasets: &[String],
+    hashes: bool,
 ) -> Result<Catalog> {
     let one = match datasets {
         [d] => Some(d.as_str()),
         _ => None,
     };
+    let listing = async {
+        match hashes {
+            true => Catalog::scan_hashed(providers, &ctx.cfg.host, one).await,
+            false => Catalog::scan(providers, &ctx.cfg.host, one).await,
+        }
+    };
     let mut catalog = tokio::select! {
         // Cancelled providers end at once too: report the stop, not them.
         biased;
         _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
-        c = Catalog::scan(providers, &ctx.cfg.host, one) => c,
+        c = listing => c,
     };
     if datasets.len() > 1 {
         catalog.backups.retain(|k, _| datasets.contains(&k.dataset));

@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
     if let (Mode::Migrate { from, to }, true, false) = (&mode, args.remove_source, args.dry_run) {
         refuse_same_storage(ctx, &find(&providers, from), &find(&providers, to)).await?;
     }
-    let catalog = status::scan(ctx, &providers, &args.datasets).await?;
+    let catalog = status::scan(ctx, &providers, &args.datasets, !args.deep).await?;
     if let Some(n) = named.iter().find(|n| catalog.unreachable.contains_key(**n)) {
         bail!(
             "provider {n} could not be listed ({}), so nothing was copied",

@@ -160,3 +160,26 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let (_dir, r) = load(config.as_bytes(), PROVIDER.as_bytes());
     assert!(r.unwrap_err().contains("offsite.toml"));
 }
+
+#[test]
+fn list_hashes_is_auto_true_or_false() {
+    use super::ListHashes;
+    for (line, want) in [
+        ("", ListHashes::Auto),
+        ("list_hashes = \"auto\"\n", ListHashes::Auto),
+        ("list_hashes = true\n", ListHashes::Always),
+        ("list_hashes = false\n", ListHashes::Never),
+    ] {
+        let (_dir, r) = load(CONFIG.as_bytes(), format!("{PROVIDER}{line}").as_bytes());
+        assert_eq!(r.unwrap().providers[0].list_hashes, want, "{line:?}");
+    }
+    let (_dir, r) = load(
+        CONFIG.as_bytes(),
+        format!("{PROVIDER}list_hashes = \"sometimes\"\n").as_bytes(),
+    );
+    let e = r.unwrap_err();
+    assert!(
+        e.contains("p1.toml:6:") && e.contains("\"auto\", true or false"),
+        "{e}"
+    );
+}

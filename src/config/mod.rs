@@ -59,6 +59,22 @@ pub struct ProviderConfig {
     pub priority: i64,
     pub bwlimit: Option<String>,
     pub flags: Vec<String>,
+    /// Whether the listings of `status` and plain `sync` ask for MD5/SHA-1.
+    pub list_hashes: ListHashes,
+}
+
+/// A provider's `list_hashes` key: whether `status` and plain `sync` list the backend's
+/// MD5/SHA-1 (`rclone lsjson --hash`) to catch corrupt shards without reading them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListHashes {
+    /// `"auto"`: when the backend stores hashes (`rclone backend features`: hashes listed and
+    /// no SlowHash); local and sftp would read every object, so they are not asked.
+    #[default]
+    Auto,
+    /// `true`: always ask, even where rclone computes them by reading the objects.
+    Always,
+    /// `false`: never ask.
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,6 +522,7 @@ fn load_providers(dir: &Path) -> Result<Vec<ProviderConfig>, ConfigError> {
             priority: raw.priority.unwrap_or(100),
             bwlimit: raw.bwlimit,
             flags: raw.flags.unwrap_or_default(),
+            list_hashes: list_hashes(&file, raw.list_hashes)?,
         });
     }
     out.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
@@ -551,5 +568,24 @@ pub fn hostname() -> String {
 
 #[cfg(test)]
 mod fuzz;
+/// Reads a provider's `list_hashes` key: `"auto"` (the default), `true` or `false`.
+fn list_hashes(
+    file: &SourceFile,
+    raw: Option<Spanned<toml::Value>>,
+) -> Result<ListHashes, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(ListHashes::Auto);
+    };
+    match raw.get_ref() {
+        toml::Value::Boolean(true) => Ok(ListHashes::Always),
+        toml::Value::Boolean(false) => Ok(ListHashes::Never),
+        toml::Value::String(s) if s == "auto" => Ok(ListHashes::Auto),
+        other => Err(file.err(
+            raw.span(),
+            format!("list_hashes is {other}: set \"auto\", true or false"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests;

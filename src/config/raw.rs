@@ -49,4 +49,5 @@ pub(super) struct RawProvider {
     pub priority: Option<i64>,
     pub bwlimit: Option<String>,
     pub flags: Option<Vec<String>>,
+    pub list_hashes: Option<Spanned<toml::Value>>,
 }

@@ -355,3 +355,64 @@ fn scales_to_100k_shards_on_three_providers() {
     assert!(f.provider("a").unwrap().is_whole());
     assert_eq!(f.provider("a").unwrap().held.prefix, N);
 }
+
+/// `entry` with provider `p`'s listing giving `md5`/`sha1` for shard `i` (others as stored).
+fn listed(entry: &mut BackupEntry, m: &Manifest, p: &str, i: usize, md5: &str, sha1: &str) {
+    let hashes = entry.hashes.entry(p.to_string()).or_default();
+    for s in &m.shards {
+        let h = crate::catalog::ListedHashes {
+            md5: s.md5.clone(),
+            sha1: s.sha1.clone(),
+        };
+        hashes.insert(s.name(), h);
+    }
+    let h = hashes.get_mut(&m.shards[i].name()).unwrap();
+    h.md5 = Some(md5.to_string()).filter(|s| !s.is_empty());
+    h.sha1 = Some(sha1.to_string()).filter(|s| !s.is_empty());
+}
+
+#[test]
+fn a_right_sized_shard_whose_listed_md5_differs_is_corrupt() {
+    let (mut e, m) = whole(&["a", "b"]);
+    let sha1 = m.shards[1].sha1.clone().unwrap();
+    listed(&mut e, &m, "b", 1, &"0".repeat(32), &sha1);
+    listed(&mut e, &m, "a", 0, &m.shards[0].md5.clone().unwrap(), "");
+    let f = run(&e, &["a", "b"], &["a", "b"]);
+    let b = f.provider("b").unwrap();
+    assert_eq!(b.corrupt_shards, vec![1], "{b:#?}");
+    assert!(b.truncated_shards.is_empty() && b.missing_shards.is_empty());
+    assert_eq!((b.held.shards, b.held.prefix), (2, 1));
+    assert_eq!(b.bad_shards(), BTreeSet::from([1]));
+    assert!(f.has_gaps());
+    assert!(
+        f.provider("a").unwrap().is_whole(),
+        "matching hashes are whole"
+    );
+}
+
+#[test]
+fn a_listed_sha1_alone_or_in_upper_case_is_compared() {
+    let (mut e, m) = whole(&["a"]);
+    listed(&mut e, &m, "a", 2, "", &"f".repeat(40));
+    let f = run(&e, &["a"], &["a"]);
+    assert_eq!(f.provider("a").unwrap().corrupt_shards, vec![2]);
+
+    let upper = m.shards[2].md5.clone().unwrap().to_uppercase();
+    listed(&mut e, &m, "a", 2, &upper, "");
+    assert!(
+        !run(&e, &["a"], &["a"]).has_gaps(),
+        "hex case does not matter"
+    );
+}
+
+#[test]
+fn listed_hashes_mean_nothing_without_manifest_hashes() {
+    // A format 1 manifest records no MD5/SHA-1: nothing to compare, nothing corrupt.
+    let (mut e, mut m) = whole(&["a"]);
+    listed(&mut e, &m, "a", 0, &"0".repeat(32), &"0".repeat(40));
+    for s in &mut m.shards {
+        (s.md5, s.sha1) = (None, None);
+    }
+    e.manifests.insert("a".into(), Ok(m));
+    assert!(!run(&e, &["a"], &["a"]).has_gaps());
+}

@@ -37,11 +37,13 @@ async fn suite(p: &dyn Provider, root: &str) {
         vec![
             ObjectInfo {
                 path: "b/manifest.json".into(),
-                size: 2
+                size: 2,
+                ..ObjectInfo::default()
             },
             ObjectInfo {
                 path: "b/s1".into(),
-                size: 300_000
+                size: 300_000,
+                ..ObjectInfo::default()
             },
         ]
     );
@@ -136,6 +138,7 @@ async fn rclone_provider_conforms() {
         priority: 1,
         bwlimit: None,
         flags: vec![],
+        list_hashes: crate::config::ListHashes::Never,
     };
     suite(
         &RcloneProvider::from_parts(&rclone, None, &cfg),

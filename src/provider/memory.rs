@@ -181,9 +181,33 @@ impl Provider for MemoryProvider {
                     k.strip_prefix(&prefix).map(|rel| ObjectInfo {
                         path: rel.to_string(),
                         size: v.len() as u64,
+                        ..ObjectInfo::default()
                     })
                 })
                 .collect())
+        })
+    }
+
+    /// Computes MD5 and SHA-1 of every object, as a backend with native hashes lists them.
+    fn list_hashed<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(async move {
+            let mut out = self.list(dir).await?;
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", dir.trim_end_matches('/'))
+            };
+            let objects = self.objects.lock().unwrap();
+            for o in &mut out {
+                if let Some(data) = objects.get(&format!("{prefix}{}", o.path)) {
+                    let d = crate::hashing::digests(data);
+                    (o.md5, o.sha1) = (Some(d.md5), Some(d.sha1));
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -16,11 +16,15 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// One object in a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// Path relative to the listed directory.
     pub path: String,
     pub size: u64,
+    /// The backend's MD5 and SHA-1 of the object, lower-case hex, when the listing was asked
+    /// for hashes ([`Provider::list_hashed`]) and the backend has them.
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
 }
 
 /// Space on a provider, where the backend can tell.
@@ -66,6 +70,16 @@ pub trait Provider: Send + Sync {
 
     /// Lists every object below `dir`, recursively. A missing directory is an empty listing.
     fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>>;
+
+    /// Like [`Provider::list`], with the backend's MD5 and SHA-1 where it lists them cheaply
+    /// (rclone: only when the provider's `list_hashes` key allows it). `status` and plain
+    /// `sync` use it to catch corrupt shards without reading them; the default lists no hashes.
+    fn list_hashed<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        self.list(dir)
+    }
 
     /// Deletes the object at `path`; deleting a missing object is not an error.
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;

@@ -5,7 +5,7 @@
 //! listing before they trust a shard (see `engine::backup`).
 
 use super::{ObjectInfo, ProgressFn, Provider, Usage};
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, ListHashes, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::layout::join_remote;
 use crate::process::{ChildError, ChildProc};
@@ -26,6 +26,9 @@ pub struct RcloneProvider {
     remote: String,
     program: PathBuf,
     global_args: Vec<OsString>,
+    list_hashes: ListHashes,
+    /// For `list_hashes = "auto"`: the hash types the backend lists cheaply, asked once.
+    fast_hashes: tokio::sync::OnceCell<Vec<&'static str>>,
 }
 
 impl RcloneProvider {
@@ -57,6 +60,8 @@ impl RcloneProvider {
             remote: p.remote.clone(),
             program: program.to_path_buf(),
             global_args,
+            list_hashes: p.list_hashes,
+            fast_hashes: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -238,23 +243,50 @@ impl RcloneProvider {
         Ok(out)
     }
 
-    async fn list_inner(&self, dir: &str) -> Result<Vec<ObjectInfo>, ProviderError> {
+    /// The hash types a hashed listing asks for, per the `list_hashes` key.
+    async fn hash_types(&self) -> Vec<&'static str> {
+        match self.list_hashes {
+            ListHashes::Never => Vec::new(),
+            ListHashes::Always => vec!["MD5", "SHA-1"],
+            ListHashes::Auto => self
+                .fast_hashes
+                .get_or_init(|| async {
+                    let args = ["backend", "features", self.remote.as_str()];
+                    match self.output("features", "", &args).await {
+                        Ok(out) => parse_fast_hashes(&out),
+                        Err(e) => {
+                            tracing::debug!("provider {}: no hashes listed: {e}", self.name);
+                            Vec::new()
+                        }
+                    }
+                })
+                .await
+                .clone(),
+        }
+    }
+
+    /// `rclone lsjson -R`; with `hashes` (rclone's names: MD5, SHA-1), those too (`--hash`).
+    async fn list_inner(
+        &self,
+        dir: &str,
+        hashes: &[&str],
+    ) -> Result<Vec<ObjectInfo>, ProviderError> {
         let target = self.target(dir);
-        let out = match self
-            .output(
-                "list",
-                dir,
-                &[
-                    "lsjson",
-                    "-R",
-                    "--files-only",
-                    "--no-mimetype",
-                    "--no-modtime",
-                    &target,
-                ],
-            )
-            .await
-        {
+        let mut args = vec![
+            "lsjson",
+            "-R",
+            "--files-only",
+            "--no-mimetype",
+            "--no-modtime",
+        ];
+        if !hashes.is_empty() {
+            args.push("--hash");
+        }
+        for h in hashes {
+            args.extend(["--hash-type", h]);
+        }
+        args.push(&target);
+        let out = match self.output("list", dir, &args).await {
             Err(e) if e.is_not_found() => return Ok(Vec::new()),
             other => other?,
         };
@@ -323,15 +355,53 @@ fn parse_lsjson(out: &[u8]) -> Result<Vec<ObjectInfo>, serde_json::Error> {
         path: String,
         #[serde(rename = "Size")]
         size: i64,
+        #[serde(rename = "Hashes", default)]
+        hashes: Option<std::collections::HashMap<String, String>>,
     }
     let entries: Vec<Entry> = serde_json::from_slice(out)?;
     Ok(entries
         .into_iter()
-        .map(|e| ObjectInfo {
-            path: e.path,
-            size: e.size.max(0) as u64,
+        .map(|mut e| {
+            // rclone lists an empty string for a hash the backend does not have.
+            let mut hash = |k: &str| {
+                e.hashes
+                    .as_mut()
+                    .and_then(|m| m.remove(k))
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.to_ascii_lowercase())
+            };
+            let (md5, sha1) = (hash("md5"), hash("sha1"));
+            ObjectInfo {
+                path: e.path,
+                size: e.size.max(0) as u64,
+                md5,
+                sha1,
+            }
         })
         .collect())
+}
+
+/// Of `rclone backend features` output, the hash types offsite compares that the backend lists
+/// without reading the objects: none when it reports SlowHash (local, sftp) or does not parse.
+fn parse_fast_hashes(out: &[u8]) -> Vec<&'static str> {
+    #[derive(Deserialize)]
+    struct Features {
+        #[serde(rename = "Hashes", default)]
+        hashes: Vec<String>,
+        #[serde(rename = "Features", default)]
+        features: std::collections::HashMap<String, serde_json::Value>,
+    }
+    let Ok(f) = serde_json::from_slice::<Features>(out) else {
+        return Vec::new();
+    };
+    if f.features.get("SlowHash") == Some(&serde_json::Value::Bool(true)) {
+        return Vec::new();
+    }
+    [("md5", "MD5"), ("sha1", "SHA-1")]
+        .into_iter()
+        .filter(|(k, _)| f.hashes.iter().any(|h| h == k))
+        .map(|(_, t)| t)
+        .collect()
 }
 
 impl<'de> Deserialize<'de> for Usage {
@@ -379,7 +449,17 @@ impl Provider for RcloneProvider {
     }
 
     fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
-        Box::pin(self.list_inner(dir))
+        Box::pin(self.list_inner(dir, &[]))
+    }
+
+    fn list_hashed<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(async move {
+            let hashes = self.hash_types().await;
+            self.list_inner(dir, &hashes).await
+        })
     }
 
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {

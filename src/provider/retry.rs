@@ -147,6 +147,13 @@ impl<P: Provider> Provider for Retry<P> {
         Box::pin(self.run("list", dir, move || self.inner.list(dir)))
     }
 
+    fn list_hashed<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
+        Box::pin(self.run("list", dir, move || self.inner.list_hashed(dir)))
+    }
+
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(self.run("delete", path, move || self.inner.delete(path)))
     }

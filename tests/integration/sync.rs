@@ -157,6 +157,52 @@ fn sync_copies_exactly_the_missing_objects_and_status_goes_from_3_to_0() {
 }
 
 #[test]
+fn listed_hashes_let_status_and_plain_sync_catch_and_replace_a_corrupt_shard() {
+    let (mut env, data) = backed_up(2, DS, 11);
+    env.use_mock_rclone();
+    let bad = object(&env, "p2", &shard(1));
+    flip_byte(&bad);
+    // The default, "auto": local directories report SlowHash (rclone would read every
+    // object), so no hashes are listed and a quick status sees sizes only.
+    env.offsite(&["status"]).assert_exit(0);
+    let features = env
+        .mock_log()
+        .iter()
+        .filter(|l| l.starts_with("- "))
+        .count();
+    assert_eq!(
+        features,
+        2,
+        "one `backend features` per provider: {:?}",
+        env.mock_log()
+    );
+
+    env.provider_set("p1", "list_hashes", true)
+        .provider_set("p2", "list_hashes", true);
+
+    let out = env.offsite(&["status"]);
+    let text = out.assert_exit(3).stdout_text();
+    assert!(text.contains("1 corrupt"), "{text}");
+    let json = env.offsite(&["--json", "status"]).assert_exit(3).json();
+    let p = &json["backups"][0]["providers"];
+    assert_eq!(p[1]["provider"], "p2", "{json}");
+    assert_eq!(p[1]["corrupt_shards"], serde_json::json!([1]), "{json}");
+    assert_eq!(p[0]["corrupt_shards"], serde_json::json!([]), "{json}");
+
+    env.offsite(&["sync"]).assert_exit(0);
+    let w = writes(&env);
+    assert_eq!(w.len(), 1, "only the corrupt object is rewritten: {w:?}");
+    assert!(
+        w[0].contains("/remotes/p2/") && w[0].ends_with(&shard(1)),
+        "{w:?}"
+    );
+    env.offsite(&["status"]).assert_exit(0);
+    let good = std::fs::read(object(&env, "p1", &shard(1))).unwrap();
+    assert_same_bytes("the replaced shard", &std::fs::read(&bad).unwrap(), &good);
+    assert_whole(&env, "p2", &data);
+}
+
+#[test]
 fn repair_provider_writes_to_that_provider_only() {
     let (mut env, data) = backed_up(3, DS, 11);
     env.use_mock_rclone();

@@ -230,6 +230,38 @@ async fn a_corrupt_source_is_skipped_and_never_spread() {
 }
 
 #[tokio::test]
+async fn a_listed_hash_mismatch_is_repaired_by_a_plain_sync_from_a_good_copy() {
+    let s = Setup::new();
+    // b's shard 1 has the right size but other bytes; no deep check, only listed hashes.
+    s.mem("b")
+        .set_object(&s.shard(1), Bytes::from_static(b"eXgh"));
+    let catalog = Catalog::scan_hashed(&s.providers(), HOST, None).await;
+    let surveys = gaps::survey(&s.cfg, &catalog, &Corrupt::new());
+    let b = surveys[0].1.provider("b").unwrap();
+    assert_eq!(b.corrupt_shards, vec![1], "{b:#?}");
+    let p = plan(&catalog, &surveys, &Mode::All);
+    let report = execute(
+        p,
+        &s.providers(),
+        &s.options(),
+        Arc::new(NoProgress),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(
+        report.copied.len(),
+        1,
+        "only that object: {:?}",
+        report.copied
+    );
+    assert_eq!(report.copied[0].to, "b");
+    assert_eq!(s.mem("b").object(&s.shard(1)).unwrap(), SHARDS[1]);
+    assert!(s.mem("a").ops().iter().all(|o| !o.starts_with("put")));
+}
+
+#[tokio::test]
 async fn a_shard_bad_everywhere_is_reported_and_not_copied() {
     let s = Setup::new();
     s.mem("a").remove_object(&s.shard(2));
@@ -516,6 +548,7 @@ fn remote_names_decide_server_side_copies() {
         priority: 1,
         bwlimit: None,
         flags: flags.iter().map(|s| s.to_string()).collect(),
+        list_hashes: crate::config::ListHashes::Never,
     };
     let opts = Options {
         host: HOST.into(),

@@ -3,7 +3,7 @@
 //! backend, or a broken rclone, chooses these bytes) is an error or a listing, never a panic,
 //! and no size wraps around.
 
-use super::parse_lsjson;
+use super::{parse_fast_hashes, parse_lsjson};
 use crate::mutate;
 use crate::provider::Usage;
 use proptest::prelude::*;
@@ -82,6 +82,41 @@ fn the_seeds_parse() {
             .total,
         Some(1 << 40)
     );
+}
+
+#[test]
+fn listed_hashes_are_read_lower_case_and_empty_ones_dropped() {
+    let out =
+        br#"[{"Path":"a","Size":3,"Hashes":{"md5":"900150983CD24FB0D6963F7D28E17F72","sha1":""}},
+        {"Path":"b","Size":1,"Hashes":null},{"Path":"c","Size":1}]"#;
+    let l = parse_lsjson(out).unwrap();
+    assert_eq!(
+        l[0].md5.as_deref(),
+        Some("900150983cd24fb0d6963f7d28e17f72")
+    );
+    assert_eq!(l[0].sha1, None, "rclone lists \"\" for a hash it lacks");
+    assert!(l[1..].iter().all(|o| o.md5.is_none() && o.sha1.is_none()));
+}
+
+#[test]
+fn auto_lists_only_hashes_the_backend_stores() {
+    let features = |hashes: &str, slow: bool| {
+        format!(
+            r#"{{"Name":"x","Hashes":[{hashes}],"Features":{{"About":true,"SlowHash":{slow}}}}}"#
+        )
+    };
+    let got = |s: String| parse_fast_hashes(s.as_bytes());
+    assert_eq!(
+        got(features(r#""md5","sha1","crc32""#, false)),
+        ["MD5", "SHA-1"]
+    );
+    assert_eq!(got(features(r#""md5""#, false)), ["MD5"], "S3-like");
+    assert!(
+        got(features(r#""md5","sha1""#, true)).is_empty(),
+        "local, sftp"
+    );
+    assert!(got(features("", false)).is_empty(), "no hashes at all");
+    assert!(parse_fast_hashes(b"not json").is_empty());
 }
 
 #[test]
