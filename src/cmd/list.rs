@@ -1,7 +1,7 @@
 //! `offsite list [DATASET]`: the backups the providers hold, read from their manifests.
 
 use super::{Ctx, Outcome};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Resolution};
 use crate::config::units::human_bytes;
 use crate::error::Interrupted;
 use crate::layout::{self, BackupKind};
@@ -49,7 +49,11 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
                 "dataset": key.dataset,
                 "backup_id": key.id.to_string(),
                 "kind": key.id.kind,
-                "state": "unfinished",
+                // Manifests that cannot be trusted make a damaged backup, never an unfinished one.
+                "state": match entry.resolve(&catalog.order) {
+                    Resolution::Damaged(_) => "damaged",
+                    _ => "unfinished",
+                },
                 "created": null,
                 "snapshot": null,
                 "parent": null,
