@@ -244,6 +244,8 @@ fn every_manifest_unreadable_is_an_error_not_an_unfinished_backup() {
             "{args:?}: {err}"
         );
     }
+    let json = env.offsite(&["--json", "list"]).json();
+    assert_eq!(json["backups"][0]["state"], "damaged", "{json}");
 }
 
 /// A provider rewrites its manifest to list only the first shard (valid JSON, `total_bytes`
