@@ -5,7 +5,8 @@
 //! --remove-source` would empty TO while emptying FROM.
 //!
 //! Guarantees:
-//! - Every probe written is deleted again, whatever the outcome (a failed delete is a warning).
+//! - Every probe written is deleted again, whatever the outcome (a failed delete is a warning),
+//!   except when the run is interrupted during the probe: then one may stay at the remote's root.
 //! - Only a probe read back with its exact content makes two providers "the same"; a provider
 //!   that cannot be written or read is an error for the caller to judge, never "distinct".
 
