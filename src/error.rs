@@ -33,6 +33,19 @@ pub struct LockHeld {
 #[error("interrupted: children stopped, progress kept; run the same command again to resume")]
 pub struct Interrupted;
 
+/// Not one provider could be listed, so what is stored is unknown (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no provider{} could be listed, so what is stored is unknown: {}; check the network and `offsite providers`",
+    match dataset { Some(d) => format!(" of {d:?}"), None => String::new() },
+    reasons.join("; ")
+)]
+pub struct NothingListable {
+    pub dataset: Option<String>,
+    /// Each provider's error, `provider: reason`.
+    pub reasons: Vec<String>,
+}
+
 /// A resumed backup's source did not re-send the bytes recorded for it (exit 1).
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -17,6 +17,7 @@ pub mod hashing;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod output;
 pub mod process;
 pub mod progress;
 pub mod provider;

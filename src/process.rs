@@ -304,6 +304,12 @@ pub fn shutdown_token() -> &'static CancellationToken {
     TOKEN.get_or_init(CancellationToken::new)
 }
 
+/// Where `name` is on PATH; the error says to install it.
+pub fn find_program(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    which::which(name).with_context(|| format!("{name} not found on PATH; is it installed?"))
+}
+
 /// How long a local tool call (`zfs snapshot`, `zfs destroy`, `btrfs subvolume delete`, ...)
 /// may take before offsite stops it: generous, as destroying a large snapshot takes a while,
 /// but a hung pool or a stuck fuse daemon must not hang a nightly run forever.

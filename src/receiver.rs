@@ -93,7 +93,7 @@ impl Receiver {
                 force,
                 flags,
             } => {
-                let mut cmd = Command::new(program("zfs")?);
+                let mut cmd = Command::new(crate::process::find_program("zfs")?);
                 cmd.arg("receive");
                 if *force {
                     cmd.arg("-F");
@@ -103,7 +103,7 @@ impl Receiver {
                 (Sink::Child(stdin), Some(child), None)
             }
             ReceiverSpec::Btrfs { dir, flags } => {
-                let mut cmd = Command::new(program("btrfs")?);
+                let mut cmd = Command::new(crate::process::find_program("btrfs")?);
                 cmd.arg("receive").args(flags).arg(dir);
                 let (stdin, child) = spawn("btrfs receive", cmd)?;
                 (Sink::Child(stdin), Some(child), None)
@@ -230,10 +230,6 @@ impl Drop for Receiver {
 /// `"-a -b "` for flags `-a -b`, empty for none.
 fn joined(flags: &[String]) -> String {
     flags.iter().map(|f| format!("{f} ")).collect()
-}
-
-fn program(name: &str) -> Result<PathBuf> {
-    which::which(name).with_context(|| format!("{name} not found on PATH; is it installed?"))
 }
 
 /// Spawns a receiver with piped stdin; its stdout is drained into the debug log.

@@ -8,21 +8,16 @@ use crate::config::SourceSpec;
 use crate::layout::dataset_key;
 use crate::process::{run_to_end, shutdown_token, ChildProc, LOCAL_TOOL_TIMEOUT};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
 use tokio::process::Command;
 
 /// Prefix of every snapshot name offsite creates.
 pub const SNAPSHOT_PREFIX: &str = "offsite-";
 
-fn program(name: &str) -> Result<PathBuf> {
-    which::which(name).with_context(|| format!("{name} not found on PATH; is it installed?"))
-}
-
 /// Runs a program to completion and returns its stdout; the error carries its stderr. The
 /// call ends early, its process stopped, when offsite is asked to stop or after
 /// [`LOCAL_TOOL_TIMEOUT`].
 pub async fn run(name: &str, args: &[&str]) -> Result<String> {
-    let mut cmd = Command::new(program(name)?);
+    let mut cmd = Command::new(crate::process::find_program(name)?);
     cmd.args(args).stdin(std::process::Stdio::null());
     run_to_end(name, &mut cmd, LOCAL_TOOL_TIMEOUT, shutdown_token())
         .await
@@ -82,7 +77,7 @@ pub fn start_send(
             let Some(snap) = snapshot else {
                 bail!("zfs send needs a snapshot")
             };
-            let mut c = Command::new(program("zfs")?);
+            let mut c = Command::new(crate::process::find_program("zfs")?);
             c.arg("send").args(flags);
             if let Some(p) = parent {
                 c.arg("-i").arg(p);
@@ -94,7 +89,7 @@ pub fn start_send(
             let Some(snap) = snapshot else {
                 bail!("btrfs send needs a snapshot")
             };
-            let mut c = Command::new(program("btrfs")?);
+            let mut c = Command::new(crate::process::find_program("btrfs")?);
             c.arg("send").args(flags);
             if let Some(p) = parent {
                 c.arg("-p").arg(p);

@@ -3,9 +3,12 @@
 
 pub mod backup;
 pub mod chain;
+pub mod confirm;
 pub mod discard;
+pub mod lane;
 pub mod probe;
 pub mod prune;
 pub mod restore;
+pub mod scan;
 pub mod sync;
 pub mod verify;

@@ -1,0 +1,65 @@
+//! A provider's lane in a run: the provider, and whether it has been dropped from the run.
+//! Backup (uploads) and restore (downloads) keep their own bookkeeping next to this; the rule
+//! is shared: after a provider fails for good (retries spent), it takes no more work in this
+//! run, and the first reason is kept for the report.
+
+use crate::error::ProviderError;
+use crate::provider::DynProvider;
+use std::sync::OnceLock;
+
+pub struct Lane {
+    pub provider: DynProvider,
+    /// Why it was dropped from the run, once it was.
+    down: OnceLock<String>,
+}
+
+impl Lane {
+    pub fn new(provider: DynProvider) -> Lane {
+        Lane {
+            provider,
+            down: OnceLock::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.provider.name()
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.get().is_some()
+    }
+
+    /// Why the provider was dropped, if it was.
+    pub fn down_reason(&self) -> Option<&str> {
+        self.down.get().map(String::as_str)
+    }
+
+    /// Drops the provider from the rest of the run; the first reason is kept and logged once.
+    pub fn drop_out(&self, err: &ProviderError) {
+        if self.down.set(err.to_string()).is_ok() {
+            tracing::warn!(
+                "{err}; dropping provider {} for the rest of this run (`offsite sync` fills its gaps later)",
+                self.name()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::provider::MemoryProvider;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_first_reason_a_provider_dropped_out_is_the_one_kept() {
+        let lane = Lane::new(Arc::new(MemoryProvider::new("p1")));
+        assert!(!lane.is_down());
+        let err = |what| ProviderError::new("p1", "put", "x", ErrorKind::Permanent, what);
+        lane.drop_out(&err("quota"));
+        lane.drop_out(&err("later"));
+        assert!(lane.is_down());
+        assert!(lane.down_reason().unwrap().contains("quota"));
+    }
+}
