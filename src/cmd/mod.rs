@@ -55,6 +55,36 @@ impl Ctx {
         Ok(out)
     }
 
+    /// The enabled providers plus the `extra` ones named on the command line (which may be
+    /// disabled), in priority order. An unknown name is a usage error.
+    pub fn providers_with(&self, extra: &[&str]) -> Result<Vec<DynProvider>, ConfigError> {
+        let mut names: Vec<String> = self
+            .cfg
+            .providers
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| p.name.clone())
+            .collect();
+        names.extend(extra.iter().map(|s| s.to_string()));
+        self.providers(&names)
+    }
+
+    /// Lists `providers` once and keeps the backups of `datasets` (all when empty), with the
+    /// hashes providers list cheaply when `hashes`; see [`crate::engine::scan`].
+    pub async fn scan(
+        &self,
+        providers: &[DynProvider],
+        datasets: &[String],
+        hashes: bool,
+    ) -> Result<crate::catalog::Catalog> {
+        let scope = crate::engine::scan::Scope {
+            host: &self.cfg.host,
+            datasets,
+            hashes,
+        };
+        crate::engine::scan::scan(providers, scope, &self.cancel).await
+    }
+
     /// Every enabled provider, in priority order.
     pub fn enabled_providers(&self) -> Vec<DynProvider> {
         self.cfg

@@ -8,18 +8,16 @@
 use super::{Ctx, Outcome};
 use crate::catalog::{BackupKey, Catalog};
 use crate::config::units::human_bytes;
-use crate::error::Interrupted;
 use crate::gaps::{self, BackupFindings, Corrupt, ManifestState, ProviderFindings};
 use crate::outln;
-use crate::provider::DynProvider;
 use crate::ui;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
 pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
-    let providers = providers_with(ctx, &[])?;
+    let providers = ctx.providers_with(&[])?;
     let datasets: Vec<String> = dataset.map(str::to_string).into_iter().collect();
-    let catalog = scan(ctx, &providers, &datasets, true).await?;
+    let catalog = ctx.scan(&providers, &datasets, true).await?;
     let surveys = gaps::survey(&ctx.cfg, &catalog, &Corrupt::new());
     if ctx.json {
         ui::print_json(&json!({
@@ -35,57 +33,6 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
         &surveys,
         "run `offsite sync` to fill the gaps",
     ))
-}
-
-/// The enabled providers plus the `extra` ones named on the command line (which may be
-/// disabled), in priority order. An unknown name is a usage error.
-pub(super) fn providers_with(ctx: &Ctx, extra: &[&str]) -> Result<Vec<DynProvider>> {
-    let mut names: Vec<String> = ctx
-        .cfg
-        .providers
-        .iter()
-        .filter(|p| p.enabled)
-        .map(|p| p.name.clone())
-        .collect();
-    names.extend(extra.iter().map(|s| s.to_string()));
-    Ok(ctx.providers(&names)?)
-}
-
-/// Lists every provider once and keeps the backups of `datasets` (all when empty). Fails when
-/// no provider could be listed; warns about each one that could not. With `hashes`, the
-/// listings carry the MD5/SHA-1 providers list cheaply, so corrupt shards show as such.
-pub(super) async fn scan(
-    ctx: &Ctx,
-    providers: &[DynProvider],
-    datasets: &[String],
-    hashes: bool,
-) -> Result<Catalog> {
-    let one = match datasets {
-        [d] => Some(d.as_str()),
-        _ => None,
-    };
-    let listing = async {
-        match hashes {
-            true => Catalog::scan_hashed(providers, &ctx.cfg.host, one).await,
-            false => Catalog::scan(providers, &ctx.cfg.host, one).await,
-        }
-    };
-    let mut catalog = tokio::select! {
-        // Cancelled providers end at once too: report the stop, not them.
-        biased;
-        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
-        c = listing => c,
-    };
-    if datasets.len() > 1 {
-        catalog.backups.retain(|k, _| datasets.contains(&k.dataset));
-    }
-    for (p, e) in &catalog.unreachable {
-        tracing::warn!("provider {p} could not be listed: {e}");
-    }
-    if !providers.is_empty() && catalog.unreachable.len() == providers.len() {
-        bail!("no provider could be listed; check the network and `offsite providers`");
-    }
-    Ok(catalog)
 }
 
 /// Exit 3 with a summary when any backup has gaps or a provider was unreachable.

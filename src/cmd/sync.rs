@@ -7,7 +7,6 @@
 //! downloading and hashing every shard; FROM is touched only with `--remove-source`, and only
 //! once everything migrated was verified. Exit 3 when a gap could not be filled.
 
-use super::status;
 use super::{Ctx, Outcome};
 use crate::catalog::{BackupKey, Catalog};
 use crate::cli::SyncArgs;
@@ -33,11 +32,11 @@ pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
         Mode::Repair(n) => vec![n],
         Mode::Migrate { from, to } => vec![from, to],
     };
-    let providers = status::providers_with(ctx, &named)?;
+    let providers = ctx.providers_with(&named)?;
     if let (Mode::Migrate { from, to }, true, false) = (&mode, args.remove_source, args.dry_run) {
         refuse_same_storage(ctx, &find(&providers, from), &find(&providers, to)).await?;
     }
-    let catalog = status::scan(ctx, &providers, &args.datasets, !args.deep).await?;
+    let catalog = ctx.scan(&providers, &args.datasets, !args.deep).await?;
     if let Some(n) = named.iter().find(|n| catalog.unreachable.contains_key(**n)) {
         bail!(
             "provider {n} could not be listed ({}), so nothing was copied",

@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 
 pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
     let only = args.provider.as_deref();
-    let providers = status::providers_with(ctx, &only.into_iter().collect::<Vec<_>>())?;
+    let providers = ctx.providers_with(&only.into_iter().collect::<Vec<_>>())?;
     let datasets: Vec<String> = args.dataset.iter().cloned().collect();
-    let catalog = status::scan(ctx, &providers, &datasets, false).await?;
+    let catalog = ctx.scan(&providers, &datasets, false).await?;
     let quick = gaps::survey(&ctx.cfg, &catalog, &Corrupt::new());
     let deep = if args.deep {
         let limits = Limits {
