@@ -6,6 +6,7 @@
 //! received. [`applied_links`] says how much of a chain a receiving target already holds.
 //! Everything here is pure.
 
+use crate::catalog::ancestors::{ancestors, Link, WalkEnd};
 use crate::layout::{BackupId, BackupKind};
 use crate::manifest::Manifest;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,34 +62,33 @@ pub fn resolve<'a>(
     sel: &Selector,
 ) -> Result<Vec<&'a Manifest>, ChainError> {
     let chosen = choose(backups, sel)?;
-    let mut chain = vec![chosen];
-    let mut link = chosen;
-    while let Some(parent) = &link.parent {
-        let id = BackupId::parse(&parent.backup_id);
-        let missing = |why: String| ChainError::MissingLink {
-            missing: parent.backup_id.clone(),
-            needed_by: link.backup_id.clone(),
-            why,
-        };
-        let found = id.as_ref().and_then(|id| backups.get(id));
-        let next = match found {
-            Some(Found::Complete(m)) => *m,
-            Some(Found::Unfinished) => {
-                return Err(missing(
-                    "which is unfinished (no provider holds its manifest)".into(),
-                ))
-            }
-            Some(Found::Unusable(why)) => {
-                return Err(missing(format!("whose manifest is unusable: {why}")))
-            }
-            None => return Err(missing("which no provider holds".into())),
-        };
+    // Keyed by the ids as the manifests write them, so a parent id that does not parse is
+    // a missing link like any other.
+    let mut walk = ancestors(
+        chosen.backup_id.clone(),
+        |id: &String| match BackupId::parse(id).and_then(|id| backups.get(&id)) {
+            Some(Found::Complete(m)) => Some((*m, link_of(m))),
+            _ => None,
+        },
+    );
+    let mut chain: Vec<&Manifest> = walk.by_ref().collect();
+    let link = *chain.last().unwrap_or(&chosen);
+    let missing = |why: String| ChainError::MissingLink {
+        missing: link
+            .parent
+            .as_ref()
+            .map_or_else(String::new, |p| p.backup_id.clone()),
+        needed_by: link.backup_id.clone(),
+        why,
+    };
+    match walk.end() {
+        Some(WalkEnd::Root) | None => {}
+        Some(WalkEnd::Missing(id)) => return Err(missing(why_missing(backups, id))),
         // Ids sort in time, so a parent is always older: this also rules out cycles.
-        if next.id() >= link.id() {
-            return Err(missing("which is not older than its child".into()));
+        Some(WalkEnd::NotOlder(_)) => {
+            return Err(missing("which is not older than its child".into()))
         }
-        chain.push(next);
-        link = next;
+        Some(WalkEnd::Invalid) => unreachable!("link_of never says Invalid"),
     }
     if link.kind != BackupKind::Full {
         return Err(ChainError::NoParent {
@@ -97,6 +97,24 @@ pub fn resolve<'a>(
     }
     chain.reverse();
     Ok(chain)
+}
+
+/// A manifest's parent link as restore follows it: any manifest naming no parent ends the
+/// chain (whether it is a full backup is checked after the walk).
+fn link_of(m: &Manifest) -> Link<String> {
+    match &m.parent {
+        Some(p) => Link::Parent(p.backup_id.clone()),
+        None => Link::Root,
+    }
+}
+
+/// Why the parent `id` cannot be applied.
+fn why_missing(backups: &BTreeMap<BackupId, Found>, id: &str) -> String {
+    match BackupId::parse(id).and_then(|id| backups.get(&id)) {
+        Some(Found::Unfinished) => "which is unfinished (no provider holds its manifest)".into(),
+        Some(Found::Unusable(why)) => format!("whose manifest is unusable: {why}"),
+        Some(Found::Complete(_)) | None => "which no provider holds".into(),
+    }
 }
 
 /// Picks the backup `sel` names, without walking its chain.

@@ -3,10 +3,13 @@
 //!
 //! [`group`] is pure (listings in, backups out); [`Catalog::scan`] does the I/O around it.
 
+pub mod ancestors;
+
 use crate::error::ProviderError;
 use crate::layout::{self, BackupId};
 use crate::manifest::{same_stream, Manifest};
 use crate::provider::{DynProvider, ObjectInfo};
+use ancestors::{ancestors, Link, WalkEnd};
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 
@@ -263,28 +266,34 @@ impl Catalog {
     /// Why the chain ending at `id` does not resolve to a full backup, if it does not.
     pub fn broken_link(&self, dataset: &str, id: &BackupId) -> Option<String> {
         let good = self.restorable(dataset);
-        let mut cur = id.clone();
-        for _ in 0..=good.len() {
-            let Some((_, m)) = good.iter().find(|(i, _)| **i == cur) else {
-                return Some(format!(
-                    "backup {cur} of the chain is missing or not restorable"
-                ));
+        let mut walk = ancestors(id.clone(), |at: &BackupId| {
+            let (_, m) = good.iter().find(|(i, _)| *i == at)?;
+            let link = match (&m.parent, m.kind) {
+                (_, layout::BackupKind::Full) | (None, _) => Link::Root,
+                (Some(p), _) => BackupId::parse(&p.backup_id).map_or(Link::Invalid, Link::Parent),
             };
-            match (&m.parent, m.kind) {
-                (_, crate::layout::BackupKind::Full) => return None,
-                (Some(p), _) => match BackupId::parse(&p.backup_id) {
-                    Some(pid) => cur = pid,
-                    None => {
-                        return Some(format!(
-                            "backup {cur} names an invalid parent {:?}",
-                            p.backup_id
-                        ))
-                    }
-                },
-                (None, _) => return Some(format!("incremental backup {cur} names no parent")),
-            }
+            Some((*m, link))
+        });
+        let last = walk.by_ref().last();
+        match (walk.end()?, last) {
+            (WalkEnd::Missing(at), _) => Some(format!(
+                "backup {at} of the chain is missing or not restorable"
+            )),
+            (WalkEnd::Root, Some(m)) if m.kind != layout::BackupKind::Full => Some(format!(
+                "incremental backup {} names no parent",
+                m.backup_id
+            )),
+            (WalkEnd::Root, _) => None,
+            (WalkEnd::Invalid, m) => Some(format!(
+                "backup {} names an invalid parent {:?}",
+                m.map_or("?", |m| &m.backup_id),
+                m.and_then(|m| m.parent.as_ref())
+                    .map_or("", |p| &p.backup_id)
+            )),
+            (WalkEnd::NotOlder(_), _) => Some(format!(
+                "the chain of {id} loops or names a parent not older than its child"
+            )),
         }
-        Some(format!("the chain of {id} loops"))
     }
 }
 
