@@ -32,6 +32,12 @@ pub enum WalkEnd<K> {
     NotOlder(K),
 }
 
+/// A walk's lookup: a backup's value and its parent link, or `None` for a backup it does not
+/// know. (A name for the closure type, so a walk can be returned as `impl Lookup<K, V>`.)
+pub trait Lookup<K, V>: FnMut(&K) -> Option<(V, Link<K>)> {}
+
+impl<K, V, F: FnMut(&K) -> Option<(V, Link<K>)>> Lookup<K, V> for F {}
+
 /// The walk from a backup up its parent links: yields the looked-up value of the start, then
 /// of its parent, and so on. See the module doc.
 pub struct Ancestors<K, V, F> {

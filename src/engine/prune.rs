@@ -14,7 +14,7 @@
 //! - Providers are worked on in parallel, each with at most `concurrency` deletions at once; a
 //!   failing provider is reported and the others go on.
 
-use crate::catalog::ancestors::{ancestors, Ancestors, Link, WalkEnd};
+use crate::catalog::ancestors::{ancestors, Ancestors, Link, Lookup, WalkEnd};
 use crate::catalog::{Catalog, Objects};
 use crate::error::ProviderError;
 use crate::layout::{self, BackupId};
@@ -126,11 +126,7 @@ pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
 fn chain_of<'m, 'a>(
     parents: &'m BTreeMap<&'a BackupId, Option<&'a BackupId>>,
     id: &'a BackupId,
-) -> Ancestors<
-    &'a BackupId,
-    &'a BackupId,
-    impl FnMut(&&'a BackupId) -> Option<(&'a BackupId, Link<&'a BackupId>)> + 'm,
-> {
+) -> Ancestors<&'a BackupId, &'a BackupId, impl Lookup<&'a BackupId, &'a BackupId> + 'm> {
     ancestors(id, move |at: &&'a BackupId| {
         let (&at, parent) = parents.get_key_value(at)?;
         Some((at, parent.map_or(Link::Root, Link::Parent)))
