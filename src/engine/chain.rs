@@ -122,35 +122,8 @@ pub fn choose<'a>(
     backups: &BTreeMap<BackupId, Found<'a>>,
     sel: &Selector,
 ) -> Result<&'a Manifest, ChainError> {
-    let complete = || {
-        backups.values().filter_map(|f| match f {
-            Found::Complete(m) => Some(*m),
-            _ => None,
-        })
-    };
-    let available = || {
-        let ids: Vec<String> = complete().map(|m| m.backup_id.clone()).collect();
-        if ids.is_empty() {
-            "none".to_string()
-        } else {
-            ids.join(", ")
-        }
-    };
     match sel {
-        Selector::Newest => match backups
-            .iter()
-            .rev()
-            .find(|(_, f)| !matches!(f, Found::Unfinished))
-        {
-            Some((_, Found::Complete(m))) => Ok(*m),
-            Some((id, Found::Unusable(why))) => Err(ChainError::Unusable {
-                id: id.to_string(),
-                why: why.to_string(),
-            }),
-            _ => Err(ChainError::NoBackups {
-                unfinished: backups.len(),
-            }),
-        },
+        Selector::Newest => newest(backups),
         Selector::Backup(id) => match BackupId::parse(id).and_then(|k| backups.get(&k)) {
             Some(Found::Complete(m)) => Ok(*m),
             Some(Found::Unfinished) => Err(ChainError::Unfinished { id: id.clone() }),
@@ -158,29 +131,74 @@ pub fn choose<'a>(
                 id: id.clone(),
                 why: why.to_string(),
             }),
-            None => Err(ChainError::NoSuchBackup {
-                id: id.clone(),
-                available: available(),
-            }),
+            None => {
+                let ids: Vec<&str> = complete(backups).map(|m| m.backup_id.as_str()).collect();
+                Err(ChainError::NoSuchBackup {
+                    id: id.clone(),
+                    available: none_or_joined(&ids),
+                })
+            }
         },
-        Selector::Snapshot(name) => complete()
-            .rfind(|m| {
-                m.snapshot
-                    .as_deref()
-                    .is_some_and(|s| snapshot_matches(s, name))
-            })
-            .ok_or_else(|| {
-                let snaps: Vec<&str> = complete().filter_map(|m| m.snapshot.as_deref()).collect();
-                ChainError::NoSuchSnapshot {
-                    name: name.clone(),
-                    available: if snaps.is_empty() {
-                        "none".into()
-                    } else {
-                        snaps.join(", ")
-                    },
-                }
-            }),
+        Selector::Snapshot(name) => by_snapshot(backups, name),
     }
+}
+
+/// The complete backups, oldest first.
+fn complete<'a, 'm>(
+    backups: &'m BTreeMap<BackupId, Found<'a>>,
+) -> impl DoubleEndedIterator<Item = &'a Manifest> + 'm {
+    backups.values().filter_map(|f| match f {
+        Found::Complete(m) => Some(*m),
+        _ => None,
+    })
+}
+
+fn none_or_joined(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The newest backup that is not unfinished; an error if it is unusable (never skipped).
+fn newest<'a>(backups: &BTreeMap<BackupId, Found<'a>>) -> Result<&'a Manifest, ChainError> {
+    match backups
+        .iter()
+        .rev()
+        .find(|(_, f)| !matches!(f, Found::Unfinished))
+    {
+        Some((_, Found::Complete(m))) => Ok(*m),
+        Some((id, Found::Unusable(why))) => Err(ChainError::Unusable {
+            id: id.to_string(),
+            why: why.to_string(),
+        }),
+        _ => Err(ChainError::NoBackups {
+            unfinished: backups.len(),
+        }),
+    }
+}
+
+/// The newest complete backup of the snapshot `name` (see [`Selector::Snapshot`]).
+fn by_snapshot<'a>(
+    backups: &BTreeMap<BackupId, Found<'a>>,
+    name: &str,
+) -> Result<&'a Manifest, ChainError> {
+    complete(backups)
+        .rfind(|m| {
+            m.snapshot
+                .as_deref()
+                .is_some_and(|s| snapshot_matches(s, name))
+        })
+        .ok_or_else(|| {
+            let snaps: Vec<&str> = complete(backups)
+                .filter_map(|m| m.snapshot.as_deref())
+                .collect();
+            ChainError::NoSuchSnapshot {
+                name: name.to_string(),
+                available: none_or_joined(&snaps),
+            }
+        })
 }
 
 fn snapshot_matches(snapshot: &str, name: &str) -> bool {
