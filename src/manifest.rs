@@ -96,28 +96,10 @@ impl Manifest {
         let serde_json::Value::Object(mut map) = value else {
             return Err("manifest does not parse: not a JSON object".into());
         };
-        let format = map.get("format").and_then(|f| f.as_u64());
-        match format {
-            Some(f) if (OLDEST_FORMAT as u64..=FORMAT_VERSION as u64).contains(&f) => {}
-            _ => {
-                return Err(format!(
-                    "manifest format {} is not supported by this offsite (reads {OLDEST_FORMAT} to {FORMAT_VERSION}); upgrade offsite",
-                    map.get("format").map_or("(none)".to_string(), |f| f.to_string())
-                ))
-            }
-        }
+        let format = check_format(&map)?;
         let stored = map.remove("checksum");
-        if format != Some(1) {
-            let want = checksum_of(&map);
-            match stored.as_ref().and_then(|c| c.as_str()) {
-                Some(c) if c == want => {}
-                Some(_) => {
-                    return Err(
-                        "manifest is damaged: its checksum does not match its content".into(),
-                    )
-                }
-                None => return Err("manifest is damaged: format 2 but no checksum".into()),
-            }
+        if format != 1 {
+            check_checksum(&map, stored.as_ref())?;
         }
         let m: Manifest = serde_json::from_value(serde_json::Value::Object(map))
             .map_err(|e| format!("manifest does not parse: {e}"))?;
@@ -127,8 +109,15 @@ impl Manifest {
                 m.backup_id
             ));
         }
+        m.check_shards()?;
+        Ok(m)
+    }
+
+    /// Shards numbered from 0 and back to back, each well-formed and nameable, adding up to
+    /// `total_bytes`.
+    fn check_shards(&self) -> Result<(), String> {
         let mut offset = 0u64;
-        for (i, s) in m.shards.iter().enumerate() {
+        for (i, s) in self.shards.iter().enumerate() {
             if s.index != i as u64 || s.offset != offset {
                 return Err(format!(
                     "manifest shard list is not contiguous at shard {i} (index {}, offset {}, expected offset {offset})",
@@ -136,7 +125,7 @@ impl Manifest {
                 ));
             }
             if s.length == 0
-                || s.length > m.shard_size
+                || s.length > self.shard_size
                 || !is_hex(&s.sha256, 64)
                 || s.md5.as_ref().is_some_and(|h| !is_hex(h, 32))
                 || s.sha1.as_ref().is_some_and(|h| !is_hex(h, 40))
@@ -156,13 +145,36 @@ impl Manifest {
                 format!("manifest shard {i} ends past 2^64 bytes: its length is not believable")
             })?;
         }
-        if offset != m.total_bytes {
+        if offset != self.total_bytes {
             return Err(format!(
                 "manifest shards add up to {offset} bytes but total_bytes is {}",
-                m.total_bytes
+                self.total_bytes
             ));
         }
-        Ok(m)
+        Ok(())
+    }
+}
+
+/// The manifest's `format`, when this offsite reads it.
+fn check_format(map: &serde_json::Map<String, serde_json::Value>) -> Result<u64, String> {
+    match map.get("format").and_then(|f| f.as_u64()) {
+        Some(f) if (OLDEST_FORMAT as u64..=FORMAT_VERSION as u64).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "manifest format {} is not supported by this offsite (reads {OLDEST_FORMAT} to {FORMAT_VERSION}); upgrade offsite",
+            map.get("format").map_or("(none)".to_string(), |f| f.to_string())
+        )),
+    }
+}
+
+/// A format-2 manifest's `checksum` (taken out of `map`) matches the rest of it.
+fn check_checksum(
+    map: &serde_json::Map<String, serde_json::Value>,
+    stored: Option<&serde_json::Value>,
+) -> Result<(), String> {
+    match stored.and_then(|c| c.as_str()) {
+        Some(c) if c == checksum_of(map) => Ok(()),
+        Some(_) => Err("manifest is damaged: its checksum does not match its content".into()),
+        None => Err("manifest is damaged: format 2 but no checksum".into()),
     }
 }
 

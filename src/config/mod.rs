@@ -7,15 +7,16 @@
 //! anything is touched.
 
 pub mod names;
+mod providers;
 mod raw;
 pub mod units;
+mod validate;
 
 use crate::error::ConfigError;
-use raw::{RawConfig, RawDataset, RawProvider};
-use std::collections::BTreeSet;
+use raw::RawConfig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::Spanned;
+use validate::SourceFile;
 
 /// Smallest and largest accepted `shard_size`. The lower bound keeps shard names in stream
 /// order up to 1 PiB (see `layout`); the upper bound keeps memory sane.
@@ -156,122 +157,37 @@ impl Config {
         })?;
         let file = SourceFile { path, text: &text };
         let base = path.parent().unwrap_or(Path::new("."));
-
         let providers_dir = base.join(
             raw.providers_dir
                 .as_deref()
                 .unwrap_or(Path::new("providers.d")),
         );
-        let providers = load_providers(&providers_dir)?;
-        let rclone_name = raw
-            .rclone
-            .as_ref()
-            .map_or("rclone", |r| r.get_ref().as_str());
-        let rclone = resolve_program(rclone_name, base).map_err(|e| {
-            let msg = format!("rclone: {e}; install rclone (apt-get install rclone) or set `rclone = \"/path/to/rclone\"`");
-            match &raw.rclone {
-                Some(r) => file.err(r.span(), msg),
-                None => ConfigError(format!("{}: {msg}", path.display())),
-            }
-        })?;
-
-        let shard_size = match &raw.shard_size {
-            Some(s) => {
-                let v = s.get_ref().0;
-                if !(MIN_SHARD_SIZE..=MAX_SHARD_SIZE).contains(&v) {
-                    return Err(file.err(
-                        s.span(),
-                        format!(
-                            "shard_size {v} bytes is out of range: use 1MiB to 4GiB (64MiB is a good default)"
-                        ),
-                    ));
-                }
-                v
-            }
-            None => 64 << 20,
-        };
-        let min_providers = positive(&file, raw.min_providers.as_ref(), "min_providers", 1, 1000)?;
-        let shards_in_flight = positive(
+        let providers = providers::load(&providers_dir)?;
+        let rclone = validate::rclone(&file, raw.rclone.as_ref(), base)?;
+        let limits = validate::limits(&file, &raw)?;
+        let datasets = validate::datasets(
             &file,
-            raw.shards_in_flight.as_ref(),
-            "shards_in_flight",
-            4,
-            1024,
+            raw.dataset,
+            &providers,
+            limits.min_providers,
+            &providers_dir,
         )?;
-        let concurrency = positive(&file, raw.concurrency.as_ref(), "concurrency", 2, 64)?;
-        let attempts = positive(&file, raw.retries.as_ref(), "retries", 5, 100)? as u32;
-        let retry = RetryPolicy {
-            attempts,
-            base_delay: raw
-                .retry_delay
-                .map(|s| s.0)
-                .unwrap_or(Duration::from_secs(1)),
-        };
-        let timeout = match &raw.timeout {
-            Some(t) if t.get_ref().0.is_zero() => {
-                return Err(file.err(t.span(), "timeout must be above zero".into()))
-            }
-            Some(t) => t.get_ref().0,
-            None => Duration::from_secs(3600),
-        };
-
-        let enabled: Vec<&ProviderConfig> = providers.iter().filter(|p| p.enabled).collect();
-        let mut datasets = Vec::new();
-        let mut names = BTreeSet::new();
-        for d in raw.dataset {
-            let span = d.span();
-            let d = d.into_inner();
-            let ds = validate_dataset(&file, span.clone(), d, &providers, &enabled)?;
-            if !names.insert(ds.name.clone()) {
-                return Err(file.err(
-                    span,
-                    format!(
-                        "dataset {:?} is defined twice; names must be unique",
-                        ds.name
-                    ),
-                ));
-            }
-            if ds.providers.len() < min_providers {
-                return Err(file.err(span, format!(
-                    "dataset {:?} has {} enabled provider(s) but min_providers = {min_providers}; add or enable providers in {}",
-                    ds.name, ds.providers.len(), providers_dir.display()
-                )));
-            }
-            datasets.push(ds);
-        }
-
-        let own_host = raw.host.unwrap_or_else(hostname);
-        let foreign_host = host_override.is_some_and(|h| h != own_host);
-        let host = host_override.map(str::to_string).unwrap_or(own_host);
-        if host.is_empty()
-            || host.contains('/')
-            || host.starts_with('.')
-            || host.len() > names::MAX_COMPONENT
-        {
-            return Err(ConfigError(format!(
-                "{}: host {host:?} is not usable as a folder name on the remotes; set `host = \"name\"`",
-                path.display()
-            )));
-        }
-        let state_dir = match raw.state_dir {
-            Some(p) => base.join(p),
-            None => default_state_dir(),
-        };
-        let rclone_config = raw.rclone_config.map(|p| base.join(p));
-
+        let (host, foreign_host) = validate::host(path, raw.host, host_override)?;
         Ok(Config {
             path: path.to_path_buf(),
             host,
             foreign_host,
-            state_dir,
+            state_dir: raw
+                .state_dir
+                .map_or_else(default_state_dir, |p| base.join(p)),
             rclone,
-            rclone_config,
-            shard_size,
-            min_providers,
-            shards_in_flight,
-            concurrency,
-            retry,
-            timeout,
+            rclone_config: raw.rclone_config.map(|p| base.join(p)),
+            shard_size: limits.shard_size,
+            min_providers: limits.min_providers,
+            shards_in_flight: limits.shards_in_flight,
+            concurrency: limits.concurrency,
+            retry: limits.retry,
+            timeout: limits.timeout,
             providers,
             datasets,
         })
@@ -307,226 +223,6 @@ impl Config {
             })
             .collect()
     }
-}
-
-/// A config file's path and text, to turn byte spans into `file:line` in messages.
-struct SourceFile<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl SourceFile<'_> {
-    fn line(&self, span: std::ops::Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
-    }
-
-    fn err(&self, span: std::ops::Range<usize>, msg: String) -> ConfigError {
-        ConfigError(format!(
-            "{}:{}: {msg}",
-            self.path.display(),
-            self.line(span)
-        ))
-    }
-}
-
-fn positive(
-    file: &SourceFile,
-    v: Option<&Spanned<i64>>,
-    key: &str,
-    default: usize,
-    max: usize,
-) -> Result<usize, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(s) => {
-            let n = *s.get_ref();
-            if n < 1 || n as u64 > max as u64 {
-                Err(file.err(
-                    s.span(),
-                    format!("{key} = {n} is out of range: use 1 to {max}"),
-                ))
-            } else {
-                Ok(n as usize)
-            }
-        }
-    }
-}
-
-fn validate_dataset(
-    file: &SourceFile,
-    span: std::ops::Range<usize>,
-    d: RawDataset,
-    all: &[ProviderConfig],
-    enabled: &[&ProviderConfig],
-) -> Result<Dataset, ConfigError> {
-    let name = d.name.get_ref().clone();
-    if name.is_empty() || name.chars().any(|c| c.is_control()) {
-        return Err(file.err(
-            d.name.span(),
-            format!("dataset name {name:?} must be non-empty printable text"),
-        ));
-    }
-    let is_command = d.command.is_some() && d.zfs.is_none() && d.btrfs.is_none();
-    if is_command
-        && (d.snapshot_pattern.is_some() || d.send_flags.is_some() || d.receive_flags.is_some())
-    {
-        return Err(file.err(span, format!(
-            "dataset {name:?}: snapshot_pattern, send_flags and receive_flags apply to zfs and btrfs datasets only"
-        )));
-    }
-    if let Some(p) = &d.snapshot_pattern {
-        if p.is_empty() || p.contains('/') || p.contains('@') {
-            return Err(file.err(span, format!(
-                "dataset {name:?}: snapshot_pattern {p:?} must match a snapshot's short name (no '@' or '/'), e.g. \"autosnap_*_daily\""
-            )));
-        }
-    }
-    if d.snapshot_dir.is_some() && d.btrfs.is_none() {
-        return Err(file.err(
-            span,
-            format!("dataset {name:?}: snapshot_dir applies to btrfs datasets only"),
-        ));
-    }
-    let source = match (d.zfs, d.btrfs, d.command) {
-        (Some(z), None, None) => {
-            if z.is_empty() || z.contains('@') {
-                return Err(file.err(span, format!("dataset {name:?}: zfs = {z:?} must name a dataset (pool/fs), without @snapshot")));
-            }
-            SourceSpec::Zfs { dataset: z }
-        }
-        (None, Some(b), None) => {
-            let snapshot_dir = d
-                .snapshot_dir
-                .unwrap_or_else(|| b.join(".offsite-snapshots"));
-            SourceSpec::Btrfs { subvolume: b, snapshot_dir }
-        }
-        (None, None, Some(c)) => {
-            if c.trim().is_empty() {
-                return Err(file.err(span, format!("dataset {name:?}: command is empty")));
-            }
-            SourceSpec::Command { command: c }
-        }
-        (None, None, None) => {
-            return Err(file.err(span, format!(
-                "dataset {name:?} has no source: set exactly one of zfs = \"pool/fs\", btrfs = \"/path/to/subvolume\" or command = \"...\""
-            )))
-        }
-        _ => {
-            return Err(file.err(span, format!(
-                "dataset {name:?} sets more than one of zfs, btrfs and command: keep exactly one"
-            )))
-        }
-    };
-    if let Some(why) = names::too_long(&name, &source) {
-        return Err(file.err(d.name.span(), why));
-    }
-    let providers = match d.providers {
-        None => enabled.iter().map(|p| p.name.clone()).collect(),
-        Some(list) => {
-            let line_span = list.span();
-            let mut out = Vec::new();
-            for p in list.into_inner() {
-                match all.iter().find(|c| c.name == p) {
-                    None => {
-                        return Err(file.err(
-                            line_span,
-                            format!(
-                                "dataset {name:?}: unknown provider {p:?}; known: {}",
-                                all.iter()
-                                    .map(|c| c.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ))
-                    }
-                    Some(c) if !c.enabled => {
-                        tracing::warn!(
-                            "dataset {name:?}: provider {p:?} is disabled and will not be used"
-                        );
-                    }
-                    Some(_) if out.contains(&p) => {}
-                    Some(_) => out.push(p),
-                }
-            }
-            out
-        }
-    };
-    if d.keep_chains == Some(0) {
-        return Err(file.err(span, format!(
-            "dataset {name:?}: keep_chains = 0 would delete every backup; use 1 or more, or leave it out to keep everything"
-        )));
-    }
-    Ok(Dataset {
-        name,
-        source,
-        full_every: d.full_every.map(|s| s.0),
-        incremental_every: d.incremental_every.map(|s| s.0),
-        keep_chains: d.keep_chains,
-        providers,
-        snapshot_pattern: d.snapshot_pattern,
-        send_flags: d.send_flags.unwrap_or_default(),
-        receive_flags: d.receive_flags.unwrap_or_default(),
-    })
-}
-
-fn load_providers(dir: &Path) -> Result<Vec<ProviderConfig>, ConfigError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        ConfigError(format!(
-            "cannot read providers directory {}: {e}; create it with one NAME.toml per provider",
-            dir.display()
-        ))
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        let name = path
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        let raw: RawProvider = toml::from_str(&text).map_err(|e| {
-            ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end()))
-        })?;
-        let file = SourceFile {
-            path: &path,
-            text: &text,
-        };
-        if raw.remote.get_ref().trim().is_empty() {
-            return Err(file.err(
-                raw.remote.span(),
-                "remote is empty: set e.g. remote = \"b2:bucket/offsite\"".into(),
-            ));
-        }
-        if !raw.remote.get_ref().contains(':') && !raw.remote.get_ref().starts_with('/') {
-            return Err(file.err(
-                raw.remote.span(),
-                format!(
-                    "remote {:?} is neither an rclone remote (name:path) nor an absolute path",
-                    crate::redact::remote(raw.remote.get_ref())
-                ),
-            ));
-        }
-        out.push(ProviderConfig {
-            name,
-            remote: raw.remote.into_inner().trim_end_matches('/').to_string(),
-            enabled: raw.enabled.unwrap_or(true),
-            priority: raw.priority.unwrap_or(100),
-            bwlimit: raw.bwlimit,
-            flags: raw.flags.unwrap_or_default(),
-            list_hashes: list_hashes(&file, raw.list_hashes)?,
-        });
-    }
-    out.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
-    Ok(out)
 }
 
 /// Resolves a program name on PATH, or a path relative to the config file.
@@ -568,24 +264,5 @@ pub fn hostname() -> String {
 
 #[cfg(test)]
 mod fuzz;
-/// Reads a provider's `list_hashes` key: `"auto"` (the default), `true` or `false`.
-fn list_hashes(
-    file: &SourceFile,
-    raw: Option<Spanned<toml::Value>>,
-) -> Result<ListHashes, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(ListHashes::Auto);
-    };
-    match raw.get_ref() {
-        toml::Value::Boolean(true) => Ok(ListHashes::Always),
-        toml::Value::Boolean(false) => Ok(ListHashes::Never),
-        toml::Value::String(s) if s == "auto" => Ok(ListHashes::Auto),
-        other => Err(file.err(
-            raw.span(),
-            format!("list_hashes is {other}: set \"auto\", true or false"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests;

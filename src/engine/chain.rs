@@ -6,6 +6,7 @@
 //! received. [`applied_links`] says how much of a chain a receiving target already holds.
 //! Everything here is pure.
 
+use crate::catalog::ancestors::{ancestors, Link, WalkEnd};
 use crate::layout::{BackupId, BackupKind};
 use crate::manifest::Manifest;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,34 +62,33 @@ pub fn resolve<'a>(
     sel: &Selector,
 ) -> Result<Vec<&'a Manifest>, ChainError> {
     let chosen = choose(backups, sel)?;
-    let mut chain = vec![chosen];
-    let mut link = chosen;
-    while let Some(parent) = &link.parent {
-        let id = BackupId::parse(&parent.backup_id);
-        let missing = |why: String| ChainError::MissingLink {
-            missing: parent.backup_id.clone(),
-            needed_by: link.backup_id.clone(),
-            why,
-        };
-        let found = id.as_ref().and_then(|id| backups.get(id));
-        let next = match found {
-            Some(Found::Complete(m)) => *m,
-            Some(Found::Unfinished) => {
-                return Err(missing(
-                    "which is unfinished (no provider holds its manifest)".into(),
-                ))
-            }
-            Some(Found::Unusable(why)) => {
-                return Err(missing(format!("whose manifest is unusable: {why}")))
-            }
-            None => return Err(missing("which no provider holds".into())),
-        };
+    // Keyed by the ids as the manifests write them, so a parent id that does not parse is
+    // a missing link like any other.
+    let mut walk = ancestors(
+        chosen.backup_id.clone(),
+        |id: &String| match BackupId::parse(id).and_then(|id| backups.get(&id)) {
+            Some(Found::Complete(m)) => Some((*m, link_of(m))),
+            _ => None,
+        },
+    );
+    let mut chain: Vec<&Manifest> = walk.by_ref().collect();
+    let link = *chain.last().unwrap_or(&chosen);
+    let missing = |why: String| ChainError::MissingLink {
+        missing: link
+            .parent
+            .as_ref()
+            .map_or_else(String::new, |p| p.backup_id.clone()),
+        needed_by: link.backup_id.clone(),
+        why,
+    };
+    match walk.end() {
+        Some(WalkEnd::Root) | None => {}
+        Some(WalkEnd::Missing(id)) => return Err(missing(why_missing(backups, id))),
         // Ids sort in time, so a parent is always older: this also rules out cycles.
-        if next.id() >= link.id() {
-            return Err(missing("which is not older than its child".into()));
+        Some(WalkEnd::NotOlder(_)) => {
+            return Err(missing("which is not older than its child".into()))
         }
-        chain.push(next);
-        link = next;
+        Some(WalkEnd::Invalid) => unreachable!("link_of never says Invalid"),
     }
     if link.kind != BackupKind::Full {
         return Err(ChainError::NoParent {
@@ -99,40 +99,31 @@ pub fn resolve<'a>(
     Ok(chain)
 }
 
+/// A manifest's parent link as restore follows it: any manifest naming no parent ends the
+/// chain (whether it is a full backup is checked after the walk).
+fn link_of(m: &Manifest) -> Link<String> {
+    match &m.parent {
+        Some(p) => Link::Parent(p.backup_id.clone()),
+        None => Link::Root,
+    }
+}
+
+/// Why the parent `id` cannot be applied.
+fn why_missing(backups: &BTreeMap<BackupId, Found>, id: &str) -> String {
+    match BackupId::parse(id).and_then(|id| backups.get(&id)) {
+        Some(Found::Unfinished) => "which is unfinished (no provider holds its manifest)".into(),
+        Some(Found::Unusable(why)) => format!("whose manifest is unusable: {why}"),
+        Some(Found::Complete(_)) | None => "which no provider holds".into(),
+    }
+}
+
 /// Picks the backup `sel` names, without walking its chain.
 pub fn choose<'a>(
     backups: &BTreeMap<BackupId, Found<'a>>,
     sel: &Selector,
 ) -> Result<&'a Manifest, ChainError> {
-    let complete = || {
-        backups.values().filter_map(|f| match f {
-            Found::Complete(m) => Some(*m),
-            _ => None,
-        })
-    };
-    let available = || {
-        let ids: Vec<String> = complete().map(|m| m.backup_id.clone()).collect();
-        if ids.is_empty() {
-            "none".to_string()
-        } else {
-            ids.join(", ")
-        }
-    };
     match sel {
-        Selector::Newest => match backups
-            .iter()
-            .rev()
-            .find(|(_, f)| !matches!(f, Found::Unfinished))
-        {
-            Some((_, Found::Complete(m))) => Ok(*m),
-            Some((id, Found::Unusable(why))) => Err(ChainError::Unusable {
-                id: id.to_string(),
-                why: why.to_string(),
-            }),
-            _ => Err(ChainError::NoBackups {
-                unfinished: backups.len(),
-            }),
-        },
+        Selector::Newest => newest(backups),
         Selector::Backup(id) => match BackupId::parse(id).and_then(|k| backups.get(&k)) {
             Some(Found::Complete(m)) => Ok(*m),
             Some(Found::Unfinished) => Err(ChainError::Unfinished { id: id.clone() }),
@@ -140,29 +131,74 @@ pub fn choose<'a>(
                 id: id.clone(),
                 why: why.to_string(),
             }),
-            None => Err(ChainError::NoSuchBackup {
-                id: id.clone(),
-                available: available(),
-            }),
+            None => {
+                let ids: Vec<&str> = complete(backups).map(|m| m.backup_id.as_str()).collect();
+                Err(ChainError::NoSuchBackup {
+                    id: id.clone(),
+                    available: none_or_joined(&ids),
+                })
+            }
         },
-        Selector::Snapshot(name) => complete()
-            .rfind(|m| {
-                m.snapshot
-                    .as_deref()
-                    .is_some_and(|s| snapshot_matches(s, name))
-            })
-            .ok_or_else(|| {
-                let snaps: Vec<&str> = complete().filter_map(|m| m.snapshot.as_deref()).collect();
-                ChainError::NoSuchSnapshot {
-                    name: name.clone(),
-                    available: if snaps.is_empty() {
-                        "none".into()
-                    } else {
-                        snaps.join(", ")
-                    },
-                }
-            }),
+        Selector::Snapshot(name) => by_snapshot(backups, name),
     }
+}
+
+/// The complete backups, oldest first.
+fn complete<'a, 'm>(
+    backups: &'m BTreeMap<BackupId, Found<'a>>,
+) -> impl DoubleEndedIterator<Item = &'a Manifest> + 'm {
+    backups.values().filter_map(|f| match f {
+        Found::Complete(m) => Some(*m),
+        _ => None,
+    })
+}
+
+fn none_or_joined(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The newest backup that is not unfinished; an error if it is unusable (never skipped).
+fn newest<'a>(backups: &BTreeMap<BackupId, Found<'a>>) -> Result<&'a Manifest, ChainError> {
+    match backups
+        .iter()
+        .rev()
+        .find(|(_, f)| !matches!(f, Found::Unfinished))
+    {
+        Some((_, Found::Complete(m))) => Ok(*m),
+        Some((id, Found::Unusable(why))) => Err(ChainError::Unusable {
+            id: id.to_string(),
+            why: why.to_string(),
+        }),
+        _ => Err(ChainError::NoBackups {
+            unfinished: backups.len(),
+        }),
+    }
+}
+
+/// The newest complete backup of the snapshot `name` (see [`Selector::Snapshot`]).
+fn by_snapshot<'a>(
+    backups: &BTreeMap<BackupId, Found<'a>>,
+    name: &str,
+) -> Result<&'a Manifest, ChainError> {
+    complete(backups)
+        .rfind(|m| {
+            m.snapshot
+                .as_deref()
+                .is_some_and(|s| snapshot_matches(s, name))
+        })
+        .ok_or_else(|| {
+            let snaps: Vec<&str> = complete(backups)
+                .filter_map(|m| m.snapshot.as_deref())
+                .collect();
+            ChainError::NoSuchSnapshot {
+                name: name.to_string(),
+                available: none_or_joined(&snaps),
+            }
+        })
 }
 
 fn snapshot_matches(snapshot: &str, name: &str) -> bool {

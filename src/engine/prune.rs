@@ -14,6 +14,7 @@
 //! - Providers are worked on in parallel, each with at most `concurrency` deletions at once; a
 //!   failing provider is reported and the others go on.
 
+use crate::catalog::ancestors::{ancestors, Ancestors, Link, Lookup, WalkEnd};
 use crate::catalog::{Catalog, Objects};
 use crate::error::ProviderError;
 use crate::layout::{self, BackupId};
@@ -121,21 +122,24 @@ pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
     }
 }
 
+/// The walk up `id`'s chain through the complete backups in `parents`.
+fn chain_of<'m, 'a>(
+    parents: &'m BTreeMap<&'a BackupId, Option<&'a BackupId>>,
+    id: &'a BackupId,
+) -> Ancestors<&'a BackupId, &'a BackupId, impl Lookup<&'a BackupId, &'a BackupId> + 'm> {
+    ancestors(id, move |at: &&'a BackupId| {
+        let (&at, parent) = parents.get_key_value(at)?;
+        Some((at, parent.map_or(Link::Root, Link::Parent)))
+    })
+}
+
 /// The oldest ancestor of `id` that is complete: its full backup, or for a broken chain the
-/// backup whose parent is missing. A cycle ends the walk where it closes.
+/// backup whose parent is missing (or not older than it).
 fn top<'a>(
     parents: &BTreeMap<&'a BackupId, Option<&'a BackupId>>,
     id: &'a BackupId,
 ) -> &'a BackupId {
-    let mut seen = BTreeSet::new();
-    let mut at = id;
-    while seen.insert(at) {
-        match parents.get(at).copied().flatten() {
-            Some(p) if parents.contains_key(p) => at = p,
-            _ => break,
-        }
-    }
-    at
+    chain_of(parents, id).last().unwrap_or(id)
 }
 
 /// Whether `id` and every backup up its chain to a full one are restorable.
@@ -144,16 +148,8 @@ fn restorable_chain(
     intact: &BTreeSet<&BackupId>,
     id: &BackupId,
 ) -> bool {
-    let mut seen = BTreeSet::new();
-    let mut at = id;
-    while seen.insert(at) && intact.contains(at) {
-        match parents.get(at) {
-            Some(None) => return true,
-            Some(Some(p)) => at = p,
-            None => return false,
-        }
-    }
-    false
+    let mut walk = chain_of(parents, id);
+    walk.by_ref().all(|at| intact.contains(at)) && walk.end() == Some(&WalkEnd::Root)
 }
 
 /// Adds every complete ancestor of a kept backup to `keep`; returns every id a kept backup
@@ -165,10 +161,18 @@ fn close_over_ancestors<'a>(
     let mut needed = BTreeSet::new();
     let mut todo: Vec<&BackupId> = keep.iter().copied().collect();
     while let Some(id) = todo.pop() {
-        if let Some(Some(p)) = parents.get(id) {
-            if needed.insert(*p) && parents.contains_key(*p) {
-                keep.insert(*p);
-                todo.push(*p);
+        let mut walk = chain_of(parents, id);
+        for at in walk.by_ref() {
+            // A kept backup met on the way is walked (or will be) from its own start.
+            if at != id && !keep.insert(at) {
+                break;
+            }
+            needed.extend(parents.get(at).copied().flatten());
+        }
+        // A parent not older than its child is still needed by it: keep it and its chain.
+        if let Some(&WalkEnd::NotOlder(p)) = walk.end() {
+            if keep.insert(p) {
+                todo.push(p);
             }
         }
     }

@@ -5,12 +5,16 @@
 mod harness;
 
 mod backup;
+mod backup_faults;
 mod chains;
 mod config;
 mod prune;
 mod restore;
 mod restore_output;
 mod resume;
+mod resume_changes;
+mod resume_provider_down;
+mod resume_signals;
 mod secrets;
 mod signals;
 mod status;

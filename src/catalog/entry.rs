@@ -1,0 +1,262 @@
+//! One backup as seen across providers ([`BackupEntry`]) and which of its manifests to
+//! trust ([`BackupEntry::resolve`]): the listings decide, never provider priority. Pure.
+
+use super::{ListedHashes, Objects};
+use crate::layout;
+use crate::manifest::{same_stream, Manifest};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Providers holding the same version of a manifest, in priority order.
+type Holders<'a> = Vec<(&'a str, &'a Manifest)>;
+
+/// One backup as seen across providers.
+#[derive(Debug, Clone, Default)]
+pub struct BackupEntry {
+    /// Provider name to the objects it holds for this backup (absent: holds nothing).
+    pub objects: BTreeMap<String, Objects>,
+    /// Provider name to object name to the hashes its listing gave, for listings asked for
+    /// hashes ([`super::Catalog::scan_hashed`]); objects listed without any hash are absent.
+    pub hashes: BTreeMap<String, BTreeMap<String, ListedHashes>>,
+    /// Provider name to the manifest it returned (or why it could not be used).
+    pub manifests: BTreeMap<String, Result<Manifest, String>>,
+}
+
+/// What the manifests of one backup settle on (see [`BackupEntry::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution<'a> {
+    /// The manifest to trust and the first provider (in priority order) holding it.
+    Trusted(&'a str, &'a Manifest),
+    /// No provider lists a manifest: the backup is unfinished.
+    Unfinished,
+    /// Manifests are listed but none can be trusted: why, naming the providers.
+    Damaged(String),
+}
+
+impl BackupEntry {
+    /// The manifest to trust: see [`BackupEntry::resolve`].
+    pub fn manifest<'a>(&'a self, order: &'a [String]) -> Option<(&'a str, &'a Manifest)> {
+        match self.resolve(order) {
+            Resolution::Trusted(p, m) => Some((p, m)),
+            _ => None,
+        }
+    }
+
+    /// Settles which manifest to trust. When every good manifest describes the same stream,
+    /// that one (from the first provider in `order`). When they disagree, priority never
+    /// decides: the one version that agrees with the shard objects the listings show is
+    /// trusted; if none or several do, the backup is [`Resolution::Damaged`], naming the
+    /// providers. Manifests that fail their checksum or do not parse are never candidates.
+    pub fn resolve<'a>(&'a self, order: &'a [String]) -> Resolution<'a> {
+        let versions = self.versions(order);
+        match versions.len() {
+            0 => self.without_good_manifest(),
+            1 => self.one_version(&versions[0]),
+            _ => self.settle_disagreement(&versions),
+        }
+    }
+
+    /// The good manifests in `order`, grouped by the stream they describe.
+    fn versions<'a>(&'a self, order: &'a [String]) -> Vec<Holders<'a>> {
+        let mut versions: Vec<Holders> = Vec::new();
+        for p in order {
+            let Some(Ok(m)) = self.manifests.get(p) else {
+                continue;
+            };
+            match versions.iter_mut().find(|v| same_stream(v[0].1, m)) {
+                Some(v) => v.push((p.as_str(), m)),
+                None => versions.push(vec![(p.as_str(), m)]),
+            }
+        }
+        versions
+    }
+
+    /// No good manifest: unfinished when none is listed, else damaged naming each provider.
+    fn without_good_manifest(&self) -> Resolution<'_> {
+        let listed = self
+            .objects
+            .values()
+            .any(|o| o.contains_key(layout::MANIFEST));
+        if self.manifests.is_empty() && !listed {
+            return Resolution::Unfinished;
+        }
+        let names: Vec<&str> = self.manifests.keys().map(String::as_str).collect();
+        let why: Vec<String> = self
+            .manifests
+            .iter()
+            .map(|(p, m)| format!("provider {p}: {}", m.as_ref().err().map_or("?", |e| e)))
+            .collect();
+        Resolution::Damaged(format!(
+            "manifest unreadable or damaged on {} ({})",
+            names.join(", "),
+            why.join("; ")
+        ))
+    }
+
+    /// Every good manifest agrees: trusted, unless a provider lists the shard that would
+    /// follow its last one. Then it was cut short (a truncated copy, or the only readable
+    /// one), so it is not trusted.
+    fn one_version<'a>(&self, holders: &Holders<'a>) -> Resolution<'a> {
+        let (first, m) = holders[0];
+        if !self.lists_shard_after(m) {
+            return Resolution::Trusted(first, m);
+        }
+        let names: Vec<&str> = holders.iter().map(|(p, _)| *p).collect();
+        Resolution::Damaged(format!(
+            "the manifest on {} ends before a shard object the providers list (cut short?); not trusted",
+            names.join(", ")
+        ))
+    }
+
+    /// Manifests disagree: the one version the listings agree with, never priority.
+    fn settle_disagreement<'a>(&self, versions: &[Holders<'a>]) -> Resolution<'a> {
+        let agreeing: Vec<&Holders> = versions
+            .iter()
+            .filter(|v| self.agrees_with_listings(v[0].1))
+            .collect();
+        if let [v] = agreeing[..] {
+            return Resolution::Trusted(v[0].0, v[0].1);
+        }
+        let groups: Vec<String> = versions
+            .iter()
+            .map(|v| v.iter().map(|(p, _)| *p).collect::<Vec<_>>().join("+"))
+            .collect();
+        Resolution::Damaged(format!(
+            "the providers hold manifests that disagree ({}), and {} agree with the shard objects listed; not settled by priority",
+            groups.join(" vs "),
+            if agreeing.is_empty() { "none" } else { "several" }
+        ))
+    }
+
+    /// Whether `m` agrees with the listings: every shard object any provider lists is one of
+    /// its shards, and each of its shards is listed somewhere at its length.
+    pub fn agrees_with_listings(&self, m: &Manifest) -> bool {
+        let names: BTreeMap<String, u64> = m.shards.iter().map(|s| (s.name(), s.length)).collect();
+        self.names_every_listed_shard(m)
+            && names
+                .iter()
+                .all(|(n, len)| self.objects.values().any(|objs| objs.get(n) == Some(len)))
+    }
+
+    /// Whether a provider lists a shard starting where `m`'s stream ends, with the next index:
+    /// the mark of a manifest cut short (a stray object elsewhere is only "unexpected").
+    fn lists_shard_after(&self, m: &Manifest) -> bool {
+        let next = (m.shards.len() as u64, m.total_bytes);
+        self.objects.values().any(|objs| {
+            objs.keys()
+                .any(|n| layout::parse_shard_name(n) == Some(next))
+        })
+    }
+
+    /// Whether every shard object any provider lists is one of `m`'s shards.
+    fn names_every_listed_shard(&self, m: &Manifest) -> bool {
+        let names: BTreeSet<String> = m.shards.iter().map(|s| s.name()).collect();
+        self.objects.values().all(|objs| {
+            objs.keys()
+                .filter(|n| layout::parse_shard_name(n).is_some())
+                .all(|n| names.contains(n))
+        })
+    }
+
+    /// Whether every shard of `m` is on at least one provider with the right size, so that a
+    /// restore can find each of them somewhere.
+    pub fn restorable(&self, m: &Manifest) -> bool {
+        m.shards.iter().all(|s| {
+            let name = s.name();
+            self.objects
+                .values()
+                .any(|objs| objs.get(&name) == Some(&s.length))
+        })
+    }
+
+    /// Providers whose manifest does not parse or is not the trusted one (all of them when
+    /// none is trusted).
+    pub fn manifest_conflicts(&self, order: &[String]) -> Vec<(String, String)> {
+        let trusted = self.manifest(order).map(|(_, m)| m);
+        let mut out = Vec::new();
+        for (p, m) in &self.manifests {
+            match (m, trusted) {
+                (Err(e), _) => out.push((p.clone(), e.clone())),
+                (Ok(m), Some(t)) if !same_stream(m, t) => out.push((
+                    p.clone(),
+                    "its manifest disagrees with the other providers' and with the shard objects listed; it is not used".into(),
+                )),
+                (Ok(_), None) => out.push((
+                    p.clone(),
+                    "its manifest disagrees with another provider's and neither is trusted".into(),
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three shards held whole by a and b, each with the same good manifest.
+    fn held_by_two() -> (BackupEntry, Manifest) {
+        let m = crate::manifest::sample(&[b"abcd", b"efgh", b"ij"]);
+        let mut e = BackupEntry::default();
+        for p in ["a", "b"] {
+            let objs = e.objects.entry(p.into()).or_default();
+            for s in &m.shards {
+                objs.insert(s.name(), s.length);
+            }
+            objs.insert(layout::MANIFEST.into(), 100);
+            e.manifests.insert(p.into(), Ok(m.clone()));
+        }
+        (e, m)
+    }
+
+    fn order(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_truncated_manifest_loses_to_the_one_the_listings_agree_with_whatever_the_priority() {
+        let (mut e, m) = held_by_two();
+        let mut short = m.clone();
+        short.shards.truncate(2);
+        short.total_bytes = 8;
+        e.manifests.insert("a".into(), Ok(short));
+        let order = order(&["a", "b"]);
+        assert_eq!(e.resolve(&order), Resolution::Trusted("b", &m));
+        let conflicts = e.manifest_conflicts(&order);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].0, "a");
+    }
+
+    #[test]
+    fn disagreeing_manifests_the_listings_cannot_tell_apart_are_damaged_naming_both() {
+        let (mut e, m) = held_by_two();
+        let mut other = m.clone();
+        other.shards[1].sha256 = "0".repeat(64);
+        e.manifests.insert("b".into(), Ok(other));
+        let Resolution::Damaged(why) = e.resolve(&order(&["a", "b"])) else {
+            panic!("settled by priority")
+        };
+        assert!(why.contains("a vs b") && why.contains("disagree"), "{why}");
+        assert_eq!(e.manifest(&order(&["a", "b"])), None);
+    }
+
+    #[test]
+    fn unreadable_manifests_everywhere_are_damaged_not_unfinished() {
+        let (mut e, _) = held_by_two();
+        for p in ["a", "b"] {
+            e.manifests
+                .insert(p.into(), Err("checksum does not match".into()));
+        }
+        let Resolution::Damaged(why) = e.resolve(&order(&["a", "b"])) else {
+            panic!("not damaged")
+        };
+        assert!(why.contains("unreadable or damaged on a, b "), "{why}");
+        assert!(why.contains("provider b: checksum does not match"), "{why}");
+        e.manifests.clear();
+        for objs in e.objects.values_mut() {
+            objs.remove(layout::MANIFEST);
+        }
+        assert_eq!(e.resolve(&order(&["a", "b"])), Resolution::Unfinished);
+    }
+}

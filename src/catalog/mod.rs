@@ -1,0 +1,185 @@
+//! What the providers hold: one recursive listing per provider, grouped into backups, plus
+//! their manifests. The providers' listings are the truth; nothing here trusts local state.
+//!
+//! [`group`] is pure (listings in, backups out); [`Catalog::scan`] does the I/O around it.
+
+pub mod ancestors;
+mod entry;
+mod scan;
+
+pub use entry::{BackupEntry, Resolution};
+
+use crate::error::ProviderError;
+use crate::layout::{self, BackupId};
+use crate::manifest::Manifest;
+use crate::provider::ObjectInfo;
+use ancestors::{ancestors, Link, WalkEnd};
+use std::collections::BTreeMap;
+
+/// How many manifests are fetched at once.
+const MANIFEST_FETCHES: usize = 8;
+/// A manifest larger than this is not one of ours (about 300 bytes per shard: 256 MiB is close
+/// to a million shards). Checked from the listing before anything is downloaded.
+pub const MANIFEST_LIMIT: u64 = 256 << 20;
+/// What a manifest may take besides its shard records, and what one shard record may take (a
+/// format-2 record is about 300 bytes). A manifest may be at most
+/// `MANIFEST_BASE + MANIFEST_PER_SHARD x (shard objects the listings show for its backup)`, so
+/// the manifests offsite holds stay proportional to the listings it already holds: a provider
+/// cannot make a `status` of small backups hold gigabytes.
+const MANIFEST_BASE: u64 = 64 << 10;
+const MANIFEST_PER_SHARD: u64 = 1 << 10;
+
+/// The objects one provider holds for one backup: object name to size.
+pub type Objects = BTreeMap<String, u64>;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupKey {
+    pub dataset: String,
+    pub id: BackupId,
+}
+
+/// The MD5 and SHA-1 (lower-case hex) a provider's listing gave for an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedHashes {
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
+}
+
+/// Groups `<dataset-key>/<backup-id>/<object>` listings into backups. Objects that do not fit
+/// the layout are ignored.
+pub fn group(
+    listings: &[(String, Vec<ObjectInfo>)],
+    dataset_filter: Option<&str>,
+) -> BTreeMap<BackupKey, BackupEntry> {
+    let mut out: BTreeMap<BackupKey, BackupEntry> = BTreeMap::new();
+    for (provider, objects) in listings {
+        for o in objects {
+            let mut parts = o.path.splitn(3, '/');
+            let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Some(dataset), Some(id)) = (layout::dataset_name(key), BackupId::parse(id)) else {
+                continue;
+            };
+            if dataset_filter.is_some_and(|d| d != dataset) {
+                continue;
+            }
+            let entry = out.entry(BackupKey { dataset, id }).or_default();
+            entry
+                .objects
+                .entry(provider.clone())
+                .or_default()
+                .insert(name.to_string(), o.size);
+            if o.md5.is_some() || o.sha1.is_some() {
+                let h = ListedHashes {
+                    md5: o.md5.clone(),
+                    sha1: o.sha1.clone(),
+                };
+                entry
+                    .hashes
+                    .entry(provider.clone())
+                    .or_default()
+                    .insert(name.to_string(), h);
+            }
+        }
+    }
+    out
+}
+
+impl Catalog {
+    /// The restorable backups of `dataset` with their trusted manifests, oldest first.
+    pub fn restorable(&self, dataset: &str) -> Vec<(&BackupId, &Manifest)> {
+        self.backups
+            .iter()
+            .filter(|(k, _)| k.dataset == dataset)
+            .filter_map(|(k, e)| {
+                e.manifest(&self.order)
+                    .filter(|(_, m)| e.restorable(m))
+                    .map(|(_, m)| (&k.id, m))
+            })
+            .collect()
+    }
+
+    /// Why the chain ending at `id` does not resolve to a full backup, if it does not.
+    pub fn broken_link(&self, dataset: &str, id: &BackupId) -> Option<String> {
+        let good = self.restorable(dataset);
+        let mut walk = ancestors(id.clone(), |at: &BackupId| {
+            let (_, m) = good.iter().find(|(i, _)| *i == at)?;
+            let link = match (&m.parent, m.kind) {
+                (_, layout::BackupKind::Full) | (None, _) => Link::Root,
+                (Some(p), _) => BackupId::parse(&p.backup_id).map_or(Link::Invalid, Link::Parent),
+            };
+            Some((*m, link))
+        });
+        let last = walk.by_ref().last();
+        match (walk.end()?, last) {
+            (WalkEnd::Missing(at), _) => Some(format!(
+                "backup {at} of the chain is missing or not restorable"
+            )),
+            (WalkEnd::Root, Some(m)) if m.kind != layout::BackupKind::Full => Some(format!(
+                "incremental backup {} names no parent",
+                m.backup_id
+            )),
+            (WalkEnd::Root, _) => None,
+            (WalkEnd::Invalid, m) => Some(format!(
+                "backup {} names an invalid parent {:?}",
+                m.map_or("?", |m| &m.backup_id),
+                m.and_then(|m| m.parent.as_ref())
+                    .map_or("", |p| &p.backup_id)
+            )),
+            (WalkEnd::NotOlder(_), _) => Some(format!(
+                "the chain of {id} loops or names a parent not older than its child"
+            )),
+        }
+    }
+}
+
+pub struct Catalog {
+    pub host: String,
+    /// Providers in priority order.
+    pub order: Vec<String>,
+    pub backups: BTreeMap<BackupKey, BackupEntry>,
+    /// Providers whose listing failed.
+    pub unreachable: BTreeMap<String, ProviderError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::shard_name;
+
+    fn obj(path: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
+            path: path.into(),
+            size,
+            ..ObjectInfo::default()
+        }
+    }
+
+    #[test]
+    fn groups_by_dataset_and_backup_and_ignores_strangers() {
+        let s0 = shard_name(0, 0);
+        let listings = vec![
+            (
+                "a".to_string(),
+                vec![
+                    obj(&format!("tank%2Fx/20261121T020000Z-full/{s0}"), 10),
+                    obj("tank%2Fx/20261121T020000Z-full/manifest.json", 5),
+                    obj("tank%2Fx/not-a-backup/whatever", 1),
+                    obj("stray-file", 1),
+                ],
+            ),
+            (
+                "b".to_string(),
+                vec![obj(&format!("other/20261122T020000Z-incr/{s0}"), 3)],
+            ),
+        ];
+        let g = group(&listings, None);
+        assert_eq!(g.len(), 2);
+        let tank = g.keys().find(|k| k.dataset == "tank/x").unwrap();
+        assert_eq!(tank.id.to_string(), "20261121T020000Z-full");
+        assert_eq!(g[tank].objects["a"].len(), 2);
+        assert_eq!(group(&listings, Some("other")).len(), 1);
+    }
+}
