@@ -118,7 +118,7 @@ pub(super) fn backup_json(k: &BackupKey, f: &BackupFindings) -> Value {
             "state": if f.damaged.is_some() && p.reachable { "damaged" } else { provider_state(p, f.is_finished()) },
             "expected": p.expected,
             "missing_shards": p.missing_shards,
-            "truncated_shards": p.truncated_shards,
+            "truncated_shards": p.wrong_size_shards,
             "corrupt_shards": p.corrupt_shards,
             "unexpected_objects": p.unexpected_objects,
             "manifest": p.manifest,
@@ -148,7 +148,7 @@ pub(super) fn cell(p: &ProviderFindings, finished: bool) -> String {
         ));
     }
     for (n, what) in [
-        (p.truncated_shards.len(), "truncated"),
+        (p.wrong_size_shards.len(), "truncated"),
         (p.corrupt_shards.len(), "corrupt"),
     ] {
         if n > 0 {

@@ -186,7 +186,7 @@ fn provider_json(p: &ProviderFindings, checked: u64, unreadable: &[u64]) -> Valu
         "state": state,
         "checked_shards": checked,
         "missing_shards": p.missing_shards,
-        "truncated_shards": p.truncated_shards,
+        "truncated_shards": p.wrong_size_shards,
         "corrupt_shards": p.corrupt_shards,
         "unreadable_shards": unreadable,
         "unexpected_objects": p.unexpected_objects,

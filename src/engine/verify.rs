@@ -125,7 +125,7 @@ async fn check_one(
 }
 
 /// The checks of a deep verify: every shard of every finished backup that each provider in
-/// scope holds at the right size (missing and truncated shards are known without a download).
+/// scope holds at the right size (missing and wrong-size shards are known without a download).
 pub fn shard_checks(
     host: &str,
     surveys: &[(BackupKey, BackupFindings)],
@@ -141,7 +141,7 @@ pub fn shard_checks(
             let absent: HashSet<u64> = p
                 .missing_shards
                 .iter()
-                .chain(&p.truncated_shards)
+                .chain(&p.wrong_size_shards)
                 .copied()
                 .collect();
             out.extend(
