@@ -10,5 +10,6 @@ pub mod probe;
 pub mod prune;
 pub mod restore;
 pub mod scan;
+pub mod status;
 pub mod sync;
 pub mod verify;

@@ -23,6 +23,12 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod report;
+pub use report::{
+    verify_report, DamagedBackup, DamagedCopy, FinishedBackup, UnfinishedBackup, VerifiedBackup,
+    VerifiedCopy, VerifyReport, VerifyScope,
+};
+
 /// One object to download and check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
