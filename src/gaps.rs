@@ -60,13 +60,17 @@ pub struct ProviderFindings {
     pub provider: String,
     /// The provider should hold this backup (see [`expected_holders`]).
     pub expected: bool,
-    /// Its listing succeeded; when false nothing else here is known.
+    /// Its listing succeeded; when false nothing else here is known. Not serialized: reports
+    /// say it with their `state`.
+    #[serde(skip_serializing)]
     pub reachable: bool,
     pub manifest: ManifestState,
     pub manifest_error: Option<String>,
     pub missing_shards: Vec<u64>,
-    /// Present with the wrong size.
-    pub truncated_shards: Vec<u64>,
+    /// Present with the wrong size: shorter (truncated) or longer than the reference says.
+    /// JSON keeps the key it was released with.
+    #[serde(rename = "truncated_shards")]
+    pub wrong_size_shards: Vec<u64>,
     /// Right size, wrong content: SHA-256 from a deep check, or an MD5/SHA-1 the listing gave
     /// that differs from the manifest's.
     pub corrupt_shards: Vec<u64>,
@@ -81,7 +85,7 @@ impl ProviderFindings {
         self.reachable
             && self.manifest == ManifestState::Good
             && self.missing_shards.is_empty()
-            && self.truncated_shards.is_empty()
+            && self.wrong_size_shards.is_empty()
             && self.corrupt_shards.is_empty()
     }
 
@@ -89,7 +93,7 @@ impl ProviderFindings {
     pub fn bad_shards(&self) -> BTreeSet<u64> {
         self.missing_shards
             .iter()
-            .chain(&self.truncated_shards)
+            .chain(&self.wrong_size_shards)
             .chain(&self.corrupt_shards)
             .copied()
             .collect()
@@ -144,69 +148,84 @@ pub struct Scope<'a> {
 
 /// Findings for one backup on every provider that should hold it or holds any of it.
 pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
-    let resolution = entry.resolve(scope.order);
-    let trusted = match resolution {
-        Resolution::Trusted(p, m) => Some((p, m)),
-        _ => None,
+    let (trusted, damaged) = match entry.resolve(scope.order) {
+        Resolution::Trusted(p, m) => (Some((p, m)), None),
+        Resolution::Damaged(why) => (None, Some(why)),
+        Resolution::Unfinished => (None, None),
     };
-    let damaged = match resolution {
-        Resolution::Damaged(why) => Some(why),
-        _ => None,
-    };
-    let reference = match trusted {
-        Some((_, m)) => m
-            .shards
-            .iter()
-            .map(|s| RefShard {
-                index: s.index,
-                name: s.name(),
-                length: s.length,
-                sha256: Some(s.sha256.clone()),
-                md5: s.md5.clone(),
-                sha1: s.sha1.clone(),
-            })
-            .collect(),
+    let shards = match trusted {
+        Some((_, m)) => trusted_reference(m),
         None => unfinished_reference(entry),
     };
-    let by_name: HashMap<&str, &RefShard> =
-        reference.iter().map(|r| (r.name.as_str(), r)).collect();
-    let empty = BTreeMap::new();
-    let no_corrupt = BTreeSet::new();
+    let reference = Reference {
+        by_name: shards.iter().map(|r| (r.name.as_str(), r)).collect(),
+        shards: &shards,
+        trusted: trusted.map(|(_, m)| m),
+        damaged: damaged.is_some(),
+    };
     let providers = scope
         .order
         .iter()
         .filter(|p| scope.expected.contains(*p) || entry.objects.contains_key(*p))
-        .map(|p| {
-            if scope.unreachable.contains(p) {
-                return unreachable(p, scope.expected.contains(p));
-            }
-            let objects = entry.objects.get(p).unwrap_or(&empty);
-            let corrupt = scope.corrupt.and_then(|c| c.get(p)).unwrap_or(&no_corrupt);
-            let listed = entry.hashes.get(p);
-            let mut f = compare(
-                p,
-                objects,
-                &reference,
-                &by_name,
-                corrupt,
-                listed,
-                trusted.is_some(),
-            );
-            f.expected = scope.expected.contains(p);
-            (f.manifest, f.manifest_error) = manifest_state(entry, p, trusted.map(|t| t.1));
-            if damaged.is_some() && f.manifest == ManifestState::Good {
-                f.manifest = ManifestState::Disagrees;
-                f.manifest_error = Some("disagrees with another provider's manifest".into());
-            }
-            f
-        })
+        .map(|p| provider_findings(p, entry, scope, &reference))
         .collect();
     BackupFindings {
         manifest_from: trusted.map(|(p, _)| p.to_string()),
         damaged,
-        reference,
+        reference: shards,
         providers,
     }
+}
+
+/// What a backup's providers are compared with.
+struct Reference<'a> {
+    shards: &'a [RefShard],
+    by_name: HashMap<&'a str, &'a RefShard>,
+    /// The manifest to trust, for a finished backup.
+    trusted: Option<&'a crate::manifest::Manifest>,
+    /// Manifests are listed but none can be trusted.
+    damaged: bool,
+}
+
+/// The reference shards of a finished backup: its trusted manifest's.
+fn trusted_reference(m: &crate::manifest::Manifest) -> Vec<RefShard> {
+    m.shards
+        .iter()
+        .map(|s| RefShard {
+            index: s.index,
+            name: s.name(),
+            length: s.length,
+            sha256: Some(s.sha256.clone()),
+            md5: s.md5.clone(),
+            sha1: s.sha1.clone(),
+        })
+        .collect()
+}
+
+/// One provider's findings for the backup of `entry`.
+fn provider_findings(
+    p: &str,
+    entry: &BackupEntry,
+    scope: &Scope,
+    reference: &Reference,
+) -> ProviderFindings {
+    let expected = scope.expected.contains(p);
+    if scope.unreachable.contains(p) {
+        return unreachable(p, expected);
+    }
+    let empty = BTreeMap::new();
+    let no_corrupt = BTreeSet::new();
+    let objects = entry.objects.get(p).unwrap_or(&empty);
+    let corrupt = scope.corrupt.and_then(|c| c.get(p)).unwrap_or(&no_corrupt);
+    let listed = entry.hashes.get(p);
+    let mut f = compare(p, objects, reference, corrupt, listed);
+    f.expected = expected;
+    (f.manifest, f.manifest_error) = manifest_state(entry, p, reference.trusted);
+    if reference.damaged && f.manifest == ManifestState::Good {
+        f.manifest = ManifestState::Disagrees;
+        f.manifest_error = Some("disagrees with another provider's manifest".into());
+    }
+    f
 }
 
 fn unreachable(provider: &str, expected: bool) -> ProviderFindings {
@@ -226,7 +245,7 @@ fn blank(provider: &str) -> ProviderFindings {
         manifest: ManifestState::Missing,
         manifest_error: None,
         missing_shards: Vec::new(),
-        truncated_shards: Vec::new(),
+        wrong_size_shards: Vec::new(),
         corrupt_shards: Vec::new(),
         unexpected_objects: Vec::new(),
         held: Holding::default(),
@@ -237,18 +256,18 @@ fn blank(provider: &str) -> ProviderFindings {
 fn compare(
     provider: &str,
     objects: &BTreeMap<String, u64>,
-    reference: &[RefShard],
-    by_name: &HashMap<&str, &RefShard>,
+    reference: &Reference,
     corrupt: &BTreeSet<u64>,
     listed: Option<&BTreeMap<String, ListedHashes>>,
-    finished: bool,
 ) -> ProviderFindings {
+    let (by_name, finished) = (&reference.by_name, reference.trusted.is_some());
+    let reference = reference.shards;
     let mut f = blank(provider);
     let mut good: HashSet<u64> = HashSet::with_capacity(reference.len());
     for r in reference {
         match objects.get(&r.name) {
             None => f.missing_shards.push(r.index),
-            Some(&size) if size != r.length => f.truncated_shards.push(r.index),
+            Some(&size) if size != r.length => f.wrong_size_shards.push(r.index),
             Some(_) if corrupt.contains(&r.index) || listed_differs(r, listed) => {
                 f.corrupt_shards.push(r.index)
             }

@@ -8,6 +8,7 @@ pub mod prune;
 pub mod restore;
 pub mod status;
 pub mod sync;
+pub mod table;
 pub mod verify;
 
 use crate::cli::{Cli, Command};

@@ -4,7 +4,8 @@
 //! Guarantees:
 //! - Memory: at most `shards_in_flight` downloaded objects are held at once (a semaphore is
 //!   taken before each download and released after hashing).
-//! - Providers are checked in parallel, each with at most `concurrency` downloads at a time.
+//! - Providers are checked in parallel; each provider's own `concurrency` bound is enforced by
+//!   the provider itself ([`crate::provider::Limit`]), not here.
 //! - Partial failure is a result: an object that cannot be read is reported as unreadable and
 //!   the check goes on. Only cancellation stops it (and its rclone children with it).
 
@@ -12,16 +13,20 @@ use crate::catalog::BackupKey;
 use crate::error::Interrupted;
 use crate::gaps::{BackupFindings, Corrupt};
 use crate::layout;
-use crate::manifest::hex;
 use crate::progress::Progress;
 use crate::provider::DynProvider;
 use anyhow::Result;
 use futures::stream::{self, StreamExt};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+mod report;
+pub use report::{
+    verify_report, DamagedBackup, DamagedCopy, FinishedBackup, UnfinishedBackup, VerifiedBackup,
+    VerifiedCopy, VerifyReport, VerifyScope,
+};
 
 /// One object to download and check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub shards_in_flight: usize,
+    /// Not read here any more: [`crate::provider::Limit`] enforces it. Kept until its callers
+    /// stop setting it.
     pub concurrency: usize,
 }
 
@@ -84,7 +91,7 @@ pub async fn run_checks(
                         (c, v)
                     }
                 })
-                .buffer_unordered(limits.concurrency.max(1))
+                .buffer_unordered(limits.shards_in_flight.max(1))
                 .collect::<Vec<_>>()
                 .await
         }
@@ -112,7 +119,7 @@ async fn check_one(
     if data.len() as u64 != c.length {
         return Verdict::Bad(format!("{} bytes, not {}", data.len(), c.length));
     }
-    let digest = match tokio::task::spawn_blocking(move || hex(&Sha256::digest(&data))).await {
+    let digest = match crate::hashing::sha256_blocking(data).await {
         Ok(d) => d,
         Err(e) => return Verdict::Unreadable(format!("hashing failed: {e}")),
     };
@@ -125,7 +132,7 @@ async fn check_one(
 }
 
 /// The checks of a deep verify: every shard of every finished backup that each provider in
-/// scope holds at the right size (missing and truncated shards are known without a download).
+/// scope holds at the right size (missing and wrong-size shards are known without a download).
 pub fn shard_checks(
     host: &str,
     surveys: &[(BackupKey, BackupFindings)],
@@ -141,7 +148,7 @@ pub fn shard_checks(
             let absent: HashSet<u64> = p
                 .missing_shards
                 .iter()
-                .chain(&p.truncated_shards)
+                .chain(&p.wrong_size_shards)
                 .copied()
                 .collect();
             out.extend(
@@ -230,10 +237,13 @@ pub async fn deep_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ProviderError;
     use crate::layout::BackupId;
     use crate::progress::NoProgress;
-    use crate::provider::{Fault, MemoryProvider, Provider};
+    use crate::provider::{Fault, Layer, Limit, MemoryProvider, Op};
     use bytes::Bytes;
+    use futures::future::BoxFuture;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
     fn key() -> BackupKey {
         BackupKey {
@@ -249,7 +259,7 @@ mod tests {
             index: 0,
             path: path.into(),
             length: data.len() as u64,
-            sha256: Some(hex(&Sha256::digest(data))),
+            sha256: Some(crate::hashing::sha256(data)),
         }
     }
 
@@ -292,7 +302,7 @@ mod tests {
         assert!(matches!(verdicts[2], ("gone", Verdict::Bad(_))));
         assert_eq!(
             verdicts[3],
-            ("good", &Verdict::Good(hex(&Sha256::digest(b"hello"))))
+            ("good", &Verdict::Good(crate::hashing::sha256(b"hello")))
         );
         assert!(matches!(verdicts[4], ("short", Verdict::Bad(w)) if w.contains("4 bytes")));
     }
@@ -300,59 +310,28 @@ mod tests {
     /// A provider that counts how many downloads overlap.
     struct Gauge {
         inner: MemoryProvider,
-        now: std::sync::atomic::AtomicUsize,
-        peak: std::sync::atomic::AtomicUsize,
+        now: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
     }
 
-    impl Provider for Gauge {
-        fn name(&self) -> &str {
-            self.inner.name()
+    impl Layer for Gauge {
+        type Inner = MemoryProvider;
+        fn inner(&self) -> &MemoryProvider {
+            &self.inner
         }
-        fn put<'a>(
+        fn around<'a, T: Send + 'a>(
             &'a self,
-            path: &'a str,
-            data: Bytes,
-            progress: Option<crate::provider::ProgressFn>,
-        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::ProviderError>> {
-            self.inner.put(path, data, progress)
-        }
-        fn get<'a>(
-            &'a self,
-            path: &'a str,
-            limit: u64,
-        ) -> futures::future::BoxFuture<'a, Result<Bytes, crate::error::ProviderError>> {
-            use std::sync::atomic::Ordering::SeqCst;
+            _op: Op<'a>,
+            mut call: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>> + Send + 'a,
+        ) -> BoxFuture<'a, Result<T, ProviderError>> {
             Box::pin(async move {
                 let n = self.now.fetch_add(1, SeqCst) + 1;
                 self.peak.fetch_max(n, SeqCst);
                 tokio::task::yield_now().await;
-                let r = self.inner.get(path, limit).await;
+                let r = call().await;
                 self.now.fetch_sub(1, SeqCst);
                 r
             })
-        }
-        fn list<'a>(
-            &'a self,
-            dir: &'a str,
-        ) -> futures::future::BoxFuture<
-            'a,
-            Result<Vec<crate::provider::ObjectInfo>, crate::error::ProviderError>,
-        > {
-            self.inner.list(dir)
-        }
-        fn delete<'a>(
-            &'a self,
-            path: &'a str,
-        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::ProviderError>> {
-            self.inner.delete(path)
-        }
-        fn about(
-            &self,
-        ) -> futures::future::BoxFuture<
-            '_,
-            Result<crate::provider::Usage, crate::error::ProviderError>,
-        > {
-            self.inner.about()
         }
     }
 
@@ -368,18 +347,19 @@ mod tests {
 
     /// The most downloads in progress at once over 40 objects on one provider.
     async fn peak_downloads(shards_in_flight: usize, concurrency: usize) -> usize {
-        let g = Arc::new(Gauge {
-            inner: MemoryProvider::new("g"),
-            now: 0.into(),
-            peak: 0.into(),
-        });
+        let (inner, peak) = (MemoryProvider::new("g"), Arc::new(AtomicUsize::new(0)));
         let mut checks = Vec::new();
         for i in 0..40 {
             let path = format!("x/{i}");
-            g.inner.set_object(&path, Bytes::from_static(b"data"));
+            inner.set_object(&path, Bytes::from_static(b"data"));
             checks.push(check("g", &path, b"data"));
         }
-        let providers: Vec<DynProvider> = vec![g.clone()];
+        let g = Gauge {
+            inner,
+            now: Arc::default(),
+            peak: peak.clone(),
+        };
+        let providers: Vec<DynProvider> = vec![Arc::new(Limit::new(g, concurrency))];
         let progress: Arc<dyn Progress> = Arc::new(NoProgress);
         let limits = Limits {
             shards_in_flight,
@@ -396,6 +376,6 @@ mod tests {
         .unwrap();
         assert_eq!(out.len(), 40);
         assert!(out.iter().all(|(_, v)| matches!(v, Verdict::Good(_))));
-        g.peak.load(std::sync::atomic::Ordering::SeqCst)
+        peak.load(SeqCst)
     }
 }

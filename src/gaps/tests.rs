@@ -98,7 +98,7 @@ fn a_provider_that_should_hold_it_but_holds_nothing_misses_everything() {
 }
 
 #[test]
-fn wrong_sizes_are_truncated_shards() {
+fn wrong_sizes_are_wrong_size_shards() {
     let (mut e, m) = whole(&["a", "b"]);
     e.objects
         .get_mut("b")
@@ -109,10 +109,10 @@ fn wrong_sizes_are_truncated_shards() {
         .unwrap()
         .insert(m.shards[2].name(), 99);
     let f = run(&e, &["a", "b"], &["a", "b"]);
-    assert_eq!(f.provider("b").unwrap().truncated_shards, vec![1]);
+    assert_eq!(f.provider("b").unwrap().wrong_size_shards, vec![1]);
     assert_eq!(f.provider("b").unwrap().held.prefix, 1);
     assert_eq!(
-        f.provider("a").unwrap().truncated_shards,
+        f.provider("a").unwrap().wrong_size_shards,
         vec![2],
         "too long is wrong too"
     );
@@ -212,7 +212,7 @@ fn unfinished_backups_say_how_far_they_got() {
     assert!(a.missing_shards.is_empty() && a.unexpected_objects.is_empty());
     let b = f.provider("b").unwrap();
     assert_eq!(b.missing_shards, vec![2]);
-    assert_eq!(b.truncated_shards, vec![1]);
+    assert_eq!(b.wrong_size_shards, vec![1]);
     assert_eq!(b.held.shards, 2, "shard 0 and the unjudged shard 3");
     assert_eq!(b.held.bytes, (1 << 20) + 500);
     assert_eq!(b.held.prefix, 1);
@@ -350,7 +350,7 @@ fn scales_to_100k_shards_on_three_providers() {
     let took = start.elapsed();
     eprintln!("gap detection over {N} shards x 3 providers: {took:?}");
     assert_eq!(f.provider("b").unwrap().missing_shards, vec![500]);
-    assert_eq!(f.provider("b").unwrap().truncated_shards, vec![99_999]);
+    assert_eq!(f.provider("b").unwrap().wrong_size_shards, vec![99_999]);
     assert_eq!(f.provider("c").unwrap().unexpected_objects, vec!["junk"]);
     assert!(f.provider("a").unwrap().is_whole());
     assert_eq!(f.provider("a").unwrap().held.prefix, N);
@@ -380,7 +380,7 @@ fn a_right_sized_shard_whose_listed_md5_differs_is_corrupt() {
     let f = run(&e, &["a", "b"], &["a", "b"]);
     let b = f.provider("b").unwrap();
     assert_eq!(b.corrupt_shards, vec![1], "{b:#?}");
-    assert!(b.truncated_shards.is_empty() && b.missing_shards.is_empty());
+    assert!(b.wrong_size_shards.is_empty() && b.missing_shards.is_empty());
     assert_eq!((b.held.shards, b.held.prefix), (2, 1));
     assert_eq!(b.bad_shards(), BTreeSet::from([1]));
     assert!(f.has_gaps());
@@ -415,4 +415,17 @@ fn listed_hashes_mean_nothing_without_manifest_hashes() {
     }
     e.manifests.insert("a".into(), Ok(m));
     assert!(!run(&e, &["a"], &["a"]).has_gaps());
+}
+
+#[test]
+fn wrong_size_shards_keep_their_released_json_key() {
+    let (mut e, m) = whole(&["a"]);
+    e.objects
+        .get_mut("a")
+        .unwrap()
+        .insert(m.shards[1].name(), 3);
+    let f = run(&e, &["a"], &["a"]);
+    let v = serde_json::to_value(f.provider("a").unwrap()).unwrap();
+    assert_eq!(v["truncated_shards"], serde_json::json!([1]));
+    assert!(v.get("wrong_size_shards").is_none() && v.get("reachable").is_none());
 }

@@ -1,0 +1,255 @@
+//! The survey `status` and `verify` share, read from the gap findings ([`crate::gaps`]): each
+//! backup's and each provider copy's state in one word, a copy described in a few words (the
+//! table cells and the exit-3 message use the same words), and `status`'s typed report with its
+//! exit-3 summary. No I/O.
+
+use crate::catalog::{BackupKey, Catalog};
+use crate::config::units::human_bytes;
+use crate::gaps::{BackupFindings, ManifestState, ProviderFindings};
+use crate::layout::BackupKind;
+use serde::Serialize;
+
+/// A backup's, or one provider's copy of it, state in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyState {
+    Complete,
+    Incomplete,
+    Unfinished,
+    Unreachable,
+    Damaged,
+    /// Looks complete, but a deep check could not read some shards.
+    Unverified,
+}
+
+impl CopyState {
+    /// The word, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyState::Complete => "complete",
+            CopyState::Incomplete => "incomplete",
+            CopyState::Unfinished => "unfinished",
+            CopyState::Unreachable => "unreachable",
+            CopyState::Damaged => "damaged",
+            CopyState::Unverified => "unverified",
+        }
+    }
+}
+
+/// A provider's copy of a backup (`finished`: it has a trusted manifest).
+pub fn provider_state(p: &ProviderFindings, finished: bool) -> CopyState {
+    match (p.reachable, finished, p.is_whole()) {
+        (false, _, _) => CopyState::Unreachable,
+        (true, false, _) => CopyState::Unfinished,
+        (true, true, true) => CopyState::Complete,
+        (true, true, false) => CopyState::Incomplete,
+    }
+}
+
+/// A backup, over every provider.
+pub fn backup_state(f: &BackupFindings) -> CopyState {
+    if f.damaged.is_some() {
+        return CopyState::Damaged;
+    }
+    match (f.is_finished(), f.has_gaps()) {
+        (false, _) => CopyState::Unfinished,
+        (true, false) => CopyState::Complete,
+        (true, true) => CopyState::Incomplete,
+    }
+}
+
+/// What one provider's copy of a backup is, in a few words (`complete`, `missing 2 shards,
+/// 1 truncated`, ...); in parentheses when the provider is not expected to hold it.
+pub fn describe(p: &ProviderFindings, finished: bool) -> String {
+    if !p.reachable {
+        return "unreachable".into();
+    }
+    let mut parts = Vec::new();
+    if !finished {
+        parts.push(format!(
+            "unfinished: {} shards, {}",
+            p.held.shards,
+            human_bytes(p.held.bytes)
+        ));
+    } else if !p.missing_shards.is_empty() {
+        let n = p.missing_shards.len();
+        parts.push(format!(
+            "missing {n} shard{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    for (n, what) in [
+        (p.wrong_size_shards.len(), "truncated"),
+        (p.corrupt_shards.len(), "corrupt"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if finished {
+        parts.extend(manifest_words(p.manifest));
+        if parts.is_empty() {
+            parts.push("complete".into());
+        }
+    }
+    if !p.unexpected_objects.is_empty() {
+        parts.push(format!("{} unexpected", p.unexpected_objects.len()));
+    }
+    let text = parts.join(", ");
+    if p.expected {
+        text
+    } else {
+        format!("({text})")
+    }
+}
+
+fn manifest_words(m: ManifestState) -> Option<String> {
+    match m {
+        ManifestState::Good => None,
+        ManifestState::Missing => Some("no manifest".into()),
+        ManifestState::Bad => Some("bad manifest".into()),
+        ManifestState::Disagrees => Some("conflicting manifest".into()),
+    }
+}
+
+/// What one provider's copy of a backup whose manifests cannot be trusted is.
+pub fn describe_damaged(p: &ProviderFindings) -> String {
+    match (p.reachable, p.manifest) {
+        (false, _) => "unreachable",
+        (true, ManifestState::Bad) => "damaged manifest",
+        (true, ManifestState::Disagrees | ManifestState::Good) => "disputed manifest",
+        (true, ManifestState::Missing) => "no manifest",
+    }
+    .into()
+}
+
+/// `offsite status`: every backup x every provider.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub host: String,
+    pub backups: Vec<BackupStatus>,
+    /// Providers that could not be listed.
+    pub unreachable: Vec<String>,
+    /// Every provider in priority order.
+    #[serde(skip)]
+    pub order: Vec<String>,
+    /// What has gaps and what to do (exit 3); `None` when nothing has.
+    #[serde(skip)]
+    pub gaps: Option<String>,
+}
+
+/// One backup on every provider that should hold it or holds any of it.
+#[derive(Debug, Serialize)]
+pub struct BackupStatus {
+    pub dataset: String,
+    pub backup_id: String,
+    pub kind: BackupKind,
+    pub state: CopyState,
+    /// Why the backup is damaged.
+    pub error: Option<String>,
+    /// Known for a finished backup only.
+    pub shards: Option<usize>,
+    pub total_bytes: Option<u64>,
+    pub providers: Vec<CopyStatus>,
+    /// It has a trusted manifest.
+    #[serde(skip)]
+    pub finished: bool,
+}
+
+/// One provider's copy of one backup.
+#[derive(Debug, Serialize)]
+pub struct CopyStatus {
+    pub state: CopyState,
+    #[serde(flatten)]
+    pub findings: ProviderFindings,
+}
+
+/// The status of every surveyed backup, with `advice` closing the exit-3 message when a copy
+/// has gaps or a provider could not be listed.
+pub fn status_report(
+    catalog: &Catalog,
+    surveys: &[(BackupKey, BackupFindings)],
+    advice: &str,
+) -> StatusReport {
+    StatusReport {
+        host: catalog.host.clone(),
+        backups: surveys.iter().map(|(k, f)| backup_status(k, f)).collect(),
+        unreachable: catalog.unreachable.keys().cloned().collect(),
+        order: catalog.order.clone(),
+        gaps: gaps_summary(catalog, surveys, advice),
+    }
+}
+
+fn backup_status(k: &BackupKey, f: &BackupFindings) -> BackupStatus {
+    let finished = f.is_finished();
+    let copy = |p: &ProviderFindings| CopyStatus {
+        state: match f.damaged.is_some() && p.reachable {
+            true => CopyState::Damaged,
+            false => provider_state(p, finished),
+        },
+        findings: p.clone(),
+    };
+    BackupStatus {
+        dataset: k.dataset.clone(),
+        backup_id: k.id.to_string(),
+        kind: k.id.kind,
+        state: backup_state(f),
+        error: f.damaged.clone(),
+        shards: finished.then_some(f.reference.len()),
+        total_bytes: finished.then(|| f.reference.iter().map(|r| r.length).sum()),
+        providers: f.providers.iter().map(copy).collect(),
+        finished,
+    }
+}
+
+/// The exit-3 message: the unlistable providers and the first five backups with gaps, then
+/// what to do (`advice`, or resuming the backup when every gap is an unfinished backup).
+/// `None` when nothing has gaps.
+pub fn gaps_summary(
+    catalog: &Catalog,
+    surveys: &[(BackupKey, BackupFindings)],
+    advice: &str,
+) -> Option<String> {
+    let mut problems: Vec<String> = catalog
+        .unreachable
+        .keys()
+        .map(|p| format!("provider {p} could not be listed"))
+        .collect();
+    let gaps: Vec<&(BackupKey, BackupFindings)> =
+        surveys.iter().filter(|(_, f)| f.has_gaps()).collect();
+    for (k, f) in gaps.iter().take(5) {
+        problems.push(gap_summary(k, f));
+    }
+    if gaps.len() > 5 {
+        problems.push(format!("and {} more backups", gaps.len() - 5));
+    }
+    if problems.is_empty() {
+        None
+    } else if gaps.iter().all(|(_, f)| f.is_unfinished()) && catalog.unreachable.is_empty() {
+        Some(format!(
+            "{}; run `offsite backup` again to resume",
+            problems.join("; ")
+        ))
+    } else {
+        Some(format!("{}; {advice}", problems.join("; ")))
+    }
+}
+
+fn gap_summary(k: &BackupKey, f: &BackupFindings) -> String {
+    if let Some(why) = &f.damaged {
+        return format!("backup {} of {:?}: {why}", k.id, k.dataset);
+    }
+    if !f.is_finished() {
+        return format!("backup {} of {:?} is unfinished", k.id, k.dataset);
+    }
+    let bad: Vec<String> = f
+        .providers
+        .iter()
+        .filter(|p| p.expected && !p.is_whole())
+        .map(|p| format!("{}: {}", p.provider, describe(p, true)))
+        .collect();
+    format!("backup {} of {:?}: {}", k.id, k.dataset, bad.join(", "))
+}
+
+#[cfg(test)]
+mod tests;

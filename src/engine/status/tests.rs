@@ -1,0 +1,167 @@
+use super::*;
+use crate::error::{ErrorKind, ProviderError};
+use crate::gaps::{Holding, RefShard};
+use crate::layout::BackupId;
+use std::collections::BTreeMap;
+
+fn key(stamp: &str) -> BackupKey {
+    BackupKey {
+        dataset: "tank/data".into(),
+        id: BackupId::parse(&format!("{stamp}-full")).unwrap(),
+    }
+}
+
+fn whole(provider: &str) -> ProviderFindings {
+    ProviderFindings {
+        provider: provider.into(),
+        expected: true,
+        reachable: true,
+        manifest: ManifestState::Good,
+        manifest_error: None,
+        missing_shards: vec![],
+        wrong_size_shards: vec![],
+        corrupt_shards: vec![],
+        unexpected_objects: vec![],
+        held: Holding::default(),
+    }
+}
+
+fn finished(providers: Vec<ProviderFindings>) -> BackupFindings {
+    let shard = |index| RefShard {
+        index,
+        name: format!("{index}"),
+        length: 10,
+        sha256: None,
+        md5: None,
+        sha1: None,
+    };
+    BackupFindings {
+        manifest_from: Some(providers[0].provider.clone()),
+        damaged: None,
+        reference: vec![shard(0), shard(1), shard(2)],
+        providers,
+    }
+}
+
+fn catalog(unreachable: &[&str]) -> Catalog {
+    Catalog {
+        host: "h".into(),
+        order: vec!["a".into(), "b".into()],
+        backups: BTreeMap::new(),
+        unreachable: unreachable
+            .iter()
+            .map(|p| {
+                let e = ProviderError::new(p, "list", "", ErrorKind::Transient, "down");
+                (p.to_string(), e)
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_copy_is_described_in_the_words_of_the_status_table() {
+    assert_eq!(describe(&whole("a"), true), "complete");
+    let mut p = whole("a");
+    p.missing_shards = vec![0, 2];
+    p.wrong_size_shards = vec![1];
+    p.manifest = ManifestState::Missing;
+    p.unexpected_objects = vec!["junk".into()];
+    assert_eq!(
+        describe(&p, true),
+        "missing 2 shards, 1 truncated, no manifest, 1 unexpected"
+    );
+    p.expected = false;
+    p.held = Holding {
+        shards: 2,
+        bytes: 2048,
+        prefix: 2,
+    };
+    p.missing_shards.clear();
+    assert!(describe(&p, false).starts_with("(unfinished: 2 shards, "));
+    p.reachable = false;
+    assert_eq!(describe(&p, true), "unreachable");
+    assert_eq!(describe_damaged(&whole("a")), "disputed manifest");
+}
+
+#[test]
+fn states_in_one_word() {
+    let mut b = whole("b");
+    b.corrupt_shards = vec![1];
+    let f = finished(vec![whole("a"), b]);
+    assert_eq!(backup_state(&f), CopyState::Incomplete);
+    assert_eq!(provider_state(&f.providers[1], true), CopyState::Incomplete);
+    assert_eq!(
+        provider_state(&f.providers[0], false),
+        CopyState::Unfinished
+    );
+    assert_eq!(
+        backup_state(&finished(vec![whole("a")])),
+        CopyState::Complete
+    );
+}
+
+#[test]
+fn the_status_report_keeps_its_released_json_keys() {
+    let mut b = whole("b");
+    b.wrong_size_shards = vec![1];
+    let surveys = vec![(key("20261121T020000Z"), finished(vec![whole("a"), b]))];
+    let report = status_report(&catalog(&[]), &surveys, "sync");
+    let v = serde_json::to_value(&report).unwrap();
+    let backup = &v["backups"][0];
+    assert_eq!(backup["state"], "incomplete");
+    assert_eq!(backup["kind"], "full");
+    assert_eq!(backup["shards"], 3);
+    assert_eq!(backup["total_bytes"], 30);
+    let copy = &backup["providers"][1];
+    let mut keys: Vec<&str> = copy
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "corrupt_shards",
+            "expected",
+            "held",
+            "manifest",
+            "manifest_error",
+            "missing_shards",
+            "provider",
+            "state",
+            "truncated_shards",
+            "unexpected_objects"
+        ]
+    );
+    assert_eq!(copy["state"], "incomplete");
+    assert_eq!(copy["truncated_shards"], serde_json::json!([1]));
+    assert_eq!(
+        report.gaps.as_deref(),
+        Some("backup 20261121T020000Z-full of \"tank/data\": b: 1 truncated; sync")
+    );
+}
+
+#[test]
+fn only_unfinished_backups_ask_for_a_resume_and_at_most_five_are_named() {
+    let mut unfinished = finished(vec![whole("a")]);
+    unfinished.manifest_from = None;
+    let surveys: Vec<_> = (0..7)
+        .map(|i| (key(&format!("2026112{i}T020000Z")), unfinished.clone()))
+        .collect();
+    let gaps = gaps_summary(&catalog(&[]), &surveys, "sync").unwrap();
+    assert!(
+        gaps.ends_with("and 2 more backups; run `offsite backup` again to resume"),
+        "{gaps}"
+    );
+    assert_eq!(gaps.matches("is unfinished").count(), 5);
+    let gaps = gaps_summary(&catalog(&["b"]), &surveys[..1], "sync").unwrap();
+    assert!(
+        gaps.starts_with("provider b could not be listed; "),
+        "{gaps}"
+    );
+    assert!(gaps.ends_with("; sync"), "{gaps}");
+    let whole = vec![(key("20261121T020000Z"), finished(vec![whole("a")]))];
+    assert_eq!(gaps_summary(&catalog(&[]), &whole, "sync"), None);
+}
