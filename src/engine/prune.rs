@@ -60,26 +60,11 @@ pub struct PrunePlan {
 /// not a restorable full are kept whatever their age. Fewer restorable full chains than
 /// `keep_chains`: every complete backup is kept.
 pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
-    let mut parents: BTreeMap<&BackupId, Option<&BackupId>> = BTreeMap::new();
-    let mut intact = BTreeSet::new();
-    let mut unfinished = BTreeSet::new();
-    for s in seen {
-        match s {
-            Seen::Complete {
-                id,
-                parent,
-                restorable,
-            } => {
-                parents.insert(id, parent.as_ref());
-                if *restorable {
-                    intact.insert(id);
-                }
-            }
-            Seen::Unfinished(id) => {
-                unfinished.insert(id);
-            }
-        }
-    }
+    let Indexed {
+        parents,
+        intact,
+        unfinished,
+    } = index(seen);
     let good_root = |id: &BackupId| parents.get(id) == Some(&None) && intact.contains(id);
     let mut roots: Vec<&BackupId> = parents.keys().filter(|id| good_root(id)).copied().collect();
     roots.sort_unstable_by(|a, b| b.cmp(a));
@@ -119,6 +104,41 @@ pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
             .collect(),
         keep: keep.into_iter().cloned().collect(),
     }
+}
+
+/// One dataset's backups, indexed for [`plan`].
+struct Indexed<'a> {
+    /// Complete backups to their parent links.
+    parents: BTreeMap<&'a BackupId, Option<&'a BackupId>>,
+    /// Complete backups with every shard on some provider.
+    intact: BTreeSet<&'a BackupId>,
+    unfinished: BTreeSet<&'a BackupId>,
+}
+
+fn index(seen: &[Seen]) -> Indexed<'_> {
+    let mut out = Indexed {
+        parents: BTreeMap::new(),
+        intact: BTreeSet::new(),
+        unfinished: BTreeSet::new(),
+    };
+    for s in seen {
+        match s {
+            Seen::Complete {
+                id,
+                parent,
+                restorable,
+            } => {
+                out.parents.insert(id, parent.as_ref());
+                if *restorable {
+                    out.intact.insert(id);
+                }
+            }
+            Seen::Unfinished(id) => {
+                out.unfinished.insert(id);
+            }
+        }
+    }
+    out
 }
 
 /// The oldest ancestor of `id` that is complete: its full backup, or for a broken chain the
