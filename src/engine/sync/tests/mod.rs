@@ -3,6 +3,7 @@
 mod execute;
 mod migrate;
 mod plan;
+mod run;
 
 use super::*;
 use crate::catalog::Catalog;
