@@ -15,7 +15,7 @@ use crate::error::{ConfigError, Interrupted};
 use crate::lock::DatasetLock;
 use crate::outln;
 use crate::output::{self, Report};
-use crate::provider::DynProvider;
+use crate::provider::{DynProvider, Stack};
 use crate::snapshots;
 use crate::state::DatasetState;
 use anyhow::{bail, Result};
@@ -72,11 +72,14 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
             .map(|(d, _)| DatasetLock::acquire(&ctx.cfg.state_dir, &ctx.cfg.host, &d.name))
             .collect::<Result<Vec<_>>>()?
     };
-    let providers = ctx.enabled_providers();
+    // A dry run deletes through providers that skip every write: one code path for both.
+    let providers = ctx.enabled_providers_in(Stack { dry_run });
     let catalog = list_all(ctx, &providers).await?;
     let planned = plan_all(&catalog, &datasets, &mut left_alone);
     left_alone.extend(unconfigured(ctx, &catalog));
-    let results = delete(ctx, &providers, planned.work, dry_run).await;
+    let progress = ctx.progress.as_ref();
+    let (concurrency, cancel) = (ctx.cfg.concurrency, &ctx.cancel);
+    let results = prune::execute(&providers, planned.work, concurrency, progress, cancel).await;
     if ctx.cancel.is_cancelled() {
         // Interrupted while deleting on the providers: local snapshots are not touched.
         print_partial(&results);
@@ -121,21 +124,6 @@ async fn list_all(ctx: &Ctx, providers: &[DynProvider]) -> Result<Catalog> {
         );
     }
     Ok(catalog)
-}
-
-/// Deletes `work` on the providers; with `dry_run`, what that would do if every deletion
-/// succeeded.
-async fn delete(
-    ctx: &Ctx,
-    providers: &[DynProvider],
-    work: Work,
-    dry_run: bool,
-) -> Vec<ProviderResult> {
-    if dry_run {
-        return simulate(&work);
-    }
-    let progress = ctx.progress.as_ref();
-    prune::execute(providers, work, ctx.cfg.concurrency, progress, &ctx.cancel).await
 }
 
 /// What the datasets' plans add up to.
@@ -228,21 +216,6 @@ fn dataset_report(dataset: &str, keep: NonZeroU32, plan: &PrunePlan) -> DatasetR
         debris: strings(&plan.debris),
         unrestorable: strings(&plan.unrestorable),
     }
-}
-
-/// What `execute` would report if every deletion succeeded.
-fn simulate(work: &Work) -> Vec<ProviderResult> {
-    work.iter()
-        .map(|(p, doomed)| ProviderResult {
-            provider: p.clone(),
-            freed: doomed.iter().map(prune::Doomed::bytes).sum(),
-            deleted: doomed
-                .iter()
-                .map(|d| d.others.len() as u64 + u64::from(d.manifest.is_some()))
-                .sum(),
-            ..Default::default()
-        })
-        .collect()
 }
 
 /// Bytes freed per provider, every listed provider included.
