@@ -78,8 +78,7 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     let planned = plan_all(&catalog, &datasets, &mut left_alone);
     left_alone.extend(unconfigured(ctx, &catalog));
     let progress = ctx.progress.as_ref();
-    let (concurrency, cancel) = (ctx.cfg.concurrency, &ctx.cancel);
-    let results = prune::execute(&providers, planned.work, concurrency, progress, cancel).await;
+    let results = prune::execute(&providers, planned.work, progress, &ctx.cancel).await;
     if ctx.cancel.is_cancelled() {
         // Interrupted while deleting on the providers: local snapshots are not touched.
         print_partial(&results);

@@ -15,7 +15,7 @@
 //!   rclone remote ([`RemoteId`]). They check sizes only (afterwards, from a listing); run
 //!   `sync --deep` to hash-check the sources first.
 //! - Memory: at most `shards_in_flight` shards are held at once, one buffer per shard however
-//!   many destinations it goes to; at most `concurrency` transfers per provider.
+//!   many destinations it goes to. Transfers per provider are bounded by its `Limit` layer.
 //! - Manifests last: a manifest is written to a provider only after one listing shows that it
 //!   holds every shard at the right size. Unfinished backups get their shards, never a manifest.
 //! - A late step's failure (checking or emptying a migration's source) comes back next to the

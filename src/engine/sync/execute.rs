@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// Shared by the copy tasks of one run.
 struct Run<'a> {
     opts: &'a Options,
+    /// Each with its own `Limit` on transfers at once.
     providers: HashMap<String, DynProvider>,
-    slots: HashMap<String, Semaphore>,
     memory: Semaphore,
     progress: Arc<dyn Progress>,
     /// Sources dropped from the run after a failed read (retries included), with why: later
@@ -31,16 +31,11 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(opts: &'a Options, providers: &[DynProvider], progress: Arc<dyn Progress>) -> Self {
-        let per_provider = opts.limits.concurrency.max(1);
         Run {
             opts,
             providers: providers
                 .iter()
                 .map(|p| (p.name().to_string(), p.clone()))
-                .collect(),
-            slots: providers
-                .iter()
-                .map(|p| (p.name().to_string(), Semaphore::new(per_provider)))
                 .collect(),
             memory: Semaphore::new(opts.limits.shards_in_flight.max(1)),
             progress,
@@ -52,13 +47,6 @@ impl<'a> Run<'a> {
         self.providers
             .get(name)
             .ok_or_else(|| format!("provider {name} is not configured"))
-    }
-
-    async fn slot(&self, name: &str) -> tokio::sync::SemaphorePermit<'_> {
-        self.slots[name]
-            .acquire()
-            .await
-            .expect("semaphore is never closed")
     }
 }
 
@@ -151,7 +139,6 @@ async fn copy_server_side<'j>(
         async move {
             let (src, root) = route?;
             let dst = run.provider(d).ok()?;
-            let _slot = run.slot(d).await;
             match dst.copy_from(root, path, path).await {
                 Ok(()) => Some(src.clone()),
                 Err(e) => {
@@ -234,7 +221,6 @@ async fn upload(
     data: Bytes,
 ) -> Result<(), String> {
     let dst = run.provider(dest)?;
-    let _slot = run.slot(dest).await;
     let progress = run.progress.clone();
     let name = dest.to_string();
     let high = AtomicU64::new(0);
@@ -259,10 +245,7 @@ async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String,
             tried.push(format!("{s} was dropped from this run: {why}"));
             continue;
         }
-        let got = {
-            let _slot = run.slot(s).await;
-            src.get(path, job.length).await
-        };
+        let got = src.get(path, job.length).await;
         let data = match got {
             Ok(d) if d.len() as u64 == job.length => d,
             Ok(d) => {
@@ -413,7 +396,6 @@ async fn write_manifest(run: &Run<'_>, m: &ManifestJob, dest: &str) -> Result<u6
         layout::backup_dir(&run.opts.host, &m.key.dataset, &m.key.id)
     );
     let dst = run.provider(dest)?;
-    let _slot = run.slot(dest).await;
     dst.put(&path, body, None)
         .await
         .map_err(|e| e.to_string())?;

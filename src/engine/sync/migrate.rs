@@ -12,7 +12,6 @@ use crate::layout::{self, MANIFEST};
 use crate::progress::Progress;
 use crate::provider::DynProvider;
 use anyhow::{bail, Context, Result};
-use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -85,8 +84,7 @@ pub(super) async fn finish(
         );
         return Ok(());
     }
-    let (n, errors) =
-        remove_source(before, from, &check.verified, limits.concurrency, cx.cancel).await?;
+    let (n, errors) = remove_source(before, from, &check.verified, cx.cancel).await?;
     report.migration = Some(MigrationSummary {
         verified_backups,
         removed_objects: Some(n),
@@ -265,7 +263,6 @@ pub async fn remove_source(
     before: &Catalog,
     from: &DynProvider,
     verified: &[BackupKey],
-    concurrency: usize,
     cancel: &CancellationToken,
 ) -> Result<(u64, Vec<String>)> {
     let mut manifests = Vec::new();
@@ -289,10 +286,8 @@ pub async fn remove_source(
     let mut failed = Vec::new();
     // Manifests first: a backup without its manifest on `from` is never taken for whole there.
     for batch in [manifests, shards] {
-        let deletes = stream::iter(batch)
-            .map(|p| async move { from.delete(&p).await })
-            .buffer_unordered(concurrency.max(1))
-            .collect::<Vec<_>>();
+        // As many at once as `from`'s `Limit` allows.
+        let deletes = futures::future::join_all(batch.iter().map(|p| from.delete(p)));
         let results = tokio::select! {
             r = deletes => r,
             _ = cancel.cancelled() => return Err(Interrupted.into()),

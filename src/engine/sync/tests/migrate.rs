@@ -54,7 +54,7 @@ async fn migration_copies_verifies_and_only_then_removes_the_source() {
         check.failed
     );
 
-    let (n, errors) = remove_source(&catalog, &a, &[key()], 2, &cancel)
+    let (n, errors) = remove_source(&catalog, &a, &[key()], &cancel)
         .await
         .unwrap();
     assert!(errors.is_empty());
