@@ -14,9 +14,10 @@ use crate::engine::prune::{self, ProviderResult, PrunePlan, Work};
 use crate::error::{ConfigError, Interrupted};
 use crate::lock::DatasetLock;
 use crate::outln;
+use crate::output::{self, Report};
+use crate::provider::{DynProvider, Stack};
 use crate::snapshots;
 use crate::state::DatasetState;
-use crate::ui;
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
@@ -24,8 +25,9 @@ use std::num::NonZeroU32;
 /// The datasets to prune, each with its `keep_chains`.
 type Selected<'a> = Vec<(&'a Dataset, NonZeroU32)>;
 
+/// What prune did (with --dry-run: would do), per dataset and provider.
 #[derive(Debug, serde::Serialize)]
-struct Report {
+struct PruneReport {
     host: String,
     dry_run: bool,
     datasets: Vec<DatasetReport>,
@@ -70,9 +72,48 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
             .map(|(d, _)| DatasetLock::acquire(&ctx.cfg.state_dir, &ctx.cfg.host, &d.name))
             .collect::<Result<Vec<_>>>()?
     };
-    let providers = ctx.enabled_providers();
+    // A dry run deletes through providers that skip every write: one code path for both.
+    let providers = ctx.enabled_providers_in(Stack { dry_run });
+    let catalog = list_all(ctx, &providers).await?;
+    let planned = plan_all(&catalog, &datasets, &mut left_alone);
+    left_alone.extend(unconfigured(ctx, &catalog));
+    let progress = ctx.progress.as_ref();
+    let results = prune::execute(&providers, planned.work, progress, &ctx.cancel).await;
+    if ctx.cancel.is_cancelled() {
+        // Interrupted while deleting on the providers: local snapshots are not touched.
+        print_partial(&results);
+        return Err(Interrupted.into());
+    }
+    let (local_snapshots, local_failed) = match prune_local_snapshots(ctx, &catalog, dry_run).await
+    {
+        Ok(deleted) => (deleted, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let report = PruneReport {
+        host: catalog.host.clone(),
+        dry_run,
+        datasets: planned.reports,
+        left_alone,
+        freed: freed(&catalog.order, &results),
+        failed: results
+            .iter()
+            .flat_map(|r| &r.errors)
+            .map(|e| e.to_string())
+            .collect(),
+        blocked: planned.blocked,
+        local_snapshots,
+    };
+    let late = match local_failed {
+        Some(e) => Err(e),
+        None => finish(ctx, &report, &results),
+    };
+    output::conclude(ctx.json, &report, late)
+}
+
+/// Lists every enabled provider; all of them must answer, or nothing is pruned.
+async fn list_all(ctx: &Ctx, providers: &[DynProvider]) -> Result<Catalog> {
     let catalog = tokio::select! {
-        c = Catalog::scan(&providers, &ctx.cfg.host, None) => c,
+        c = Catalog::scan(providers, &ctx.cfg.host, None) => c,
         _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
     };
     if let Some((p, e)) = catalog.unreachable.iter().next() {
@@ -81,50 +122,11 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
              shows may need what would be deleted. Fix it, or set `enabled = false` in its file"
         );
     }
-    let Planned {
-        work,
-        reports,
-        blocked,
-    } = plan_all(&catalog, &datasets, &mut left_alone);
-    left_alone.extend(unconfigured(ctx, &catalog));
-    let results = if dry_run {
-        simulate(&work)
-    } else {
-        prune::execute(
-            &providers,
-            work,
-            ctx.cfg.concurrency,
-            ctx.progress.as_ref(),
-            &ctx.cancel,
-        )
-        .await
-    };
-    if ctx.cancel.is_cancelled() {
-        // Interrupted while deleting on the providers: local snapshots are not touched.
-        print_partial(&results);
-        return Err(Interrupted.into());
-    }
-    let local_snapshots = prune_local_snapshots(ctx, &catalog, dry_run).await?;
-    let report = Report {
-        host: catalog.host.clone(),
-        dry_run,
-        datasets: reports,
-        left_alone,
-        freed: freed(&catalog.order, &results),
-        failed: results
-            .iter()
-            .flat_map(|r| &r.errors)
-            .map(|e| e.to_string())
-            .collect(),
-        blocked,
-        local_snapshots,
-    };
-    print(ctx, &report)?;
-    finish(ctx, &report, &results)
+    Ok(catalog)
 }
 
 /// What the datasets' plans add up to.
-struct Planned {
+struct PlannedDeletions {
     work: Work,
     reports: Vec<DatasetReport>,
     /// Datasets that cannot be pruned safely, and why.
@@ -137,8 +139,8 @@ fn plan_all(
     catalog: &Catalog,
     datasets: &Selected<'_>,
     left_alone: &mut Vec<LeftAlone>,
-) -> Planned {
-    let mut out = Planned {
+) -> PlannedDeletions {
+    let mut out = PlannedDeletions {
         work: Work::new(),
         reports: Vec::new(),
         blocked: Vec::new(),
@@ -215,21 +217,6 @@ fn dataset_report(dataset: &str, keep: NonZeroU32, plan: &PrunePlan) -> DatasetR
     }
 }
 
-/// What `execute` would report if every deletion succeeded.
-fn simulate(work: &Work) -> Vec<ProviderResult> {
-    work.iter()
-        .map(|(p, doomed)| ProviderResult {
-            provider: p.clone(),
-            freed: doomed.iter().map(prune::Doomed::bytes).sum(),
-            deleted: doomed
-                .iter()
-                .map(|d| d.others.len() as u64 + u64::from(d.manifest.is_some()))
-                .sum(),
-            ..Default::default()
-        })
-        .collect()
-}
-
 /// Bytes freed per provider, every listed provider included.
 fn freed(order: &[String], results: &[ProviderResult]) -> BTreeMap<String, u64> {
     let mut out: BTreeMap<String, u64> = order.iter().map(|p| (p.clone(), 0)).collect();
@@ -281,70 +268,74 @@ fn print_partial(results: &[ProviderResult]) {
     }
 }
 
-fn print(ctx: &Ctx, r: &Report) -> std::io::Result<()> {
-    if ctx.json {
-        ui::print_json(&serde_json::to_value(r).expect("a report always serializes"))?;
-        return Ok(());
+impl Report for PruneReport {
+    fn render_text(&self) -> std::io::Result<()> {
+        let (delete, free) = if self.dry_run {
+            ("would delete", "would free")
+        } else {
+            ("deleted", "freed")
+        };
+        for snap in &self.local_snapshots {
+            outln!("local snapshot {delete} {snap}")?;
+        }
+        for d in &self.datasets {
+            d.render_text(delete)?;
+        }
+        for l in &self.left_alone {
+            outln!("dataset {:?}: left alone: {}", l.dataset, l.reason)?;
+        }
+        let freed: Vec<String> = self
+            .freed
+            .iter()
+            .map(|(p, b)| format!("{p} {}", human_bytes(*b)))
+            .collect();
+        outln!("{free}: {}", freed.join(", "))?;
+        if self.dry_run {
+            outln!("dry run: nothing was deleted")?;
+        }
+        Ok(())
     }
-    let (delete, free) = if r.dry_run {
-        ("would delete", "would free")
-    } else {
-        ("deleted", "freed")
-    };
-    for snap in &r.local_snapshots {
-        outln!(
-            "local snapshot {} {snap}",
-            if r.dry_run { "would delete" } else { "deleted" }
-        )?;
-    }
-    for d in &r.datasets {
+}
+
+impl DatasetReport {
+    /// One line of counts, one per backup, and the kept backups that cannot be restored.
+    fn render_text(&self, delete: &str) -> std::io::Result<()> {
         outln!(
             "dataset {:?} (keep_chains = {}): keep {}, {delete} {} of older chains and {} abandoned unfinished",
-            d.dataset,
-            d.keep_chains,
-            d.kept.len(),
-            d.deleted.len(),
-            d.debris.len()
+            self.dataset,
+            self.keep_chains,
+            self.kept.len(),
+            self.deleted.len(),
+            self.debris.len()
         )?;
         let lines = [
-            ("keep", &d.kept),
-            (delete, &d.deleted),
-            ("debris", &d.debris),
+            ("keep", &self.kept),
+            (delete, &self.deleted),
+            ("debris", &self.debris),
         ];
         for (what, ids) in lines {
             for id in ids {
                 outln!("  {what:<12} {id}")?;
             }
         }
-        if !d.unrestorable.is_empty() {
-            outln!(
-                "  {} kept backup(s) cannot be restored (a shard or a backup of the chain is \
-                 missing on every provider): not counted toward keep_chains and not deleted; \
-                 see `offsite status`, and `offsite sync` to repair what another copy holds:",
-                d.unrestorable.len()
-            )?;
-            for id in &d.unrestorable {
-                outln!("  {:<12} {id}", "unrestorable")?;
-            }
+        if self.unrestorable.is_empty() {
+            return Ok(());
         }
+        outln!(
+            "  {} kept backup(s) cannot be restored (a shard or a backup of the chain is \
+             missing on every provider): not counted toward keep_chains and not deleted; \
+             see `offsite status`, and `offsite sync` to repair what another copy holds:",
+            self.unrestorable.len()
+        )?;
+        for id in &self.unrestorable {
+            outln!("  {:<12} {id}", "unrestorable")?;
+        }
+        Ok(())
     }
-    for l in &r.left_alone {
-        outln!("dataset {:?}: left alone: {}", l.dataset, l.reason)?;
-    }
-    let freed: Vec<String> = r
-        .freed
-        .iter()
-        .map(|(p, b)| format!("{p} {}", human_bytes(*b)))
-        .collect();
-    outln!("{free}: {}", freed.join(", "))?;
-    if r.dry_run {
-        outln!("dry run: nothing was deleted")?;
-    }
-    Ok(())
 }
 
 /// Exit 130 when interrupted, 1 when a deletion failed or a dataset could not be pruned.
-fn finish(ctx: &Ctx, r: &Report, results: &[ProviderResult]) -> Result<Outcome> {
+fn finish(ctx: &Ctx, r: &PruneReport, results: &[ProviderResult]) -> Result<()> {
     if ctx.cancel.is_cancelled() {
         return Err(Interrupted.into());
     }
@@ -359,5 +350,5 @@ fn finish(ctx: &Ctx, r: &Report, results: &[ProviderResult]) -> Result<Outcome> 
     if let Some(first) = r.blocked.first() {
         bail!("{first}; check `offsite status` and `offsite verify`");
     }
-    Ok(Outcome::Done)
+    Ok(())
 }

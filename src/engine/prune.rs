@@ -11,8 +11,8 @@
 //!   newest complete backup of their dataset; a newer one may still be resumed.
 //! - On each provider, a backup's manifest is deleted before its shards, and its shards are left
 //!   alone if the manifest delete failed, so a half-pruned backup never looks restorable.
-//! - Providers are worked on in parallel, each with at most `concurrency` deletions at once; a
-//!   failing provider is reported and the others go on.
+//! - Providers are worked on in parallel (each provider's `Limit` bounds its deletions at
+//!   once); a failing provider is reported and the others go on.
 
 use crate::catalog::ancestors::{ancestors, Ancestors, Link, Lookup, WalkEnd};
 use crate::catalog::{Catalog, Objects};
@@ -20,7 +20,6 @@ use crate::error::ProviderError;
 use crate::layout::{self, BackupId};
 use crate::progress::Progress;
 use crate::provider::DynProvider;
-use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use tokio_util::sync::CancellationToken;
@@ -61,26 +60,11 @@ pub struct PrunePlan {
 /// not a restorable full are kept whatever their age. Fewer restorable full chains than
 /// `keep_chains`: every complete backup is kept.
 pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
-    let mut parents: BTreeMap<&BackupId, Option<&BackupId>> = BTreeMap::new();
-    let mut intact = BTreeSet::new();
-    let mut unfinished = BTreeSet::new();
-    for s in seen {
-        match s {
-            Seen::Complete {
-                id,
-                parent,
-                restorable,
-            } => {
-                parents.insert(id, parent.as_ref());
-                if *restorable {
-                    intact.insert(id);
-                }
-            }
-            Seen::Unfinished(id) => {
-                unfinished.insert(id);
-            }
-        }
-    }
+    let Indexed {
+        parents,
+        intact,
+        unfinished,
+    } = index(seen);
     let good_root = |id: &BackupId| parents.get(id) == Some(&None) && intact.contains(id);
     let mut roots: Vec<&BackupId> = parents.keys().filter(|id| good_root(id)).copied().collect();
     roots.sort_unstable_by(|a, b| b.cmp(a));
@@ -131,6 +115,41 @@ fn chain_of<'m, 'a>(
         let (&at, parent) = parents.get_key_value(at)?;
         Some((at, parent.map_or(Link::Root, Link::Parent)))
     })
+}
+
+/// One dataset's backups, indexed for [`plan`].
+struct Indexed<'a> {
+    /// Complete backups to their parent links.
+    parents: BTreeMap<&'a BackupId, Option<&'a BackupId>>,
+    /// Complete backups with every shard on some provider.
+    intact: BTreeSet<&'a BackupId>,
+    unfinished: BTreeSet<&'a BackupId>,
+}
+
+fn index(seen: &[Seen]) -> Indexed<'_> {
+    let mut out = Indexed {
+        parents: BTreeMap::new(),
+        intact: BTreeSet::new(),
+        unfinished: BTreeSet::new(),
+    };
+    for s in seen {
+        match s {
+            Seen::Complete {
+                id,
+                parent,
+                restorable,
+            } => {
+                out.parents.insert(id, parent.as_ref());
+                if *restorable {
+                    out.intact.insert(id);
+                }
+            }
+            Seen::Unfinished(id) => {
+                out.unfinished.insert(id);
+            }
+        }
+    }
+    out
 }
 
 /// The oldest ancestor of `id` that is complete: its full backup, or for a broken chain the
@@ -281,12 +300,11 @@ pub struct ProviderResult {
     pub errors: Vec<ProviderError>,
 }
 
-/// Deletes `work`: every provider in parallel, at most `concurrency` deletions at once on each.
-/// Stops starting deletions once `cancel` fires.
+/// Deletes `work`: every provider in parallel, as many deletions at once as each provider's
+/// `Limit` allows. Stops starting deletions once `cancel` fires.
 pub async fn execute(
     providers: &[DynProvider],
     work: Work,
-    concurrency: usize,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Vec<ProviderResult> {
@@ -295,7 +313,7 @@ pub async fn execute(
     progress.begin("pruning", Some(total), &names);
     let runs = work.into_iter().filter_map(|(name, doomed)| {
         let p = providers.iter().find(|p| p.name() == name)?.clone();
-        Some(async move { prune_provider(&p, doomed, concurrency.max(1), progress, cancel).await })
+        Some(async move { prune_provider(&p, doomed, progress, cancel).await })
     });
     let results = futures::future::join_all(runs).await;
     progress.finish();
@@ -306,7 +324,6 @@ pub async fn execute(
 async fn prune_provider(
     p: &DynProvider,
     doomed: Vec<Doomed>,
-    concurrency: usize,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> ProviderResult {
@@ -318,11 +335,10 @@ async fn prune_provider(
         d.manifest
             .map(|size| (i, format!("{}/{}", d.dir, layout::MANIFEST), size))
     });
-    let gone: BTreeSet<usize> =
-        delete_all(p, manifests, concurrency, progress, cancel, &mut result)
-            .await
-            .into_iter()
-            .collect();
+    let gone: BTreeSet<usize> = delete_all(p, manifests, progress, cancel, &mut result)
+        .await
+        .into_iter()
+        .collect();
     let others = doomed.iter().enumerate().flat_map(|(i, d)| {
         d.others
             .iter()
@@ -331,43 +347,31 @@ async fn prune_provider(
     let (ready, blocked): (Vec<_>, Vec<_>) =
         others.partition(|(i, _, _)| doomed[*i].manifest.is_none() || gone.contains(i));
     result.skipped += blocked.len() as u64;
-    delete_all(
-        p,
-        ready.into_iter(),
-        concurrency,
-        progress,
-        cancel,
-        &mut result,
-    )
-    .await;
+    delete_all(p, ready.into_iter(), progress, cancel, &mut result).await;
     result
 }
 
-/// Deletes `(tag, path, size)` objects, at most `concurrency` at once; returns the tags of the
-/// objects deleted and records sizes, counts and errors in `result`.
+/// Deletes `(tag, path, size)` objects (as many at once as `p`'s `Limit` allows); returns the
+/// tags of the objects deleted and records sizes, counts and errors in `result`.
 async fn delete_all(
     p: &DynProvider,
     objects: impl Iterator<Item = (usize, String, u64)>,
-    concurrency: usize,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     result: &mut ProviderResult,
 ) -> Vec<usize> {
-    let outcomes: Vec<_> = stream::iter(objects)
-        .map(|(tag, path, size)| async move {
-            if cancel.is_cancelled() {
-                return (tag, size, None);
-            }
-            let r = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => None,
-                r = p.delete(&path) => Some(r),
-            };
-            (tag, size, r)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let deletes = objects.map(|(tag, path, size)| async move {
+        if cancel.is_cancelled() {
+            return (tag, size, None);
+        }
+        let r = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            r = p.delete(&path) => Some(r),
+        };
+        (tag, size, r)
+    });
+    let outcomes = futures::future::join_all(deletes).await;
     let mut done = Vec::new();
     for (tag, size, r) in outcomes {
         match r {

@@ -1,9 +1,13 @@
 //! Sync: fill every provider's gaps from providers that hold a good copy, repair one provider,
 //! or migrate everything one provider holds to another.
 //!
-//! [`plan`] is pure (findings in, copies out, STYLE.md §10); [`execute`] does the copies and
-//! [`verify_migration`] checks a migration's destination. Guarantees:
-//! - Only the destinations a plan names are written to; sources are only read.
+//! [`run`] is the one entry point: it lists the providers, plans ([`plan`], pure, findings in,
+//! copies out, STYLE.md §10), and either hands back the plan (`--dry-run`) or does the copies
+//! ([`execute`]) and, for a migration, verifies the destination and removes the source
+//! (`migrate`). Guarantees:
+//! - Only the destinations a plan names are written to; sources are only read, and a
+//!   migration's source is deleted from only with `--remove-source`, once everything migrated
+//!   was verified at the destination, and never when the two are the same storage.
 //! - A source is a provider whose object has the right size and was not found corrupt. When
 //!   the bytes pass through this machine they are checked against the manifest's SHA-256
 //!   before any upload, so a bad copy is never spread; the next source is tried instead.
@@ -11,24 +15,28 @@
 //!   rclone remote ([`RemoteId`]). They check sizes only (afterwards, from a listing); run
 //!   `sync --deep` to hash-check the sources first.
 //! - Memory: at most `shards_in_flight` shards are held at once, one buffer per shard however
-//!   many destinations it goes to; at most `concurrency` transfers per provider.
+//!   many destinations it goes to. Transfers per provider are bounded by its `Limit` layer.
 //! - Manifests last: a manifest is written to a provider only after one listing shows that it
 //!   holds every shard at the right size. Unfinished backups get their shards, never a manifest.
+//! - A late step's failure (checking or emptying a migration's source) comes back next to the
+//!   report of the copies already done ([`SyncRun::Done`]), so that report is never lost.
 
 mod execute;
 mod migrate;
+mod plan;
+mod run;
 
 pub use execute::execute;
 pub use migrate::{remove_source, verify_migration, MigrationCheck};
+pub use plan::plan;
+pub use run::{run, SyncContext, SyncRequest, SyncRun};
 
 use super::verify::Limits;
-use crate::catalog::{BackupKey, Catalog};
+use crate::catalog::BackupKey;
 use crate::config::ProviderConfig;
-use crate::gaps::{BackupFindings, ManifestState};
-use crate::layout;
 use crate::manifest::Manifest;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What a sync run brings up to date.
@@ -40,6 +48,17 @@ pub enum Mode {
     Repair(String),
     /// Everything `from` holds goes to `to`, whether `to` is listed by a dataset or not.
     Migrate { from: String, to: String },
+}
+
+impl Mode {
+    /// The providers this mode names on the command line.
+    pub fn named(&self) -> Vec<&str> {
+        match self {
+            Mode::All => vec![],
+            Mode::Repair(n) => vec![n],
+            Mode::Migrate { from, to } => vec![from, to],
+        }
+    }
 }
 
 /// One shard to copy to one or more destinations.
@@ -74,14 +93,15 @@ pub struct Unfillable {
     pub reason: String,
 }
 
+/// What a sync would copy: [`plan`]'s result, [`execute`]'s input.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub struct SyncPlan {
     pub copies: Vec<CopyJob>,
     pub manifests: Vec<ManifestJob>,
     pub unfillable: Vec<Unfillable>,
 }
 
-impl Plan {
+impl SyncPlan {
     /// Bytes to move: each shard once per destination.
     pub fn bytes(&self) -> u64 {
         self.copies
@@ -93,158 +113,67 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.copies.is_empty() && self.manifests.is_empty()
     }
-}
 
-/// Decides what to copy where. Unreachable providers are neither sources nor destinations.
-pub fn plan(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)], mode: &Mode) -> Plan {
-    let mut out = Plan::default();
-    for (key, f) in surveys {
-        let dests: Vec<&str> = match mode {
-            Mode::All => f
-                .providers
-                .iter()
-                .filter(|p| p.expected && p.reachable)
-                .map(|p| p.provider.as_str())
+    /// The plan as `--dry-run` reports it: one entry per object and destination.
+    pub fn dry_run(&self) -> SyncDryRun {
+        let shards = self.copies.iter().flat_map(|c| {
+            c.dests.iter().map(|d| PlannedCopy {
+                dataset: c.key.dataset.clone(),
+                backup_id: c.key.id.to_string(),
+                object: c.name.clone(),
+                from: c.sources[0].clone(),
+                to: d.clone(),
+                bytes: Some(c.length),
+            })
+        });
+        let manifests = self.manifests.iter().flat_map(|m| {
+            m.dests.iter().map(|d| PlannedCopy {
+                dataset: m.key.dataset.clone(),
+                backup_id: m.key.id.to_string(),
+                object: crate::layout::MANIFEST.to_string(),
+                from: m.from.clone(),
+                to: d.clone(),
+                bytes: None,
+            })
+        });
+        let failed = self.unfillable.iter();
+        SyncDryRun {
+            dry_run: true,
+            planned: shards.chain(manifests).collect(),
+            copied: Vec::new(),
+            failed: failed
+                .map(|u| Failed::new(&u.key, &u.object, &u.dest, u.reason.clone()))
                 .collect(),
-            Mode::Repair(name) => f
-                .providers
-                .iter()
-                .filter(|p| p.expected && p.reachable && p.provider == *name)
-                .map(|p| p.provider.as_str())
-                .collect(),
-            Mode::Migrate { from, to } => {
-                let holds = catalog.backups[key]
-                    .objects
-                    .get(from)
-                    .is_some_and(|o| !o.is_empty());
-                if holds && f.provider(to).is_none_or(|p| p.reachable) {
-                    vec![to.as_str()]
-                } else {
-                    vec![]
-                }
-            }
-        };
-        if dests.is_empty() {
-            continue;
+            bytes: self.bytes(),
         }
-        plan_backup(catalog, key, f, &dests, mode, &mut out);
-    }
-    out
-}
-
-fn plan_backup(
-    catalog: &Catalog,
-    key: &BackupKey,
-    f: &BackupFindings,
-    dests: &[&str],
-    mode: &Mode,
-    out: &mut Plan,
-) {
-    let bad: HashMap<&str, BTreeSet<u64>> = f
-        .providers
-        .iter()
-        .filter(|p| p.reachable)
-        .map(|p| (p.provider.as_str(), p.bad_shards()))
-        .collect();
-    let mut sources: Vec<&str> = bad.keys().copied().collect();
-    sources.sort_by_key(|s| f.providers.iter().position(|p| p.provider == *s));
-    if let Mode::Migrate { from, .. } = mode {
-        sources.sort_by_key(|s| *s != from.as_str());
-    }
-    // A destination not in the findings holds nothing of this backup.
-    let needs = |d: &str, i: u64| bad.get(d).is_none_or(|b| b.contains(&i));
-    for r in &f.reference {
-        let ds: Vec<String> = dests
-            .iter()
-            .filter(|d| needs(d, r.index))
-            .map(|d| d.to_string())
-            .collect();
-        if ds.is_empty() {
-            continue;
-        }
-        let srcs: Vec<String> = sources
-            .iter()
-            .filter(|s| !bad[**s].contains(&r.index))
-            .map(|s| s.to_string())
-            .collect();
-        if srcs.is_empty() {
-            out.unfillable.extend(ds.into_iter().map(|dest| Unfillable {
-                key: key.clone(),
-                object: r.name.clone(),
-                dest,
-                reason: "no provider holds a good copy".into(),
-            }));
-            continue;
-        }
-        out.copies.push(CopyJob {
-            key: key.clone(),
-            index: r.index,
-            name: r.name.clone(),
-            length: r.length,
-            sha256: r.sha256.clone(),
-            sources: srcs,
-            dests: ds,
-        });
-    }
-    if let Mode::Migrate { from, to } = mode {
-        plan_migrate_tail(catalog, key, f, from, to, out);
-    }
-    let entry = &catalog.backups[key];
-    let Some((from, m)) = entry.manifest(&catalog.order) else {
-        return;
-    };
-    let ds: Vec<String> = dests
-        .iter()
-        .filter(|d| {
-            f.provider(d)
-                .is_none_or(|p| p.manifest != ManifestState::Good)
-        })
-        .map(|d| d.to_string())
-        .collect();
-    if !ds.is_empty() {
-        out.manifests.push(ManifestJob {
-            key: key.clone(),
-            manifest: Arc::new(m.clone()),
-            from: from.to_string(),
-            dests: ds,
-        });
     }
 }
 
-/// A migration copies everything `from` holds: for an unfinished backup that includes shards
-/// whose length the names cannot prove yet (taken at `from`'s size; checked at `to` against
-/// `from`'s content).
-fn plan_migrate_tail(
-    catalog: &Catalog,
-    key: &BackupKey,
-    f: &BackupFindings,
-    from: &str,
-    to: &str,
-    out: &mut Plan,
-) {
-    if f.is_finished() {
-        return;
-    }
-    let known: HashSet<&str> = f.reference.iter().map(|r| r.name.as_str()).collect();
-    let entry = &catalog.backups[key];
-    let at_to = entry.objects.get(to);
-    for (name, &size) in entry.objects.get(from).into_iter().flatten() {
-        let Some((index, _)) = layout::parse_shard_name(name) else {
-            continue;
-        };
-        if known.contains(name.as_str()) || at_to.and_then(|o| o.get(name)) == Some(&size) {
-            continue;
-        }
-        out.copies.push(CopyJob {
-            key: key.clone(),
-            index,
-            name: name.clone(),
-            length: size,
-            sha256: None,
-            sources: vec![from.to_string()],
-            dests: vec![to.to_string()],
-        });
-    }
+/// `--dry-run`'s report: what would be copied, and the gaps no provider can fill.
+#[derive(Debug, Serialize)]
+pub struct SyncDryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// Shards first, then manifests (`bytes` null).
+    pub planned: Vec<PlannedCopy>,
+    /// Always empty: nothing is copied.
+    pub copied: Vec<Copied>,
+    pub failed: Vec<Failed>,
+    /// Bytes that would be written: each shard once per destination.
+    pub bytes: u64,
+}
+
+/// One object a dry run would copy to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedCopy {
+    pub dataset: String,
+    pub backup_id: String,
+    pub object: String,
+    /// The first source to try.
+    pub from: String,
+    pub to: String,
+    /// The shard's length; `None` for a manifest.
+    pub bytes: Option<u64>,
 }
 
 /// Where a provider lives, to decide whether two providers can copy server-side.
@@ -337,12 +266,30 @@ impl Failed {
     }
 }
 
+/// What a sync did.
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub struct SyncReport {
+    /// Always false: a dry run reports a [`SyncDryRun`].
+    pub dry_run: bool,
     pub copied: Vec<Copied>,
     pub failed: Vec<Failed>,
     /// Bytes written to destinations (server-side copies included).
     pub bytes: u64,
+    /// A migration's end; `None` for other syncs, and when the destination could not be checked.
+    pub migration: Option<MigrationSummary>,
+    /// Providers that could not be listed, so their gaps were not filled (a sync of every
+    /// provider only: a repair or migration needs its named providers listed).
+    #[serde(skip)]
+    pub unreachable: Vec<String>,
+}
+
+/// What a migration did after its copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationSummary {
+    /// Backups checked whole at the destination, every shard by size and SHA-256.
+    pub verified_backups: usize,
+    /// Objects deleted from the source (`--remove-source`).
+    pub removed_objects: Option<u64>,
 }
 
 #[cfg(test)]

@@ -280,7 +280,7 @@ async fn manifests_are_deleted_before_their_shards_on_every_provider() {
             (m.name().to_string(), bytes)
         })
         .collect();
-    let results = execute(&dynp, work, 3, &NoProgress, &CancellationToken::new()).await;
+    let results = execute(&dynp, work, &NoProgress, &CancellationToken::new()).await;
     assert_eq!(results.len(), 2);
     for (m, r) in mem.iter().zip(&results) {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -336,7 +336,7 @@ async fn a_failed_manifest_delete_keeps_that_backups_shards_and_the_others_go_on
         times: u32::MAX,
     });
     let (_, work) = prune_plan(&dynp, 2).await;
-    let results = execute(&dynp, work, 2, &NoProgress, &CancellationToken::new()).await;
+    let results = execute(&dynp, work, &NoProgress, &CancellationToken::new()).await;
     let (bad, good) = (&results[0], &results[1]);
     assert_eq!(bad.provider, "p0");
     assert_eq!(bad.errors.len(), 1);
@@ -364,7 +364,7 @@ async fn a_cancelled_run_deletes_nothing_more() {
     let (_, work) = prune_plan(&dynp, 1).await;
     let cancel = CancellationToken::new();
     cancel.cancel();
-    let results = execute(&dynp, work, 2, &NoProgress, &cancel).await;
+    let results = execute(&dynp, work, &NoProgress, &cancel).await;
     assert_eq!((results[0].deleted, results[0].skipped), (0, 6));
     assert_eq!(mem[0].paths().len(), 9);
 }

@@ -1,17 +1,16 @@
 //! Doing a sync plan: the copies (server-side or through this machine, bounded in memory),
 //! then one listing per destination and dataset to confirm sizes, then the manifests.
 
-use super::{Copied, CopyJob, Failed, ManifestJob, Options, Plan, Report};
+use super::{Copied, CopyJob, Failed, ManifestJob, Options, SyncPlan, SyncReport};
 use crate::catalog::BackupKey;
+use crate::engine::confirm::{Listed, Mismatch};
 use crate::error::{Interrupted, ProviderError};
 use crate::layout::{self, MANIFEST};
-use crate::manifest::hex;
 use crate::progress::Progress;
 use crate::provider::{DynProvider, ProgressFn};
 use anyhow::Result;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
-use sha2::Digest as _;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// Shared by the copy tasks of one run.
 struct Run<'a> {
     opts: &'a Options,
+    /// Each with its own `Limit` on transfers at once.
     providers: HashMap<String, DynProvider>,
-    slots: HashMap<String, Semaphore>,
     memory: Semaphore,
     progress: Arc<dyn Progress>,
     /// Sources dropped from the run after a failed read (retries included), with why: later
@@ -32,16 +31,11 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(opts: &'a Options, providers: &[DynProvider], progress: Arc<dyn Progress>) -> Self {
-        let per_provider = opts.limits.concurrency.max(1);
         Run {
             opts,
             providers: providers
                 .iter()
                 .map(|p| (p.name().to_string(), p.clone()))
-                .collect(),
-            slots: providers
-                .iter()
-                .map(|p| (p.name().to_string(), Semaphore::new(per_provider)))
                 .collect(),
             memory: Semaphore::new(opts.limits.shards_in_flight.max(1)),
             progress,
@@ -54,24 +48,17 @@ impl<'a> Run<'a> {
             .get(name)
             .ok_or_else(|| format!("provider {name} is not configured"))
     }
-
-    async fn slot(&self, name: &str) -> tokio::sync::SemaphorePermit<'_> {
-        self.slots[name]
-            .acquire()
-            .await
-            .expect("semaphore is never closed")
-    }
 }
 
 /// Does the copies of `plan`, then writes its manifests where every shard is in place.
 pub async fn execute(
-    plan: Plan,
+    plan: SyncPlan,
     providers: &[DynProvider],
     opts: &Options,
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
-) -> Result<Report> {
-    let mut report = Report::default();
+) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
     report.failed.extend(plan.unfillable.iter().map(|u| {
         let why = format!(
             "{} of shard {} of backup {} of {:?}",
@@ -128,20 +115,32 @@ async fn copy_shard(run: &Run<'_>, job: &CopyJob) -> (Vec<Copied>, Vec<Failed>) 
         layout::backup_dir(&run.opts.host, &job.key.dataset, &job.key.id),
         job.name
     );
-    let mut through = Vec::new();
-    let mut copied = Vec::new();
+    let (mut copied, through) = copy_server_side(run, job, &path).await;
+    if through.is_empty() {
+        return (copied, Vec::new());
+    }
+    let (more, failed) = copy_through(run, job, &path, &through).await;
+    copied.extend(more);
+    (copied, failed)
+}
+
+/// The server-side copies to every destination that shares a remote with a source; returns
+/// them and the destinations left to copy through this machine.
+async fn copy_server_side<'j>(
+    run: &Run<'_>,
+    job: &'j CopyJob,
+    path: &str,
+) -> (Vec<Copied>, Vec<&'j str>) {
     let server_side = job.dests.iter().map(|d| {
         let route = job
             .sources
             .iter()
             .find_map(|s| run.opts.route(s, d).map(|root| (s, root)));
-        let path = &path;
         async move {
             let (src, root) = route?;
             let dst = run.provider(d).ok()?;
-            let _slot = run.slot(d).await;
             match dst.copy_from(root, path, path).await {
-                Ok(()) => Some((d, src.clone())),
+                Ok(()) => Some(src.clone()),
                 Err(e) => {
                     tracing::warn!("{e}; copying through this machine instead");
                     None
@@ -150,9 +149,10 @@ async fn copy_shard(run: &Run<'_>, job: &CopyJob) -> (Vec<Copied>, Vec<Failed>) 
         }
     });
     let done = futures::future::join_all(server_side).await;
+    let (mut copied, mut through) = (Vec::new(), Vec::new());
     for (d, r) in job.dests.iter().zip(done) {
         match r {
-            Some((_, src)) => {
+            Some(src) => {
                 run.progress.advance(job.length);
                 run.progress.provider(d, job.length);
                 copied.push(copied_entry(job, &src, d, true));
@@ -160,28 +160,35 @@ async fn copy_shard(run: &Run<'_>, job: &CopyJob) -> (Vec<Copied>, Vec<Failed>) 
             None => through.push(d.as_str()),
         }
     }
-    if through.is_empty() {
-        return (copied, Vec::new());
-    }
+    (copied, through)
+}
+
+/// One download (holding a memory slot) from the first good source, uploaded to `through`.
+async fn copy_through(
+    run: &Run<'_>,
+    job: &CopyJob,
+    path: &str,
+    through: &[&str],
+) -> (Vec<Copied>, Vec<Failed>) {
     let _memory = run
         .memory
         .acquire()
         .await
         .expect("semaphore is never closed");
-    let (src, data) = match fetch_good(run, job, &path).await {
+    let (src, data) = match fetch_good(run, job, path).await {
         Ok(v) => v,
         Err(why) => {
             let failed = through
                 .iter()
                 .map(|d| Failed::new(&job.key, &job.name, d, why.clone()))
                 .collect();
-            return (copied, failed);
+            return (Vec::new(), failed);
         }
     };
     let uploads = through
         .iter()
-        .map(|d| upload(run, job, &path, d, data.clone()));
-    let mut failed = Vec::new();
+        .map(|d| upload(run, job, path, d, data.clone()));
+    let (mut copied, mut failed) = (Vec::new(), Vec::new());
     for (d, r) in through.iter().zip(futures::future::join_all(uploads).await) {
         match r {
             Ok(()) => {
@@ -214,7 +221,6 @@ async fn upload(
     data: Bytes,
 ) -> Result<(), String> {
     let dst = run.provider(dest)?;
-    let _slot = run.slot(dest).await;
     let progress = run.progress.clone();
     let name = dest.to_string();
     let high = AtomicU64::new(0);
@@ -239,10 +245,7 @@ async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String,
             tried.push(format!("{s} was dropped from this run: {why}"));
             continue;
         }
-        let got = {
-            let _slot = run.slot(s).await;
-            src.get(path, job.length).await
-        };
+        let got = src.get(path, job.length).await;
         let data = match got {
             Ok(d) if d.len() as u64 == job.length => d,
             Ok(d) => {
@@ -259,8 +262,7 @@ async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String,
             }
         };
         if let Some(want) = &job.sha256 {
-            let d = data.clone();
-            let digest = tokio::task::spawn_blocking(move || hex(&sha2::Sha256::digest(&d)))
+            let digest = crate::hashing::sha256_blocking(data.clone())
                 .await
                 .map_err(|e| format!("hashing failed: {e}"))?;
             if digest != *want {
@@ -285,15 +287,15 @@ async fn fetch_good(run: &Run<'_>, job: &CopyJob, path: &str) -> Result<(String,
     ))
 }
 
-/// A destination's listing of one dataset: `<backup-id>/<object>` to size, or why it failed.
-type Listings = HashMap<(String, String), Result<HashMap<String, u64>, String>>;
+/// A destination's listing of one dataset (`<backup-id>/<object>`), or why it failed.
+type Listings = HashMap<(String, String), Result<Listed, String>>;
 
 /// Lists each destination once per dataset, turns copies that did not land at the right size
 /// into failures, and writes manifests where every shard is in place.
 async fn confirm_and_write_manifests(
     run: &Run<'_>,
     manifests: &[ManifestJob],
-    report: &mut Report,
+    report: &mut SyncReport,
 ) {
     let mut wanted: BTreeSet<(String, String)> = report
         .copied
@@ -310,13 +312,9 @@ async fn confirm_and_write_manifests(
             dataset: c.dataset.clone(),
             id: layout::BackupId::parse(&c.backup_id).expect("came from a BackupId"),
         };
-        let problem = match size_at(&listings, &c.to, &key, &c.object) {
-            Ok(Some(s)) if s == c.bytes => None,
-            Ok(found) => Some(format!(
-                "after the copy the provider holds {}, not {} bytes",
-                found.map_or("nothing".to_string(), |s| format!("{s} bytes")),
-                c.bytes
-            )),
+        let problem = match confirm_at(&listings, &c.to, &key, &c.object, c.bytes) {
+            Ok(Ok(())) => None,
+            Ok(Err(mismatch)) => Some(format!("after the copy {mismatch}")),
             Err(e) => Some(format!("cannot confirm the copy: {e}")),
         };
         match problem {
@@ -349,20 +347,22 @@ async fn list_destinations(run: &Run<'_>, wanted: BTreeSet<(String, String)>) ->
             Ok(p) => p.list(&dir).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        let sizes = listed.map(|l| l.into_iter().map(|o| (o.path, o.size)).collect());
-        ((dest, dataset), sizes)
+        ((dest, dataset), listed.map(Listed::new))
     });
     futures::future::join_all(lists).await.into_iter().collect()
 }
 
-fn size_at(
+/// Whether `dest`'s listing shows `object` of backup `key` at `len` bytes; `Err` when the
+/// listing failed.
+fn confirm_at(
     listings: &Listings,
     dest: &str,
     key: &BackupKey,
     object: &str,
-) -> Result<Option<u64>, String> {
+    len: u64,
+) -> Result<Result<(), Mismatch>, String> {
     match &listings[&(dest.to_string(), key.dataset.clone())] {
-        Ok(sizes) => Ok(sizes.get(&format!("{}/{object}", key.id)).copied()),
+        Ok(listed) => Ok(listed.confirm(&format!("{}/{object}", key.id), len)),
         Err(e) => Err(e.clone()),
     }
 }
@@ -378,7 +378,7 @@ async fn manifest_to(
         .manifest
         .shards
         .iter()
-        .filter(|s| size_at(listings, dest, &m.key, &s.name()).ok().flatten() != Some(s.length))
+        .filter(|s| confirm_at(listings, dest, &m.key, &s.name(), s.length) != Ok(Ok(())))
         .count();
     if short > 0 {
         return Err(format!(
@@ -396,7 +396,6 @@ async fn write_manifest(run: &Run<'_>, m: &ManifestJob, dest: &str) -> Result<u6
         layout::backup_dir(&run.opts.host, &m.key.dataset, &m.key.id)
     );
     let dst = run.provider(dest)?;
-    let _slot = run.slot(dest).await;
     dst.put(&path, body, None)
         .await
         .map_err(|e| e.to_string())?;
