@@ -70,6 +70,19 @@ pub async fn sha256_blocking(data: Bytes) -> std::io::Result<String> {
         .map_err(std::io::Error::other)
 }
 
+/// SHA-256 of `parts` one after the other (a shard read in pieces), on the blocking pool.
+pub async fn sha256_chunks_blocking(parts: Vec<Bytes>) -> std::io::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        for p in &parts {
+            h.update(p);
+        }
+        hex(&h.finalize())
+    })
+    .await
+    .map_err(std::io::Error::other)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +103,7 @@ mod tests {
     async fn blocking_pool_gives_the_same() {
         let d = digests_blocking(Bytes::from_static(b"abc")).await.unwrap();
         assert_eq!(d, digests(b"abc"));
+        let parts = vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")];
+        assert_eq!(sha256_chunks_blocking(parts).await.unwrap(), d.sha256);
     }
 }

@@ -9,17 +9,14 @@
 mod output;
 
 use super::{Ctx, Outcome};
-use crate::catalog::Catalog;
 use crate::cli::RestoreArgs;
-use crate::config::units::{human_bytes, human_rate};
-use crate::engine::chain::{self, Selector, TargetKind};
-use crate::engine::restore::{self, Fetcher, Link, Report};
-use crate::error::{ConfigError, Interrupted};
+use crate::config::units::human_bytes;
+use crate::engine::chain::Selector;
+use crate::engine::restore::{self, Destination, FetchSettings, RestoreReport, RestoreRequest};
+use crate::error::ConfigError;
 use crate::provider::{self, DynProvider};
-use crate::receiver::{self, ReceiverSpec};
-use crate::ui;
-use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use crate::receiver::ReceiverSpec;
+use anyhow::Result;
 
 /// The smallest `--piece-size`: below it one rclone call per piece costs more than the bytes.
 pub const MIN_PIECE_SIZE: u64 = 256 << 10;
@@ -27,76 +24,75 @@ pub const MIN_PIECE_SIZE: u64 = 256 << 10;
 pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
     check_piece_size(args.piece_size)?;
     // Checked before anything is listed or downloaded: a refused FILE costs nothing.
-    let raw_dest = match &args.output {
-        Some(path) => Some(output::destination(path, args.force)?),
-        None if args.stdout => Some(ReceiverSpec::Stdout),
-        None => None,
-    };
+    let destination = destination(ctx, args)?;
+    let to_stdout = destination == Destination::Raw(ReceiverSpec::Stdout);
     let providers = providers(ctx, args.from.as_deref())?;
-    let (host, dataset) = (ctx.cfg.host.as_str(), args.dataset.as_str());
-    let catalog = tokio::select! {
-        c = Catalog::scan(&providers, host, Some(dataset)) => c,
-        _ = ctx.cancel.cancelled() => return Err(Interrupted.into()),
+    // A provider that cannot be listed is warned about and not used (see `restore::chain_links`).
+    let catalog = ctx
+        .scan(&providers, std::slice::from_ref(&args.dataset), false)
+        .await?;
+    let request = RestoreRequest {
+        host: ctx.cfg.host.clone(),
+        dataset: args.dataset.clone(),
+        selector: selector(args),
+        destination,
     };
-    for (p, e) in &catalog.unreachable {
-        tracing::warn!("provider {p} could not be listed and is not used: {e}");
+    let settings = FetchSettings {
+        shards_in_flight: ctx.cfg.shards_in_flight,
+        concurrency: ctx.cfg.concurrency,
+        piece_size: args.piece_size,
+    };
+    let report = restore::restore(
+        &request,
+        providers,
+        &catalog,
+        settings,
+        &ctx.progress,
+        &ctx.cancel,
+    )
+    .await?;
+    // The `--json` document; never with `--stdout`, whose stdout is the stream.
+    if ctx.json && to_stdout {
+        tracing::warn!("--json is ignored with --stdout: stdout carries the stream");
     }
-    if catalog.unreachable.len() == providers.len() {
-        bail!("no provider could be listed; check the network and `offsite providers`");
+    crate::output::conclude(ctx.json && !to_stdout, &report, Ok(()))
+}
+
+/// Restore prints nothing on stdout but its `--json` document: stdout may carry the stream,
+/// and the log says what was done.
+impl crate::output::Report for RestoreReport {
+    fn render_text(&self) -> std::io::Result<()> {
+        Ok(())
     }
-    let sel = match (&args.backup, &args.snapshot) {
+}
+
+/// `--target`, `--output FILE` or `--stdout`.
+fn destination(ctx: &Ctx, args: &RestoreArgs) -> Result<Destination, ConfigError> {
+    if let Some(target) = &args.target {
+        // A dataset configured here may add flags (`receive_flags`); it need not be.
+        let flags = ctx
+            .cfg
+            .dataset(&args.dataset)
+            .map(|d| d.receive_flags.clone());
+        return Ok(Destination::Target {
+            target: target.clone(),
+            force: args.force,
+            flags: flags.unwrap_or_default(),
+        });
+    }
+    Ok(Destination::Raw(match &args.output {
+        Some(path) => output::destination(path, args.force)?,
+        None if args.stdout => ReceiverSpec::Stdout,
+        None => unreachable!("clap requires --target, --output or --stdout"),
+    }))
+}
+
+fn selector(args: &RestoreArgs) -> Selector {
+    match (&args.backup, &args.snapshot) {
         (Some(id), _) => Selector::Backup(id.clone()),
         (None, Some(name)) => Selector::Snapshot(name.clone()),
         (None, None) => Selector::Newest,
-    };
-    let whole_chain = args.target.is_some();
-    let mut links = restore::plan(&catalog, dataset, &sel, whole_chain)
-        .with_context(|| format!("cannot restore dataset {dataset:?} of host {host:?}"))?;
-    let chosen = links
-        .last()
-        .expect("a plan has a link")
-        .manifest
-        .backup_id
-        .clone();
-    let (dest, skipped) = match &args.target {
-        Some(t) => {
-            // A dataset configured here may add flags (`receive_flags`); it need not be.
-            let flags = ctx.cfg.dataset(dataset).map(|d| d.receive_flags.clone());
-            target(t, args.force, flags.unwrap_or_default(), &mut links).await?
-        }
-        None => (raw_dest.expect("--output or --stdout"), Vec::new()),
-    };
-    if links.is_empty() {
-        tracing::info!(
-            "{} already holds every snapshot up to backup {chosen}; nothing to restore",
-            dest.describe()
-        );
-        summary(ctx, dataset, &chosen, &dest, &skipped, None)?;
-        return Ok(Outcome::Done);
     }
-    let mut fetcher = Fetcher::new(
-        host,
-        dataset,
-        providers,
-        ctx.cfg.shards_in_flight,
-        ctx.cfg.concurrency,
-        ctx.progress.clone(),
-    );
-    if let Some(bytes) = args.piece_size {
-        fetcher = fetcher.with_piece_size(bytes);
-    }
-    let what = format!("restore {dataset}");
-    let report = restore::run(&fetcher, &links, &dest, &what, &ctx.progress, &ctx.cancel)
-        .await
-        .with_context(|| {
-            format!(
-                "restore of dataset {dataset:?} (backup {chosen}) into {} failed",
-                dest.describe()
-            )
-        })?;
-    log_metrics(dataset, &chosen, &report);
-    summary(ctx, dataset, &chosen, &dest, &skipped, Some(&report))?;
-    Ok(Outcome::Done)
 }
 
 /// `--from` first (any configured provider), then every enabled provider by priority.
@@ -138,109 +134,4 @@ fn check_piece_size(piece_size: Option<u64>) -> Result<(), ConfigError> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// The receiver for `--target`, chosen by the backups' source kind, and the links the target
-/// already holds (removed from `links`).
-async fn target(
-    t: &str,
-    force: bool,
-    flags: Vec<String>,
-    links: &mut Vec<Link>,
-) -> Result<(ReceiverSpec, Vec<String>)> {
-    let last = &links.last().expect("a plan has a link").manifest;
-    let (spec, present, kind) = match last.source_kind.as_str() {
-        "zfs" => {
-            let present = receiver::zfs_snapshots(t).await?;
-            (ReceiverSpec::Zfs { target: t.to_string(), force, flags }, present, TargetKind::Zfs)
-        }
-        "btrfs" => {
-            let dir = PathBuf::from(t);
-            if !dir.is_dir() {
-                return Err(ConfigError(format!(
-                    "--target {t}: not a directory; btrfs receive needs an existing directory on a btrfs filesystem"
-                ))
-                .into());
-            }
-            if force {
-                tracing::warn!("--force has no effect on btrfs receive");
-            }
-            let names: Vec<&str> = links
-                .iter()
-                .filter_map(|l| chain::snapshot_name(&l.manifest, TargetKind::Btrfs))
-                .collect();
-            let present = receiver::btrfs_received(&dir, &names).await?;
-            (ReceiverSpec::Btrfs { dir, flags }, present, TargetKind::Btrfs)
-        }
-        other => {
-            return Err(ConfigError(format!(
-                "backup {} is the output of a {other} source, not a zfs or btrfs stream; restore it with --output FILE or --stdout",
-                last.backup_id
-            ))
-            .into())
-        }
-    };
-    let manifests: Vec<&crate::manifest::Manifest> = links.iter().map(|l| &l.manifest).collect();
-    let held = chain::applied_links(&manifests, &present, kind);
-    let skipped: Vec<String> = links.drain(..held).map(|l| l.manifest.backup_id).collect();
-    if !skipped.is_empty() {
-        tracing::info!(
-            "{t} already holds the snapshots of {}; applying only the later backups",
-            skipped.join(", ")
-        );
-    }
-    Ok((spec, skipped))
-}
-
-fn log_metrics(dataset: &str, chosen: &str, r: &Report) {
-    let per_provider: Vec<String> = r
-        .providers
-        .iter()
-        .map(|p| format!("{}={}", p.provider, human_bytes(p.bytes)))
-        .collect();
-    tracing::info!(
-        event = %"restore_metrics",
-        dataset = %dataset,
-        backup_id = %chosen,
-        links = r.applied.len(),
-        total_bytes = r.total_bytes,
-        total = %human_bytes(r.total_bytes),
-        elapsed_secs = %format!("{:.2}", r.elapsed.as_secs_f64()),
-        throughput = %human_rate(r.total_bytes, r.elapsed),
-        providers = %per_provider.join(","),
-        "restore finished"
-    );
-}
-
-/// The `--json` document; never with `--stdout`, whose stdout is the stream.
-fn summary(
-    ctx: &Ctx,
-    dataset: &str,
-    chosen: &str,
-    dest: &ReceiverSpec,
-    skipped: &[String],
-    report: Option<&Report>,
-) -> std::io::Result<()> {
-    if !ctx.json {
-        return Ok(());
-    }
-    if *dest == ReceiverSpec::Stdout {
-        tracing::warn!("--json is ignored with --stdout: stdout carries the stream");
-        return Ok(());
-    }
-    let secs = report.map_or(0.0, |r| r.elapsed.as_secs_f64());
-    let bytes = report.map_or(0, |r| r.total_bytes);
-    ui::print_json(&serde_json::json!({
-        "host": ctx.cfg.host,
-        "dataset": dataset,
-        "backup_id": chosen,
-        "destination": dest.describe(),
-        "applied": report.map(|r| r.applied.clone()).unwrap_or_default(),
-        "skipped": skipped,
-        "total_bytes": bytes,
-        "elapsed_secs": secs,
-        "throughput_bytes_per_sec": if secs > 0.0 { (bytes as f64 / secs) as u64 } else { 0 },
-        "providers": report.map(|r| r.providers.clone()).unwrap_or_default(),
-    }))?;
-    Ok(())
 }

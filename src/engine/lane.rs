@@ -36,12 +36,18 @@ impl Lane {
 
     /// Drops the provider from the rest of the run; the first reason is kept and logged once.
     pub fn drop_out(&self, err: &ProviderError) {
-        if self.down.set(err.to_string()).is_ok() {
+        if self.mark_down(err) {
             tracing::warn!(
                 "{err}; dropping provider {} for the rest of this run (`offsite sync` fills its gaps later)",
                 self.name()
             );
         }
+    }
+
+    /// Drops the provider without logging, for a caller that says it in its own words; true
+    /// the first time (the reason kept).
+    pub fn mark_down(&self, err: &ProviderError) -> bool {
+        self.down.set(err.to_string()).is_ok()
     }
 }
 

@@ -1,163 +1,123 @@
 //! The restore pipeline: from the providers' catalog to a chain of verified streams, each fed
-//! to its own receiver.
+//! to its own receiver. [`restore`] is the entry point: plan, fetch, report.
 //!
-//! [`plan`] resolves what to restore from the catalog alone (see `chain`), warns about
-//! manifests that do not parse or disagree (naming the provider, whose shards are then not
-//! used), and checks that every shard of every link is listed by some provider with the right
-//! size, so a hopeless restore fails before anything is received. [`run`] streams the links in
-//! order through [`Fetcher`] (bounded memory; shards read in pieces from several providers at
-//! once, planned on each provider's measured rate in `lanes`; verified, with failover) into a
-//! fresh [`Receiver`] per link.
+//! [`plan`] resolves what to restore from the catalog alone (see `chain` and `link`), warns
+//! about manifests that do not parse or disagree (naming the provider, whose shards are then
+//! not used), and for a zfs or btrfs target skips the backups it already holds. Before anything
+//! is received, every shard of every link must be listed by some provider with the right size,
+//! so a hopeless restore fails first. [`stream_links`] streams the links in order through
+//! [`Fetcher`] (bounded memory; shards read in pieces from several providers at once, planned
+//! on each provider's measured rate in `lanes`; verified, with failover) into a fresh
+//! [`Receiver`] per link.
 //!
 //! On failure, the receiver is stopped and waited for, every download is stopped, and the
 //! error says what failed: a receiver that refused the stream leads with its stderr.
 
 mod fetch;
 mod lanes;
+mod link;
+mod plan;
+mod report;
 
 pub use fetch::{Fetcher, NoGoodCopy, SinkError, PIECE_SECS, PIECE_SIZE};
 pub use lanes::LaneReport;
+pub use link::{chain_links, Link};
+pub use plan::{plan, Destination, RestorePlan};
+pub use report::{RestoreReport, Restored, Streamed};
 
-use crate::catalog::{BackupEntry, BackupKey, Catalog, Objects, Resolution};
-use crate::engine::chain::{self, Found, Selector};
+use crate::catalog::Catalog;
+use crate::engine::chain::Selector;
 use crate::error::Interrupted;
-use crate::layout::BackupId;
-use crate::manifest::{Manifest, ShardRecord};
+use crate::manifest::Manifest;
 use crate::progress::Progress;
+use crate::provider::DynProvider;
 use crate::receiver::{Receiver, ReceiverSpec};
-use anyhow::{bail, Result};
-use std::collections::BTreeMap;
+use anyhow::{bail, Context, Result};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// One backup to apply, with where its shards are.
+/// What to restore, and where to.
 #[derive(Debug, Clone)]
-pub struct Link {
-    pub manifest: Manifest,
-    /// Provider to the objects it lists for this backup.
-    pub objects: BTreeMap<String, Objects>,
-    /// Providers not to fetch from, with why (a manifest that does not parse or disagrees, an
-    /// unreachable provider).
-    pub excluded: BTreeMap<String, String>,
+pub struct RestoreRequest {
+    pub host: String,
+    pub dataset: String,
+    pub selector: Selector,
+    pub destination: Destination,
 }
 
-impl Link {
-    pub fn new(manifest: Manifest, entry: &BackupEntry, order: &[String]) -> Link {
-        let excluded = entry.manifest_conflicts(order).into_iter().collect();
-        Link {
-            manifest,
-            objects: entry.objects.clone(),
-            excluded,
-        }
-    }
-
-    /// Why `provider` cannot serve `rec`, or `None` if its listing shows the shard whole.
-    pub fn why_not(&self, provider: &str, rec: &ShardRecord) -> Option<String> {
-        if let Some(why) = self.excluded.get(provider) {
-            return Some(format!("not used: {why}"));
-        }
-        match self.objects.get(provider).and_then(|o| o.get(&rec.name())) {
-            Some(&size) if size == rec.length => None,
-            Some(&size) => Some(format!(
-                "short or wrong-sized copy: {size} bytes listed, the manifest says {}",
-                rec.length
-            )),
-            None => Some("does not hold it".into()),
-        }
-    }
-
-    /// The first shard no provider lists whole, with why each provider cannot serve it.
-    pub fn unavailable(&self, providers: &[String]) -> Option<NoGoodCopy> {
-        let rec = self
-            .manifest
-            .shards
-            .iter()
-            .find(|rec| providers.iter().all(|p| self.why_not(p, rec).is_some()))?;
-        Some(NoGoodCopy {
-            backup_id: self.manifest.backup_id.clone(),
-            index: rec.index,
-            offset: rec.offset,
-            object: rec.name(),
-            tried: providers
-                .iter()
-                .map(|p| (p.clone(), self.why_not(p, rec).unwrap_or_default()))
-                .collect(),
-        })
-    }
+/// How the shards are fetched.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchSettings {
+    /// Shards held in memory at once (at least 2).
+    pub shards_in_flight: usize,
+    /// Downloads at once per provider.
+    pub concurrency: usize,
+    /// A fixed piece size (`--piece-size`), else sized by the providers' measured rates.
+    pub piece_size: Option<u64>,
 }
 
-/// The links to restore, full backup first. With `whole_chain` false (a raw stream to a file
-/// or stdout) only the chosen backup. Providers whose manifest disagrees are named in a warning.
-pub fn plan(
+/// Restores `req` from `providers` (in preference order), whose listing is `catalog`: plans
+/// the chain, skips what a target already holds, streams the rest and reports it.
+pub async fn restore(
+    req: &RestoreRequest,
+    providers: Vec<DynProvider>,
     catalog: &Catalog,
-    dataset: &str,
-    sel: &Selector,
-    whole_chain: bool,
-) -> Result<Vec<Link>> {
-    let entries: BTreeMap<&BackupId, &BackupEntry> = catalog
-        .backups
-        .iter()
-        .filter(|(k, _)| k.dataset == dataset)
-        .map(|(BackupKey { id, .. }, e)| (id, e))
-        .collect();
-    let resolved: BTreeMap<&BackupId, Resolution> = entries
-        .iter()
-        .map(|(id, e)| (*id, e.resolve(&catalog.order)))
-        .collect();
-    let found: BTreeMap<BackupId, Found> = resolved
-        .iter()
-        .map(|(id, r)| {
-            let f = match r {
-                Resolution::Trusted(_, m) => Found::Complete(m),
-                Resolution::Damaged(why) => Found::Unusable(why),
-                Resolution::Unfinished => Found::Unfinished,
-            };
-            ((*id).clone(), f)
-        })
-        .collect();
-    let chosen = if whole_chain {
-        chain::resolve(&found, sel)?
-    } else {
-        vec![chain::choose(&found, sel)?]
+    settings: FetchSettings,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<RestoreReport> {
+    let (host, dataset) = (req.host.as_str(), req.dataset.as_str());
+    let p = plan(catalog, host, dataset, &req.selector, &req.destination).await?;
+    let what = Restored {
+        host,
+        dataset,
+        backup_id: &p.chosen,
+        destination: p.receiver.describe(),
+        skipped: p.skipped.clone(),
     };
-    let mut links = Vec::new();
-    for m in chosen {
-        let id = m.id().expect("a complete manifest has a valid id");
-        let entry = entries[&id];
-        let mut link = Link::new(m.clone(), entry, &catalog.order);
-        for (p, why) in &link.excluded {
-            tracing::warn!("provider {p}: manifest of backup {id}: {why}; its shards are not used");
-        }
-        for (p, e) in &catalog.unreachable {
-            link.excluded
-                .insert(p.clone(), format!("could not be listed ({e})"));
-        }
-        links.push(link);
+    if p.links.is_empty() {
+        tracing::info!(
+            "{} already holds every snapshot up to backup {}; nothing to restore",
+            what.destination,
+            p.chosen
+        );
+        return Ok(RestoreReport::new(what, Streamed::default()));
     }
-    Ok(links)
-}
-
-/// What a restore did.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Backup ids applied, in order.
-    pub applied: Vec<String>,
-    pub total_bytes: u64,
-    pub elapsed: Duration,
-    pub providers: Vec<LaneReport>,
+    let mut fetcher = Fetcher::new(
+        host,
+        dataset,
+        providers,
+        settings.shards_in_flight,
+        settings.concurrency,
+        progress.clone(),
+    );
+    if let Some(bytes) = settings.piece_size {
+        fetcher = fetcher.with_piece_size(bytes);
+    }
+    let title = format!("restore {dataset}");
+    let streamed = stream_links(&fetcher, &p.links, &p.receiver, &title, progress, cancel)
+        .await
+        .with_context(|| {
+            format!(
+                "restore of dataset {dataset:?} (backup {}) into {} failed",
+                p.chosen, what.destination
+            )
+        })?;
+    let report = RestoreReport::new(what, streamed);
+    report.log_metrics();
+    Ok(report)
 }
 
 /// Streams `links` in order, each into a new receiver made from `dest`.
-pub async fn run(
+pub async fn stream_links(
     fetcher: &Fetcher,
     links: &[Link],
     dest: &ReceiverSpec,
     what: &str,
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
-) -> Result<Report> {
+) -> Result<Streamed> {
     let names = fetcher.provider_names();
     for link in links {
         if let Some(e) = link.unavailable(&names) {
@@ -188,7 +148,7 @@ pub async fn run(
     }
     progress.finish();
     result?;
-    Ok(Report {
+    Ok(Streamed {
         applied,
         total_bytes: total,
         elapsed: start.elapsed(),

@@ -1,4 +1,7 @@
+use super::file::{temp_path, RegularFile};
+use super::targets::subvolume_state;
 use super::*;
+use std::path::Path;
 
 #[tokio::test]
 async fn a_file_appears_only_when_complete() {

@@ -1,9 +1,10 @@
 //! The providers of a restore as download lanes: what each is doing, how fast it has been, and
 //! when it is expected to be free. The fetcher plans pieces on this model.
 
+use crate::engine::lane::Lane;
 use crate::error::ProviderError;
 use crate::provider::DynProvider;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -12,11 +13,10 @@ use tokio::time::Instant;
 /// of leaving the link idle.
 pub(super) const OVERLAP: Duration = Duration::from_millis(100);
 
-/// One provider of a restore; shared by every link.
-pub(super) struct Lane {
-    pub provider: DynProvider,
-    /// Why it was dropped from the run, once it was.
-    pub down: OnceLock<String>,
+/// One provider of a restore as a download lane, shared by every link: the shared [`Lane`]
+/// (provider, dropped out or not) and the download statistics the planner works from.
+pub(super) struct DownloadLane {
+    pub lane: Lane,
     stats: Mutex<Stats>,
 }
 
@@ -61,7 +61,7 @@ impl Stats {
 /// A lane as the planner sees it: free download slots, and when the work on it (planned
 /// included) is expected to be done, in seconds from now.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Plan {
+pub(super) struct LaneForecast {
     pub free: usize,
     pub at: f64,
     pub rate: f64,
@@ -69,7 +69,7 @@ pub(super) struct Plan {
     pub wake: Option<f64>,
 }
 
-impl Plan {
+impl LaneForecast {
     /// When a download of `len` bytes queued behind the lane's work would end.
     pub fn finish(&self, len: u64) -> f64 {
         self.at + len as f64 / self.rate
@@ -90,26 +90,29 @@ pub struct LaneReport {
     pub dropped: Option<String>,
 }
 
-impl Lane {
-    pub fn new(provider: DynProvider) -> Lane {
-        Lane {
-            provider,
-            down: OnceLock::new(),
+impl DownloadLane {
+    pub fn new(provider: DynProvider) -> DownloadLane {
+        DownloadLane {
+            lane: Lane::new(provider),
             stats: Mutex::default(),
         }
     }
 
+    pub fn provider(&self) -> &DynProvider {
+        &self.lane.provider
+    }
+
     pub fn name(&self) -> &str {
-        self.provider.name()
+        self.lane.name()
     }
 
     pub fn is_down(&self) -> bool {
-        self.down.get().is_some()
+        self.lane.is_down()
     }
 
     /// Drops the provider from the run (it stays usable for shards no other provider holds).
     pub fn drop_out(&self, err: &ProviderError) {
-        if self.down.set(err.to_string()).is_ok() {
+        if self.lane.mark_down(err) {
             tracing::warn!(
                 "{err}; not using provider {} for the rest of this restore",
                 self.name()
@@ -158,20 +161,21 @@ impl Lane {
         self.stats.lock().unwrap().failures += 1;
     }
 
-    /// The lane for planning; `default_rate` for a provider not measured yet.
-    pub fn plan(&self, concurrency: usize, default_rate: f64) -> Plan {
+    /// The lane for planning, with `downloads` at once (one more near their end, see
+    /// [`OVERLAP`]); `default_rate` for a provider not measured yet.
+    pub fn forecast(&self, downloads: usize, default_rate: f64) -> LaneForecast {
         let mut s = self.stats.lock().unwrap();
         s.tick(Instant::now());
         let rate = s.rate().unwrap_or(default_rate);
         let at = s.backlog / rate;
-        let mut free = concurrency.saturating_sub(s.active);
+        let mut free = downloads.saturating_sub(s.active);
         // Whether the lane's downloads can be timed; then one more may start as they end.
-        let timed = s.active == concurrency && s.rate().is_some();
+        let timed = s.active == downloads && s.rate().is_some();
         let lead = at - OVERLAP.as_secs_f64();
         if timed && lead <= 0.0 {
             free = 1;
         }
-        Plan {
+        LaneForecast {
             free,
             at,
             rate,
@@ -186,7 +190,7 @@ impl Lane {
             bytes: s.delivered,
             shards: s.shards,
             failures: s.failures,
-            dropped: self.down.get().cloned(),
+            dropped: self.lane.down_reason().map(str::to_string),
         }
     }
 }

@@ -1,0 +1,260 @@
+//! One shard in a link's fetch window: where it can come from ([`WantedShard`]), its pieces
+//! and their downloads, the lane chosen for each piece, failover when a holder cannot serve it,
+//! and the checksum of the assembled bytes. A [`Slot`] keeps a lane's accounting true even when
+//! a download is stopped.
+
+use super::{NoGoodCopy, Shared};
+use crate::engine::restore::lanes::LaneForecast;
+use crate::error::ProviderError;
+use crate::manifest::ShardRecord;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+
+/// One shard to fetch.
+pub(super) struct WantedShard {
+    pub(super) backup_id: String,
+    pub(super) path: String,
+    pub(super) object: String,
+    pub(super) rec: ShardRecord,
+    /// Lanes that list the object with the right size, in preference order.
+    pub(super) candidates: Vec<usize>,
+    /// The other providers, with why they cannot serve it.
+    pub(super) not_held: Vec<(String, String)>,
+}
+
+/// What a download task reports.
+pub(super) enum Event {
+    Piece {
+        shard: usize,
+        piece: usize,
+        lane: usize,
+        result: Result<Bytes, ProviderError>,
+        took: Duration,
+    },
+    Hashed {
+        shard: usize,
+        sum: std::io::Result<String>,
+    },
+}
+
+/// A shard in the window.
+pub(super) struct Shard {
+    pub(super) job: WantedShard,
+    pub(super) permit: OwnedSemaphorePermit,
+    pub(super) piece_size: u64,
+    pub(super) pieces: Vec<Piece>,
+    /// Lanes that may still serve it, in preference order.
+    pub(super) left: Vec<usize>,
+    /// Providers that failed it, with why.
+    pub(super) tried: Vec<(String, String)>,
+    /// Fetched from one holder at a time in preference order: after a failure of a one-piece
+    /// shard, and whole after a checksum mismatch.
+    pub(super) in_order: bool,
+    pub(super) state: State,
+}
+
+pub(super) enum Piece {
+    Pending,
+    Running,
+    Done(Bytes, usize),
+}
+
+impl Piece {
+    pub(super) fn into_bytes(self) -> Bytes {
+        match self {
+            Piece::Done(data, _) => data,
+            _ => unreachable!("a verified shard has every piece"),
+        }
+    }
+}
+
+pub(super) enum State {
+    Fetching,
+    Hashing,
+    Good,
+    Failed(NoGoodCopy),
+}
+
+impl Shard {
+    pub(super) fn new(job: WantedShard, permit: OwnedSemaphorePermit, piece_size: u64) -> Shard {
+        let count = job.rec.length.div_ceil(piece_size).max(1) as usize;
+        Shard {
+            left: job.candidates.clone(),
+            job,
+            permit,
+            piece_size,
+            pieces: (0..count).map(|_| Piece::Pending).collect(),
+            tried: Vec::new(),
+            in_order: false,
+            state: State::Fetching,
+        }
+    }
+
+    /// Offset and length of a piece.
+    pub(super) fn range(&self, piece: usize) -> (u64, u64) {
+        if self.pieces.len() == 1 {
+            return (0, self.job.rec.length);
+        }
+        let offset = piece as u64 * self.piece_size;
+        (offset, self.piece_size.min(self.job.rec.length - offset))
+    }
+
+    /// The lane for a piece of `len` bytes: in order, the next holder in preference order;
+    /// otherwise the holder expected to finish it first. Providers dropped from the run only
+    /// when no other holder is left.
+    pub(super) fn choose(
+        &self,
+        shared: &Shared,
+        plans: &[LaneForecast],
+        len: u64,
+    ) -> Option<usize> {
+        let alive: Vec<usize> = self
+            .left
+            .iter()
+            .copied()
+            .filter(|&l| !shared.lanes[l].is_down())
+            .collect();
+        let usable = if alive.is_empty() { &self.left } else { &alive };
+        if self.in_order {
+            return usable.first().copied();
+        }
+        usable.iter().copied().min_by(|&a, &b| {
+            plans[a]
+                .finish(len)
+                .total_cmp(&plans[b].finish(len))
+                .then(a.cmp(&b))
+        })
+    }
+
+    pub(super) fn start(
+        &mut self,
+        shared: &Arc<Shared>,
+        tasks: &mut JoinSet<Event>,
+        index: usize,
+        piece: usize,
+        lane: usize,
+    ) {
+        let (offset, len) = self.range(piece);
+        tracing::trace!(
+            "shard {} bytes {offset}+{len}: from provider {}",
+            self.job.rec.index,
+            shared.lanes[lane].name()
+        );
+        self.pieces[piece] = Piece::Running;
+        let mut slot = Slot::take(shared.clone(), lane, len);
+        let provider = shared.lanes[lane].provider().clone();
+        let path = self.job.path.clone();
+        let whole = self.pieces.len() == 1;
+        tasks.spawn(async move {
+            let start = std::time::Instant::now();
+            let result = if whole {
+                provider.get(&path, len).await
+            } else {
+                provider.get_range(&path, offset, len).await
+            };
+            match &result {
+                Ok(data) => slot.received = data.len() as u64 == len,
+                // Before its slot is free, so that no other piece is planned on it.
+                Err(e) if !e.is_not_found() => slot.shared.lanes[lane].drop_out(e),
+                Err(_) => {}
+            }
+            drop(slot);
+            Event::Piece {
+                shard: index,
+                piece,
+                lane,
+                result,
+                took: start.elapsed(),
+            }
+        });
+    }
+
+    /// Hashes the assembled shard off the runtime's threads.
+    pub(super) fn hash(&self, tasks: &mut JoinSet<Event>, index: usize) {
+        let parts: Vec<Bytes> = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Done(data, _) => data.clone(),
+                _ => unreachable!("hashing a shard with missing pieces"),
+            })
+            .collect();
+        tasks.spawn(async move {
+            let sum = crate::hashing::sha256_chunks_blocking(parts).await;
+            Event::Hashed { shard: index, sum }
+        });
+    }
+
+    /// `lane` could not serve the shard: it is not asked again, and the shard fails when no
+    /// holder is left.
+    pub(super) fn fail(&mut self, shared: &Shared, lane: usize, why: String) {
+        if !self.left.contains(&lane) {
+            return; // already failed it (another of its pieces)
+        }
+        tracing::warn!(
+            "provider {}: shard {} of backup {}: {why}; trying the next provider that holds it",
+            shared.lanes[lane].name(),
+            self.job.object,
+            self.job.backup_id
+        );
+        self.left.retain(|&l| l != lane);
+        self.tried
+            .push((shared.lanes[lane].name().to_string(), why));
+        if self.pieces.len() == 1 {
+            self.in_order = true;
+        }
+        self.check_left();
+    }
+
+    /// Fails the shard when no holder is left to try.
+    pub(super) fn check_left(&mut self) {
+        if !self.left.is_empty() || matches!(self.state, State::Failed(_)) {
+            return;
+        }
+        let mut tried = std::mem::take(&mut self.tried);
+        tried.extend(self.job.not_held.iter().cloned());
+        for p in &mut self.pieces {
+            if matches!(p, Piece::Done(..)) {
+                *p = Piece::Pending; // frees its bytes
+            }
+        }
+        self.state = State::Failed(NoGoodCopy {
+            backup_id: self.job.backup_id.clone(),
+            index: self.job.rec.index,
+            offset: self.job.rec.offset,
+            object: self.job.object.clone(),
+            tried,
+        });
+    }
+}
+
+/// A download in progress on a lane; the lane's accounting follows it even when the download
+/// is stopped (its task dropped).
+pub(super) struct Slot {
+    pub(super) shared: Arc<Shared>,
+    pub(super) lane: usize,
+    pub(super) len: u64,
+    /// Every byte came.
+    pub(super) received: bool,
+}
+
+impl Slot {
+    pub(super) fn take(shared: Arc<Shared>, lane: usize, len: u64) -> Slot {
+        shared.lanes[lane].begin(len);
+        Slot {
+            shared,
+            lane,
+            len,
+            received: false,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.lanes[self.lane].end(self.len, self.received);
+    }
+}

@@ -1,0 +1,255 @@
+//! The fetching of one link's stream ([`LinkFetch`]): admits shards into the window, plans
+//! their pieces on the lanes, collects the downloads and checksums, and hands verified shards
+//! to the writer in order.
+
+use super::shard::{Event, Piece, Shard, State};
+use super::{Fetcher, Ready, Shared};
+use crate::engine::restore::Link;
+use crate::error::{Interrupted, ProviderError};
+use crate::layout::BackupId;
+use anyhow::{anyhow, Result};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The fetching of one link's stream: the shards in the window and their pieces.
+pub(super) struct LinkFetch<'a> {
+    pub(super) fetcher: &'a Fetcher,
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) link: &'a Link,
+    pub(super) id: BackupId,
+    pub(super) dir: String,
+    /// Admitted shards not yet handed to the writer, by index.
+    pub(super) shards: BTreeMap<usize, Shard>,
+    pub(super) next_admit: usize,
+    pub(super) next_send: usize,
+    /// A shard has no good copy: nothing after it is admitted.
+    pub(super) failed: bool,
+}
+
+pub(super) enum Step {
+    Event(Event),
+    Admit(OwnedSemaphorePermit),
+    /// A provider's downloads are about to end: time to start the next.
+    Overlap,
+}
+
+impl LinkFetch<'_> {
+    /// Admits shards into the window, plans their pieces, collects the downloads and hands
+    /// verified shards to the writer in order. Returns at the first shard with no good copy
+    /// (everything before it handed over), or when the writer is gone (its error says why).
+    pub(super) async fn pump(
+        &mut self,
+        tasks: &mut JoinSet<Event>,
+        tx: mpsc::Sender<Ready>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let count = self.link.manifest.shards.len();
+        let window = Arc::new(Semaphore::new(self.fetcher.shards_in_flight));
+        loop {
+            self.send_ready(&tx).await?;
+            if self.next_send == count {
+                return Ok(());
+            }
+            self.schedule(tasks);
+            let wake = self
+                .shared
+                .forecasts()
+                .iter()
+                .filter_map(|p| p.wake)
+                .reduce(f64::min);
+            let overlap = tokio::time::sleep(Duration::from_secs_f64(wake.unwrap_or(0.0)));
+            let step = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Interrupted.into()),
+                _ = tx.closed() => return Ok(()),
+                Some(done) = tasks.join_next() => {
+                    Step::Event(done.map_err(|e| anyhow!("a download task failed: {e}"))?)
+                }
+                permit = window.clone().acquire_owned(), if self.next_admit < count && !self.failed => {
+                    Step::Admit(permit.expect("the window is never closed"))
+                }
+                _ = overlap, if wake.is_some() => Step::Overlap,
+            };
+            match step {
+                Step::Admit(permit) => self.admit(permit),
+                Step::Overlap => {}
+                Step::Event(Event::Piece {
+                    shard,
+                    piece,
+                    lane,
+                    result,
+                    took,
+                }) => {
+                    tracing::trace!(
+                        "shard {shard} piece {piece}: provider {} done in {:.3}s",
+                        self.shared.lanes[lane].name(),
+                        took.as_secs_f64()
+                    );
+                    self.on_piece(tasks, shard, piece, lane, result)
+                }
+                Step::Event(Event::Hashed { shard, sum }) => {
+                    let sum = sum.map_err(|e| anyhow!("hashing a shard failed: {e}"))?;
+                    self.on_hashed(shard, sum);
+                }
+            }
+        }
+    }
+
+    /// Hands the shards whose turn it is to the writer, up to the first not verified yet; the
+    /// error of the first with no good copy.
+    pub(super) async fn send_ready(&mut self, tx: &mpsc::Sender<Ready>) -> Result<()> {
+        while let Some(entry) = self.shards.first_entry() {
+            match entry.get().state {
+                State::Good => {
+                    let shard = entry.remove();
+                    let parts = shard.pieces.into_iter().map(Piece::into_bytes).collect();
+                    let ready = Ready {
+                        parts,
+                        _permit: shard.permit,
+                    };
+                    // Never waits: the channel holds as many shards as the window.
+                    if tx.send(ready).await.is_err() {
+                        return Ok(()); // the writer is gone; `pump` sees it
+                    }
+                    self.next_send += 1;
+                }
+                State::Failed(_) => {
+                    let State::Failed(e) = entry.remove().state else {
+                        unreachable!()
+                    };
+                    return Err(e.into());
+                }
+                State::Fetching | State::Hashing => break,
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn admit(&mut self, permit: OwnedSemaphorePermit) {
+        let i = self.next_admit;
+        let rec = &self.link.manifest.shards[i];
+        let job = self.fetcher.wanted(self.link, &self.id, &self.dir, rec);
+        let piece_size = self.fetcher.piece_size(rec.length);
+        let mut shard = Shard::new(job, permit, piece_size);
+        shard.check_left();
+        self.failed |= matches!(shard.state, State::Failed(_));
+        self.shards.insert(i, shard);
+        self.next_admit += 1;
+    }
+
+    /// Starts downloads on every free slot. Pending pieces, earliest first, are each planned on
+    /// the lane expected to finish them first; a piece planned on a lane with a free slot
+    /// starts now, the others wait for a later call (their lane is busy, or it was not expected
+    /// to finish them first).
+    pub(super) fn schedule(&mut self, tasks: &mut JoinSet<Event>) {
+        let shared = self.shared;
+        let mut plans = shared.forecasts();
+        for (&index, shard) in self.shards.iter_mut() {
+            if !matches!(shard.state, State::Fetching) {
+                continue;
+            }
+            for piece in 0..shard.pieces.len() {
+                if plans.iter().all(|p| p.free == 0) {
+                    return;
+                }
+                if !matches!(shard.pieces[piece], Piece::Pending) {
+                    continue;
+                }
+                let len = shard.range(piece).1;
+                let Some(lane) = shard.choose(shared, &plans, len) else {
+                    continue;
+                };
+                plans[lane].at = plans[lane].finish(len);
+                if plans[lane].free > 0 {
+                    plans[lane].free -= 1;
+                    shard.start(shared, tasks, index, piece, lane);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_piece(
+        &mut self,
+        tasks: &mut JoinSet<Event>,
+        index: usize,
+        piece: usize,
+        lane: usize,
+        result: Result<Bytes, ProviderError>,
+    ) {
+        let shared = self.shared;
+        let Some(shard) = self.shards.get_mut(&index) else {
+            unreachable!("a download of a shard not in the window")
+        };
+        let (offset, len) = shard.range(piece);
+        if !matches!(shard.state, State::Fetching) {
+            return; // the shard failed meanwhile
+        }
+        let why = match result {
+            Ok(data) if data.len() as u64 == len => {
+                shard.pieces[piece] = Piece::Done(data, lane);
+                if shard.pieces.iter().all(|p| matches!(p, Piece::Done(..))) {
+                    shard.state = State::Hashing;
+                    shard.hash(tasks, index);
+                }
+                return;
+            }
+            Ok(data) if shard.pieces.len() == 1 => {
+                format!("short copy: {} bytes, the manifest says {len}", data.len())
+            }
+            Ok(data) => format!(
+                "short copy: {} of the {len} bytes from byte {offset} of the object",
+                data.len()
+            ),
+            Err(e) => format!("download failed: {}", e.message.trim_end()),
+        };
+        shard.pieces[piece] = Piece::Pending;
+        shard.fail(shared, lane, why);
+        self.failed |= matches!(shard.state, State::Failed(_));
+    }
+
+    pub(super) fn on_hashed(&mut self, index: usize, sum: String) {
+        let shared = self.shared;
+        let Some(shard) = self.shards.get_mut(&index) else {
+            unreachable!("a hash of a shard not in the window")
+        };
+        let mut from: BTreeMap<usize, u64> = BTreeMap::new();
+        for p in &shard.pieces {
+            if let Piece::Done(data, lane) = p {
+                *from.entry(*lane).or_default() += data.len() as u64;
+            }
+        }
+        if sum == shard.job.rec.sha256 {
+            for (&lane, &bytes) in &from {
+                shared.lanes[lane].delivered(bytes);
+                shared.progress.provider(shared.lanes[lane].name(), bytes);
+            }
+            shard.state = State::Good;
+            return;
+        }
+        shard.state = State::Fetching;
+        shard.in_order = true;
+        shard.pieces = vec![Piece::Pending];
+        let why = format!(
+            "corrupt copy: SHA-256 {sum}, the manifest says {}",
+            shard.job.rec.sha256
+        );
+        if let [(&lane, _)] = from.iter().collect::<Vec<_>>()[..] {
+            shared.lanes[lane].corrupt();
+            shard.fail(shared, lane, why);
+        } else {
+            let names: Vec<&str> = from.keys().map(|&l| shared.lanes[l].name()).collect();
+            tracing::warn!(
+                "shard {} of backup {}, read in pieces from providers {}: {why}; fetching it whole from one provider at a time",
+                shard.job.object,
+                shard.job.backup_id,
+                names.join(", ")
+            );
+        }
+        self.failed |= matches!(shard.state, State::Failed(_));
+    }
+}
