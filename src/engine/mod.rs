@@ -9,6 +9,7 @@ pub mod lane;
 pub mod probe;
 pub mod prune;
 pub mod restore;
+pub mod retention;
 pub mod scan;
 pub mod sync;
 pub mod verify;
