@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::progress::Progress;
-use crate::provider::{self, DynProvider};
+use crate::provider::{self, DynProvider, Stack};
 use anyhow::Result;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -40,10 +40,24 @@ pub struct Ctx {
 impl Ctx {
     /// Providers by name, in priority order; an unknown name is a usage error.
     pub fn providers(&self, names: &[String]) -> Result<Vec<DynProvider>, ConfigError> {
+        self.providers_in(names, Stack::default())
+    }
+
+    /// [`Ctx::providers`], built as `stack` says (`Stack { dry_run: true }`: writes skipped).
+    pub fn providers_in(
+        &self,
+        names: &[String],
+        stack: Stack,
+    ) -> Result<Vec<DynProvider>, ConfigError> {
         let mut out = Vec::new();
         for p in &self.cfg.providers {
             if names.contains(&p.name) {
-                out.push(provider::from_config(&self.cfg, p, &self.cancel));
+                out.push(provider::from_config_with(
+                    &self.cfg,
+                    p,
+                    &self.cancel,
+                    stack,
+                ));
             }
         }
         if let Some(unknown) = names.iter().find(|n| self.cfg.provider(n).is_none()) {
@@ -87,11 +101,17 @@ impl Ctx {
 
     /// Every enabled provider, in priority order.
     pub fn enabled_providers(&self) -> Vec<DynProvider> {
+        self.enabled_providers_in(Stack::default())
+    }
+
+    /// [`Ctx::enabled_providers`], built as `stack` says (`Stack { dry_run: true }`: writes
+    /// skipped).
+    pub fn enabled_providers_in(&self, stack: Stack) -> Vec<DynProvider> {
         self.cfg
             .providers
             .iter()
             .filter(|p| p.enabled)
-            .map(|p| provider::from_config(&self.cfg, p, &self.cancel))
+            .map(|p| provider::from_config_with(&self.cfg, p, &self.cancel, stack))
             .collect()
     }
 }

@@ -117,11 +117,7 @@ async fn retry_wrapper_conforms() {
         attempts: 2,
         base_delay: std::time::Duration::from_millis(1),
     };
-    let p = Retry::new(
-        MemoryProvider::new("mem"),
-        policy,
-        std::time::Duration::from_secs(10),
-    );
+    let p = Retry::new(MemoryProvider::new("mem"), policy);
     suite(&p, "mem").await;
 }
 

@@ -1,14 +1,39 @@
 //! Storage providers: one small trait, implemented by [`RcloneProvider`] (the real thing) and
-//! [`MemoryProvider`] (an in-memory fake for tests), and wrapped by [`Retry`] for backoff and
-//! timeouts (STYLE.md §3). Paths are relative to the provider's root and use `/`.
+//! [`MemoryProvider`] (an in-memory fake for tests), and wrapped by layers (STYLE.md §3). Paths
+//! are relative to the provider's root and use `/`.
+//!
+//! [`from_config`] builds every configured provider as one stack, outermost first:
+//!
+//! - [`DryRun`] (only with `Stack { dry_run: true }`): reads pass, writes are recorded and
+//!   skipped;
+//! - [`Retry`]: transient failures are retried with backoff; every call and every backoff ends
+//!   at once when the run is cancelled;
+//! - [`Limit`]: at most `concurrency` calls on the provider at once, the only place that key is
+//!   enforced; a call holds its permit while it runs, not while [`Retry`] backs off;
+//! - [`Timeout`]: each attempt ends after the `timeout` key (time spent waiting for a permit
+//!   does not count);
+//! - [`RcloneProvider`].
+//!
+//! A wrapper implements [`Layer`] (see `layer.rs`): it overrides [`Layer::around`] to act on
+//! every call, or only the one method it changes (a test wrapper that truncates uploads
+//! overrides `put`), and the blanket `impl<L: Layer> Provider for L` forwards the rest. Build a
+//! test stack from the same pieces: `Limit::new(MemoryProvider::new("a"), 2)`.
 
+mod dry_run;
+mod layer;
+mod limit;
 mod memory;
 mod rclone;
 mod retry;
+mod timeout;
 
+pub use dry_run::DryRun;
+pub use layer::{Layer, Op};
+pub use limit::Limit;
 pub use memory::{Fault, MemoryProvider};
 pub use rclone::RcloneProvider;
 pub use retry::Retry;
+pub use timeout::Timeout;
 
 use crate::error::ProviderError;
 use bytes::Bytes;
@@ -121,16 +146,38 @@ pub(crate) fn slice_range(data: &Bytes, offset: u64, len: u64) -> Bytes {
     data.slice(start..end)
 }
 
-/// Builds the provider stack for a configured provider: rclone, with retry and timeout, every
-/// call ending at once when `cancel` fires.
+/// Which optional layers [`from_config_with`] adds to a provider's stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stack {
+    /// Writes are recorded and skipped ([`DryRun`]).
+    pub dry_run: bool,
+}
+
+/// Builds the provider stack for a configured provider (see the module doc): rclone, with
+/// timeout, concurrency limit and retry, every call ending at once when `cancel` fires.
 pub fn from_config(
     cfg: &crate::config::Config,
     p: &crate::config::ProviderConfig,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> DynProvider {
-    Arc::new(
-        Retry::new(RcloneProvider::new(cfg, p), cfg.retry, cfg.timeout).cancel_on(cancel.clone()),
-    )
+    from_config_with(cfg, p, cancel, Stack::default())
+}
+
+/// [`from_config`], with the optional layers `stack` asks for.
+pub fn from_config_with(
+    cfg: &crate::config::Config,
+    p: &crate::config::ProviderConfig,
+    cancel: &tokio_util::sync::CancellationToken,
+    stack: Stack,
+) -> DynProvider {
+    let rclone = Timeout::new(RcloneProvider::new(cfg, p), cfg.timeout);
+    let retry =
+        Retry::new(Limit::new(rclone, cfg.concurrency), cfg.retry).cancel_on(cancel.clone());
+    if stack.dry_run {
+        Arc::new(DryRun::new(retry))
+    } else {
+        Arc::new(retry)
+    }
 }
 
 #[cfg(test)]

@@ -1,35 +1,32 @@
-//! A wrapper that gives any provider a per-attempt timeout and retries transient failures with
-//! exponential backoff and full jitter (restic's `backend/retry`). Not-found and permanent
+//! A layer that retries transient failures with exponential backoff and equal jitter (each
+//! delay is uniformly random in [d/2, d]; restic's `backend/retry`). Not-found and permanent
 //! errors are returned at once.
 //!
 //! Every attempt and every backoff sleep is raced against the run's cancellation token: once
-//! it fires, the attempt is dropped (which kills its rclone child, see `process`) and the call
-//! returns an [`ErrorKind::Interrupted`] error at once, so no command waits on a hung provider
-//! after Ctrl-C.
+//! it fires, the attempt is dropped (which kills its rclone child, see `process`, and gives back
+//! a [`super::Limit`] permit) and the call returns an [`ErrorKind::Interrupted`] error at once,
+//! so no command waits on a hung provider after Ctrl-C. A retrying call holds no permit of a
+//! `Limit` below it while it backs off. The per-attempt deadline is [`super::Timeout`]'s.
 
-use super::{ObjectInfo, ProgressFn, Provider, Usage};
+use super::{Layer, Op, Provider};
 use crate::config::RetryPolicy;
 use crate::error::{ErrorKind, ProviderError};
-use bytes::Bytes;
 use futures::future::BoxFuture;
-use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub struct Retry<P> {
     inner: P,
     policy: RetryPolicy,
-    timeout: Duration,
     cancel: CancellationToken,
 }
 
 impl<P: Provider> Retry<P> {
     /// A wrapper that is never cancelled; see [`Retry::cancel_on`].
-    pub fn new(inner: P, policy: RetryPolicy, timeout: Duration) -> Self {
+    pub fn new(inner: P, policy: RetryPolicy) -> Self {
         Retry {
             inner,
             policy,
-            timeout,
             cancel: CancellationToken::new(),
         }
     }
@@ -40,11 +37,11 @@ impl<P: Provider> Retry<P> {
         self
     }
 
-    fn interrupted(&self, op: &'static str, path: &str) -> ProviderError {
+    fn interrupted(&self, op: &Op<'_>) -> ProviderError {
         ProviderError::new(
             self.inner.name(),
-            op,
-            path,
+            op.verb(),
+            op.path(),
             ErrorKind::Interrupted,
             "interrupted: offsite was asked to stop",
         )
@@ -60,33 +57,18 @@ impl<P: Provider> Retry<P> {
         half + half.mul_f64(fastrand::f64())
     }
 
-    async fn run<'a, T, F, Fut>(
+    async fn run<'a, T>(
         &'a self,
-        op: &'static str,
-        path: &'a str,
-        mut f: F,
-    ) -> Result<T, ProviderError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-    {
+        op: Op<'a>,
+        mut call: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
         let mut attempt = 1;
         loop {
-            let attempt_run = tokio::select! {
+            // Dropping the attempt's future kills its rclone child (see `process`).
+            let result = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
-                r = tokio::time::timeout(self.timeout, f()) => r,
-            };
-            let result = match attempt_run {
-                Ok(r) => r,
-                // Dropping the attempt's future kills its rclone child (see `process`).
-                Err(_) => Err(ProviderError::new(
-                    self.inner.name(),
-                    op,
-                    path,
-                    ErrorKind::Transient,
-                    format!("timed out after {:?}", self.timeout),
-                )),
+                _ = self.cancel.cancelled() => return Err(self.interrupted(&op)),
+                r = call() => r,
             };
             match result {
                 Err(e) if e.is_transient() && attempt < self.policy.attempts => {
@@ -98,7 +80,7 @@ impl<P: Provider> Retry<P> {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => return Err(self.interrupted(op, path)),
+                        _ = self.cancel.cancelled() => return Err(self.interrupted(&op)),
                     }
                     attempt += 1;
                 }
@@ -112,72 +94,31 @@ impl<P: Provider> Retry<P> {
     }
 }
 
-impl<P: Provider> Provider for Retry<P> {
-    fn name(&self) -> &str {
-        self.inner.name()
+impl<P: Provider> Layer for Retry<P> {
+    type Inner = P;
+
+    fn inner(&self) -> &P {
+        &self.inner
     }
 
-    fn put<'a>(
+    fn around<'a, T: Send + 'a>(
         &'a self,
-        path: &'a str,
-        data: Bytes,
-        progress: Option<ProgressFn>,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        Box::pin(self.run("upload", path, move || {
-            self.inner.put(path, data.clone(), progress.clone())
-        }))
-    }
-
-    fn get<'a>(&'a self, path: &'a str, limit: u64) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
-        Box::pin(self.run("download", path, move || self.inner.get(path, limit)))
-    }
-
-    fn get_range<'a>(
-        &'a self,
-        path: &'a str,
-        offset: u64,
-        len: u64,
-    ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
-        Box::pin(self.run("download", path, move || {
-            self.inner.get_range(path, offset, len)
-        }))
-    }
-
-    fn list<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
-        Box::pin(self.run("list", dir, move || self.inner.list(dir)))
-    }
-
-    fn list_hashed<'a>(
-        &'a self,
-        dir: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
-        Box::pin(self.run("list", dir, move || self.inner.list_hashed(dir)))
-    }
-
-    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
-        Box::pin(self.run("delete", path, move || self.inner.delete(path)))
-    }
-
-    fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
-        Box::pin(self.run("about", "", move || self.inner.about()))
-    }
-
-    fn copy_from<'a>(
-        &'a self,
-        src_root: &'a str,
-        src_path: &'a str,
-        path: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        Box::pin(self.run("copy", path, move || {
-            self.inner.copy_from(src_root, src_path, path)
-        }))
+        op: Op<'a>,
+        call: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, ProviderError>> {
+        Box::pin(self.run(op, call))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::provider::{Fault, MemoryProvider};
+    use super::Retry;
+    use crate::config::RetryPolicy;
+    use crate::error::ErrorKind;
+    use crate::provider::{Fault, MemoryProvider, Provider};
+    use bytes::Bytes;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -195,7 +136,7 @@ mod tests {
             kind: ErrorKind::Transient,
             times: 4,
         });
-        let r = Retry::new(mem, policy(), Duration::from_secs(60));
+        let r = Retry::new(mem, policy());
         let start = tokio::time::Instant::now();
         r.put("x", Bytes::from_static(b"data"), None).await.unwrap();
         let waited = start.elapsed();
@@ -216,7 +157,7 @@ mod tests {
             kind: ErrorKind::Transient,
             times: u32::MAX,
         });
-        let r = Retry::new(mem, policy(), Duration::from_secs(60));
+        let r = Retry::new(mem, policy());
         let e = r.put("x", Bytes::new(), None).await.unwrap_err();
         assert!(e.to_string().contains("after 5 attempts"), "{e}");
         assert_eq!(r.inner.puts(), 0);
@@ -231,7 +172,7 @@ mod tests {
             kind: ErrorKind::Permanent,
             times: 1,
         });
-        let r = Retry::new(mem, policy(), Duration::from_secs(60));
+        let r = Retry::new(mem, policy());
         let start = tokio::time::Instant::now();
         assert_eq!(
             r.put("x", Bytes::new(), None).await.unwrap_err().kind,
@@ -245,54 +186,6 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hung_attempt_times_out_and_is_retried() {
-        struct Hang;
-        impl Provider for Hang {
-            fn name(&self) -> &str {
-                "hang"
-            }
-            fn put<'a>(
-                &'a self,
-                _: &'a str,
-                _: Bytes,
-                _: Option<ProgressFn>,
-            ) -> BoxFuture<'a, Result<(), ProviderError>> {
-                Box::pin(futures::future::pending())
-            }
-            fn get<'a>(
-                &'a self,
-                _: &'a str,
-                _: u64,
-            ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
-                unimplemented!()
-            }
-            fn list<'a>(
-                &'a self,
-                _: &'a str,
-            ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
-                unimplemented!()
-            }
-            fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
-                unimplemented!()
-            }
-            fn about(&self) -> BoxFuture<'_, Result<Usage, ProviderError>> {
-                unimplemented!()
-            }
-        }
-        let r = Retry::new(
-            Hang,
-            RetryPolicy {
-                attempts: 2,
-                base_delay: Duration::from_secs(1),
-            },
-            Duration::from_secs(30),
-        );
-        let e = r.put("x", Bytes::new(), None).await.unwrap_err();
-        assert!(e.to_string().contains("timed out"), "{e}");
-        assert!(e.to_string().contains("after 2 attempts"), "{e}");
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn cancellation_ends_a_backoff_sleep_at_once_and_starts_no_attempt() {
         let mem = MemoryProvider::new("m");
         mem.inject(Fault {
@@ -302,7 +195,7 @@ mod tests {
             times: u32::MAX,
         });
         let cancel = CancellationToken::new();
-        let r = Retry::new(mem, policy(), Duration::from_secs(60)).cancel_on(cancel.clone());
+        let r = Retry::new(mem, policy()).cancel_on(cancel.clone());
         let start = tokio::time::Instant::now();
         let stop = cancel.clone();
         // The first attempt fails at once; the run then sleeps at least 0.5 s before the next.
