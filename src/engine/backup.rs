@@ -3,7 +3,9 @@
 //!
 //! Guarantees:
 //! - Memory: at most `shards_in_flight` shards are held at once; the reader waits for a free
-//!   slot before it reads the next shard (a bounded, `head -c`-style read).
+//!   slot before it reads the next shard (a bounded, `head -c`-style read). How many uploads
+//!   run on one provider at once is the provider's own limit (`provider::Limit`), not this
+//!   pipeline's.
 //! - A shard is kept in memory until every provider has it (or gave up), so a retry never
 //!   re-reads the source.
 //! - A provider whose upload fails after all retries is dropped for the rest of the run; the
@@ -71,7 +73,6 @@ pub struct BackupJob {
     pub min_providers: usize,
     /// The memory bound: shards read but not yet on every provider.
     pub shards_in_flight: usize,
-    pub concurrency: usize,
     pub providers: Vec<DynProvider>,
     /// Expected stream size, for progress.
     pub estimate: Option<u64>,

@@ -15,13 +15,11 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// One provider's part of the run.
 pub(super) struct BackupLane {
     pub lane: Lane,
-    slots: Arc<Semaphore>,
     /// Shards whose upload rclone reported as done.
     pub uploaded: Mutex<BTreeSet<u64>>,
     /// When resuming: the objects the provider already held.
@@ -52,7 +50,6 @@ pub(super) async fn make_lanes(
     let lanes = job.providers.iter().map(|p| async move {
         let lane = BackupLane {
             lane: Lane::new(p.clone()),
-            slots: Arc::new(Semaphore::new(job.concurrency)),
             uploaded: Mutex::default(),
             present: Listed::default(),
         };
@@ -153,24 +150,13 @@ async fn upload(
         progress.provider(lane.name(), len);
         return Ok(());
     }
-    let slot = lane
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore is never closed");
-    if lane.is_down() {
-        return Err(lane.down_error());
-    }
-    // The slot is freed as soon as the whole shard is handed to the uploader, so the
-    // provider's next upload starts while this one drains rclone's buffers.
-    let slot = Arc::new(Mutex::new(Some(slot)));
-    let on_sent = provider_progress(progress, lane.name(), Some((slot.clone(), len)));
+    // How many uploads run on one provider at once is the provider's own limit
+    // (`provider::Limit`); the memory bound is `shards_in_flight`, held by the caller.
+    let on_sent = provider_progress(progress, lane.name());
     let put = lane
         .provider
         .put(path, shard.data.clone(), Some(on_sent))
         .await;
-    slot.lock().unwrap().take();
     match put {
         Ok(()) => {
             lane.uploaded.lock().unwrap().insert(shard.index);
@@ -185,12 +171,7 @@ async fn upload(
 
 /// Reports an upload's cumulative byte count as increments; a retry's restart from zero does
 /// not count twice.
-/// `release`, when given, is a provider slot freed once `len` bytes were sent.
-fn provider_progress(
-    progress: Arc<dyn Progress>,
-    name: &str,
-    release: Option<(SlotCell, u64)>,
-) -> ProgressFn {
+fn provider_progress(progress: Arc<dyn Progress>, name: &str) -> ProgressFn {
     let name = name.to_string();
     let high = AtomicU64::new(0);
     Arc::new(move |sent| {
@@ -198,12 +179,5 @@ fn provider_progress(
         if sent > before {
             progress.provider(&name, sent - before);
         }
-        if let Some((slot, len)) = &release {
-            if sent >= *len {
-                slot.lock().unwrap().take();
-            }
-        }
     })
 }
-
-type SlotCell = Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;

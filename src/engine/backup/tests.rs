@@ -45,7 +45,6 @@ fn job(providers: Vec<DynProvider>, min: usize) -> BackupJob {
         shard_size: SHARD,
         min_providers: min,
         shards_in_flight: 3,
-        concurrency: 2,
         providers,
         estimate: None,
         resume: None,
