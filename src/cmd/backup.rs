@@ -1,14 +1,15 @@
 //! `offsite backup [DATASET...] [--once] [--full] [--dry-run] [--restart]`.
 //!
-//! Backs up each selected dataset through the engine ([`engine::backup::back_up_dataset`]:
+//! Backs up each selected dataset through the engine ([`crate::engine::backup::back_up_dataset`]:
 //! resume or plan, snapshot, pipeline, local retention), keeps going past a dataset that
 //! fails, and reports what each backup wrote.
 
 use super::{Ctx, Outcome};
 use crate::cli::BackupArgs;
 use crate::config::Dataset;
-use crate::engine::backup::ProviderOutcome;
-use crate::engine::backup::{self as engine, BackupReport, BackupRequest, DatasetRun};
+use crate::engine::backup::{
+    self as engine, BackupReport, BackupRequest, DatasetRun, ProviderOutcome,
+};
 use crate::error::{ConfigError, Interrupted};
 use crate::output;
 use anyhow::Result;
