@@ -9,15 +9,13 @@
 use super::{Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::units::human_bytes;
-use crate::config::{Dataset, SourceSpec};
+use crate::config::Dataset;
 use crate::engine::prune::{self, ProviderResult, PrunePlan, Work};
 use crate::error::{ConfigError, Interrupted};
 use crate::lock::DatasetLock;
 use crate::outln;
 use crate::output::{self, Report};
 use crate::provider::{DynProvider, Stack};
-use crate::snapshots;
-use crate::state::DatasetState;
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
@@ -226,32 +224,9 @@ fn freed(order: &[String], results: &[ProviderResult]) -> BTreeMap<String, u64> 
     out
 }
 
-/// Local retention: deletes the snapshots offsite made of each configured zfs/btrfs dataset,
-/// except the snapshot of its newest restorable backup on the providers (the next parent) and
-/// that of an unfinished backup (which a re-run resumes). A dataset with no restorable backup
-/// keeps everything. Skipped under `--host`: another machine's backups have no snapshots here.
+/// Local retention: see [`crate::engine::retention::prune_local`].
 async fn prune_local_snapshots(ctx: &Ctx, catalog: &Catalog, dry_run: bool) -> Result<Vec<String>> {
-    if ctx.cfg.foreign_host {
-        return Ok(vec![]);
-    }
-    let mut out = Vec::new();
-    for ds in &ctx.cfg.datasets {
-        if ds.snapshot_pattern.is_some() || matches!(ds.source, SourceSpec::Command { .. }) {
-            continue;
-        }
-        let Some((_, newest)) = catalog.restorable(&ds.name).into_iter().last() else {
-            continue;
-        };
-        let mut keep: Vec<String> = newest.snapshot.iter().cloned().collect();
-        if let Some((u, _)) =
-            DatasetState::new(&ctx.cfg.state_dir, &ctx.cfg.host, &ds.name).load()?
-        {
-            keep.extend(u.snapshot);
-        }
-        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        out.extend(snapshots::retain(ds, &keep, dry_run).await?);
-    }
-    Ok(out)
+    crate::engine::retention::prune_local(&ctx.cfg, catalog, dry_run).await
 }
 
 /// What an interrupted run did on the providers, on stderr.

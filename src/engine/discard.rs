@@ -10,7 +10,7 @@
 
 use crate::error::Interrupted;
 use crate::layout::{self, BackupId};
-use crate::provider::DynProvider;
+use crate::provider::{DynProvider, ObjectInfo};
 use anyhow::Result;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -34,22 +34,9 @@ pub async fn discard(
     cancel: &CancellationToken,
 ) -> Result<Discarded> {
     let dir = layout::backup_dir(host, dataset, id);
-    let listings = futures::future::join_all(providers.iter().map(|p| async {
-        match p.list(&dir).await {
-            Ok(l) => Some((p.clone(), l)),
-            Err(e) => {
-                tracing::warn!("{e}: provider {} cannot be listed, so no object of discarded backup {id} is deleted anywhere (one may hold its manifest); `offsite prune` removes them later", p.name());
-                None
-            }
-        }
-    }));
-    let listings: Vec<Option<_>> = tokio::select! {
-        l = listings => l,
-        _ = cancel.cancelled() => return Err(Interrupted.into()),
-    };
     // A provider that cannot be listed may hold the backup's only manifest: then it was
     // written, and deleting the other providers' shards would break it. Delete nothing.
-    let Some(listings) = listings.into_iter().collect::<Option<Vec<_>>>() else {
+    let Some(listings) = list_all(providers, &dir, id, cancel).await? else {
         return Ok(Discarded {
             deleted: 0,
             kept_written: false,
@@ -68,7 +55,43 @@ pub async fn discard(
             kept_written: true,
         });
     }
-    let dir = dir.as_str();
+    let deleted = delete_all(&listings, &dir, concurrency, cancel).await?;
+    Ok(Discarded {
+        deleted,
+        kept_written: false,
+    })
+}
+
+/// Each provider's listing of `dir`; `None` when some provider could not be listed.
+async fn list_all(
+    providers: &[DynProvider],
+    dir: &str,
+    id: &BackupId,
+    cancel: &CancellationToken,
+) -> Result<Option<Vec<(DynProvider, Vec<ObjectInfo>)>>> {
+    let listings = futures::future::join_all(providers.iter().map(|p| async {
+        match p.list(dir).await {
+            Ok(l) => Some((p.clone(), l)),
+            Err(e) => {
+                tracing::warn!("{e}: provider {} cannot be listed, so no object of discarded backup {id} is deleted anywhere (one may hold its manifest); `offsite prune` removes them later", p.name());
+                None
+            }
+        }
+    }));
+    let listings: Vec<Option<_>> = tokio::select! {
+        l = listings => l,
+        _ = cancel.cancelled() => return Err(Interrupted.into()),
+    };
+    Ok(listings.into_iter().collect())
+}
+
+/// Deletes every listed object (a failed delete is a warning); returns how many went.
+async fn delete_all(
+    listings: &[(DynProvider, Vec<ObjectInfo>)],
+    dir: &str,
+    concurrency: usize,
+    cancel: &CancellationToken,
+) -> Result<usize> {
     let deletes = listings.iter().flat_map(|(p, l)| {
         l.iter().map(move |o| {
             let path = format!("{dir}/{}", o.path);
@@ -86,14 +109,10 @@ pub async fn discard(
     let deleted = futures::stream::iter(deletes)
         .buffer_unordered(concurrency.max(1))
         .fold(0, |n, d| async move { n + d });
-    let deleted = tokio::select! {
-        n = deleted => n,
-        _ = cancel.cancelled() => return Err(Interrupted.into()),
-    };
-    Ok(Discarded {
-        deleted,
-        kept_written: false,
-    })
+    tokio::select! {
+        n = deleted => Ok(n),
+        _ = cancel.cancelled() => Err(Interrupted.into()),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod providers;
 pub mod prune;
 pub mod restore;
+pub mod retention;
 pub mod scan;
 pub mod status;
 pub mod sync;

@@ -10,7 +10,7 @@
 //! - Only a probe read back with its exact content makes two providers "the same"; a provider
 //!   that cannot be written or read is an error for the caller to judge, never "distinct".
 
-use crate::error::{ErrorKind, Interrupted, ProviderError};
+use crate::error::{ConfigError, ErrorKind, Interrupted, ProviderError};
 use crate::provider::DynProvider;
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -118,6 +118,70 @@ fn group(providers: &[DynProvider], pairs: &[(usize, usize)]) -> Vec<Vec<String>
         }
     }
     groups
+}
+
+/// With `min_providers` > 1, two provider files pointing at one storage must not count as two
+/// copies: a probe object finds them; all but the first of each storage are left out of the
+/// backup (with a warning), and a run that cannot reach `min_providers` distinct storages is
+/// refused (exit 2). A probe that fails is a warning: the provider's upload will tell.
+pub async fn distinct_storage(
+    providers: Vec<DynProvider>,
+    min_providers: usize,
+    cancel: &CancellationToken,
+) -> Result<Vec<DynProvider>> {
+    if min_providers < 2 || providers.len() < 2 {
+        return Ok(providers);
+    }
+    match storage_groups(&providers, cancel).await {
+        Ok(groups) => Ok(one_per_storage(providers, &groups, min_providers)?),
+        Err(e) if e.is::<Interrupted>() => Err(e),
+        Err(e) => {
+            tracing::warn!(
+                "{e:#}; could not check that the providers are distinct storage, so each counts as one copy"
+            );
+            Ok(providers)
+        }
+    }
+}
+
+/// The first provider of each storage group, or why `groups` cannot meet `min_providers`.
+fn one_per_storage(
+    providers: Vec<DynProvider>,
+    groups: &[Vec<String>],
+    min_providers: usize,
+) -> Result<Vec<DynProvider>, ConfigError> {
+    let files = |g: &[String]| {
+        g.iter()
+            .map(|n| format!("{n}.toml"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    if groups.len() < min_providers {
+        let shared: Vec<String> = groups
+            .iter()
+            .filter(|g| g.len() > 1)
+            .map(|g| files(g))
+            .collect();
+        return Err(ConfigError(format!(
+            "provider files {} in the providers directory point at one storage (a probe object written through one \
+             is read back through the other), so they hold one copy, and {} distinct storage(s) cannot meet \
+             min_providers = {min_providers}; point them at different storage or lower min_providers",
+            shared.join("; "),
+            groups.len()
+        )));
+    }
+    for g in groups.iter().filter(|g| g.len() > 1) {
+        tracing::warn!(
+            "provider files {} point at one storage: they count as one copy, and only {} is written to",
+            files(g),
+            g[0]
+        );
+    }
+    let keep: Vec<&String> = groups.iter().map(|g| &g[0]).collect();
+    Ok(providers
+        .into_iter()
+        .filter(|p| keep.iter().any(|k| *k == p.name()))
+        .collect())
 }
 
 /// Whether `a` and `b` are one storage under two names.

@@ -1,10 +1,11 @@
 //! Pipeline behaviour against in-memory providers and real child processes.
 
 use super::*;
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, ProviderError, SourceChanged};
 use crate::progress::NoProgress;
-use crate::provider::{Fault, MemoryProvider, ObjectInfo, Provider, Usage};
+use crate::provider::{Fault, MemoryProvider, ObjectInfo, ProgressFn, Provider, Usage};
 use crate::state::DatasetState;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::path::Path;
 
@@ -31,8 +32,8 @@ fn data_file(dir: &Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
     (p, data)
 }
 
-fn job(providers: Vec<DynProvider>, min: usize) -> Job {
-    Job {
+fn job(providers: Vec<DynProvider>, min: usize) -> BackupJob {
+    BackupJob {
         host: "h".into(),
         dataset: "tank/x".into(),
         id: BackupId::parse("20261121T020000Z-full").unwrap(),
@@ -44,7 +45,6 @@ fn job(providers: Vec<DynProvider>, min: usize) -> Job {
         shard_size: SHARD,
         min_providers: min,
         shards_in_flight: 3,
-        concurrency: 2,
         providers,
         estimate: None,
         resume: None,
@@ -82,7 +82,7 @@ fn manifest_of(p: &MemoryProvider) -> Option<Manifest> {
         .map(|b| Manifest::from_json(&b).unwrap())
 }
 
-async fn run_job(j: Job, src: ChildProc) -> Result<Report> {
+async fn run_job(j: BackupJob, src: ChildProc) -> Result<BackupReport> {
     run(j, src, Arc::new(NoProgress), CancellationToken::new()).await
 }
 
@@ -103,7 +103,7 @@ async fn every_provider_gets_every_shard_and_a_matching_manifest() {
         assert_eq!(man.shards[3].length, 500);
         assert_eq!(
             man.shards[1].sha256,
-            hex(&Sha256::digest(&data[1000..2000]))
+            crate::hashing::sha256(&data[1000..2000])
         );
     }
 }

@@ -84,3 +84,55 @@ fn groups_join_transitively() {
     let g = group(&dyns, &[(3, 1), (1, 0)]);
     assert_eq!(g, vec![vec!["a", "b", "c"], vec!["a-again"]]);
 }
+
+fn named(names: &[&str]) -> Vec<DynProvider> {
+    names
+        .iter()
+        .map(|n| Arc::new(MemoryProvider::new(n)) as DynProvider)
+        .collect()
+}
+
+fn groups(g: &[&[&str]]) -> Vec<Vec<String>> {
+    g.iter()
+        .map(|g| g.iter().map(|n| n.to_string()).collect())
+        .collect()
+}
+
+#[test]
+fn only_the_first_provider_of_each_storage_is_written_to() {
+    let kept =
+        one_per_storage(named(&["a", "b", "c"]), &groups(&[&["a", "b"], &["c"]]), 2).unwrap();
+    let names: Vec<&str> = kept.iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["a", "c"]);
+}
+
+#[test]
+fn too_few_distinct_storages_for_min_providers_is_a_config_error_naming_the_files() {
+    let Err(err) = one_per_storage(named(&["a", "b"]), &groups(&[&["a", "b"]]), 2) else {
+        panic!("one storage met min_providers = 2");
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "provider files a.toml and b.toml in the providers directory point at one storage"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 distinct storage(s) cannot meet min_providers = 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn with_min_providers_of_one_no_probe_is_written() {
+    let m: Vec<Arc<MemoryProvider>> = (0..2)
+        .map(|i| Arc::new(MemoryProvider::new(&format!("p{i}"))))
+        .collect();
+    let providers: Vec<DynProvider> = m.iter().map(|p| p.clone() as DynProvider).collect();
+    let kept = distinct_storage(providers, 1, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(m[0].puts() + m[1].puts(), 0);
+}

@@ -1,0 +1,355 @@
+//! One dataset's backup: the engine entry point `offsite backup` calls per dataset. It takes
+//! the dataset's lock, resumes the unfinished backup if there is one (or, with `--restart`,
+//! discards it), else plans a new one ([`super::plan`]) and takes its snapshot, runs the
+//! pipeline, then records or forgets the unfinished state and applies local snapshot
+//! retention. A dry run only says what it would do.
+
+use super::plan::{self, Action, BackupRequest, LastBackup, NewBackup};
+use super::{BackupJob, BackupReport};
+use crate::catalog::Catalog;
+use crate::config::units::{human_bytes, human_rate};
+use crate::config::{Config, Dataset, SourceSpec};
+use crate::engine::{discard, probe, retention, scan};
+use crate::layout;
+use crate::lock::DatasetLock;
+use crate::manifest::ShardRecord;
+use crate::progress::Progress;
+use crate::provider::DynProvider;
+use crate::schedule::Decision;
+use crate::state::{DatasetState, Unfinished};
+use crate::{snapshots, source};
+use anyhow::{anyhow, bail, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
+
+/// What one dataset's backup runs with.
+pub struct DatasetRun<'a> {
+    pub cfg: &'a Config,
+    pub dataset: &'a Dataset,
+    /// The dataset's providers, in priority order.
+    pub providers: Vec<DynProvider>,
+    pub progress: Arc<dyn Progress>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The backup a run goes on with: an unfinished one resumed, or a new one just recorded.
+struct Started {
+    unfinished: Unfinished,
+    /// Shards recorded by the run being resumed; `None` for a new backup.
+    resume: Option<BTreeMap<u64, ShardRecord>>,
+}
+
+/// Backs up `run.dataset`; `None` when nothing was due (or on a dry run).
+pub async fn back_up_dataset(
+    run: DatasetRun<'_>,
+    req: BackupRequest,
+) -> Result<Option<BackupReport>> {
+    let (cfg, ds) = (run.cfg, run.dataset);
+    snapshots::check_send_flags(ds).await?;
+    let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
+    if req.dry_run {
+        dry_run(&run, &req, &state).await?;
+        return Ok(None);
+    }
+    let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
+    if req.restart {
+        restart(&run, &state).await?;
+    }
+    let providers = probe::distinct_storage(run.providers, cfg.min_providers, run.cancel).await?;
+    let run = DatasetRun { providers, ..run };
+    let Some(started) = start(&run, &req, &state).await? else {
+        return Ok(None);
+    };
+    let Started { unfinished, resume } = started;
+    let report = pipeline(&run, &state, &unfinished, resume).await?;
+    let u = &unfinished;
+    if report.complete() || u.gaps_retry {
+        state.clear()?;
+    } else {
+        state.update(&Unfinished {
+            gaps_retry: true,
+            ..u.clone()
+        })?;
+    }
+    if ds.snapshot_pattern.is_none() {
+        if let Some(snap) = &u.snapshot {
+            retention::after_backup(ds, snap).await;
+        }
+    }
+    log_metrics(ds, &report);
+    Ok(Some(report))
+}
+
+/// Says what a run would do, and does nothing.
+async fn dry_run(run: &DatasetRun<'_>, req: &BackupRequest, state: &DatasetState) -> Result<()> {
+    let ds = run.dataset;
+    match state.load()? {
+        Some((u, r)) if !req.restart => tracing::info!(
+            "dry run: would resume unfinished backup {} of {:?} ({} shards recorded)",
+            u.backup_id,
+            ds.name,
+            r.len()
+        ),
+        _ => match decide(run, req).await?.action {
+            Action::NotDue { next_due } => not_due(ds, next_due),
+            Action::Make(new) => tracing::info!(
+                "dry run: would make {} of {:?} to {}",
+                plan::describe(&new.decision),
+                ds.name,
+                ds.providers.join(", ")
+            ),
+        },
+    }
+    Ok(())
+}
+
+/// `--restart`: forgets the unfinished backup and removes its objects from the providers at
+/// once (best effort), since nothing will resume it. A backup that already has a manifest
+/// somewhere (complete, with gaps) is kept: it is a real backup.
+async fn restart(run: &DatasetRun<'_>, state: &DatasetState) -> Result<()> {
+    let (cfg, ds) = (run.cfg, run.dataset);
+    match state.load() {
+        Ok(Some((u, _))) => {
+            tracing::warn!(
+                "discarding unfinished backup {} of {:?} (--restart)",
+                u.backup_id,
+                ds.name
+            );
+            let Some(id) = u.id() else {
+                tracing::warn!(
+                    "unfinished backup id {:?} is not valid; its objects, if any, stay until `offsite prune`",
+                    u.backup_id
+                );
+                return state.clear();
+            };
+            let d = discard::discard(
+                &run.providers,
+                &cfg.host,
+                &ds.name,
+                &id,
+                cfg.concurrency,
+                run.cancel,
+            )
+            .await?;
+            if d.deleted > 0 {
+                tracing::info!(
+                    "deleted {} objects of discarded backup {id} from the providers",
+                    d.deleted
+                );
+            }
+        }
+        Ok(None) => {}
+        // The message of a damaged state file tells the user to use --restart: let it work.
+        Err(e) => tracing::warn!("{e:#}; discarding it (--restart)"),
+    }
+    state.clear()
+}
+
+/// Resumes the unfinished backup, or plans a new one and takes its snapshot. `None` when
+/// nothing is due.
+async fn start(
+    run: &DatasetRun<'_>,
+    req: &BackupRequest,
+    state: &DatasetState,
+) -> Result<Option<Started>> {
+    if let Some((u, recorded)) = state.load()? {
+        return resume(run.dataset, u, recorded).await.map(Some);
+    }
+    let new = match decide(run, req).await?.action {
+        Action::NotDue { next_due } => {
+            not_due(run.dataset, next_due);
+            return Ok(None);
+        }
+        Action::Make(new) => new,
+    };
+    if let Decision::Full { reason } = &new.decision {
+        tracing::info!("full backup of {:?}: {reason}", run.dataset.name);
+    }
+    let now = SystemTime::now();
+    let ToSend::Snapshot(snapshot) = snapshot_for(run.dataset, &new).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Started {
+        unfinished: new.unfinished(snapshot, run.cfg.shard_size, now),
+        resume: None,
+    }))
+}
+
+/// Goes on with the unfinished backup `u`, if its snapshot still exists.
+async fn resume(
+    ds: &Dataset,
+    u: Unfinished,
+    recorded: BTreeMap<u64, ShardRecord>,
+) -> Result<Started> {
+    if let Some(snap) = &u.snapshot {
+        if !snapshots::exists(&ds.source, snap).await {
+            bail!(
+                "snapshot {snap} of unfinished backup {} no longer exists, so the backup cannot be resumed with the same bytes; \
+                 run `offsite backup --restart {}` to start afresh",
+                u.backup_id,
+                ds.name
+            );
+        }
+    }
+    let why = if u.gaps_retry {
+        " to fill the gaps a provider had"
+    } else {
+        ""
+    };
+    tracing::info!(
+        "resuming unfinished backup {} of {:?}{why} ({} shards recorded)",
+        u.backup_id,
+        ds.name,
+        recorded.len()
+    );
+    Ok(Started {
+        unfinished: u,
+        resume: Some(recorded),
+    })
+}
+
+/// Lists the providers and plans the run from what they hold (see [`plan::plan`]).
+async fn decide(run: &DatasetRun<'_>, req: &BackupRequest) -> Result<plan::BackupPlan> {
+    let ds = run.dataset;
+    let catalog = scan_dataset(run).await?;
+    let snapshot_present = match LastBackup::of(&catalog, &ds.name) {
+        Some(last) => match last.snapshot_to_check() {
+            Some(snap) => snapshots::exists(&ds.source, snap).await,
+            None => true,
+        },
+        None => true,
+    };
+    let planned = plan::plan(SystemTime::now(), ds, &catalog, req, snapshot_present);
+    for w in &planned.warnings {
+        tracing::warn!("{:?}: {w}", ds.name);
+    }
+    Ok(planned)
+}
+
+/// What the providers hold of the dataset; an error when none could be listed, since its
+/// backup history is then unknown.
+async fn scan_dataset(run: &DatasetRun<'_>) -> Result<Catalog> {
+    let scope = scan::Scope {
+        host: &run.cfg.host,
+        datasets: std::slice::from_ref(&run.dataset.name),
+        hashes: false,
+    };
+    scan::scan(&run.providers, scope, run.cancel).await
+}
+
+/// What a new backup sends.
+enum ToSend {
+    /// The snapshot (`None` for a command).
+    Snapshot(Option<String>),
+    /// The newest snapshot matching `snapshot_pattern` is the one already backed up.
+    NothingNew,
+}
+
+/// The newest snapshot matching `snapshot_pattern`, or one taken now.
+async fn snapshot_for(ds: &Dataset, new: &NewBackup) -> Result<ToSend> {
+    let Some(pattern) = &ds.snapshot_pattern else {
+        let taken = source::take_snapshot(&ds.name, &ds.source, new.id.stamp()).await?;
+        return Ok(ToSend::Snapshot(taken));
+    };
+    let Some(snap) = snapshots::newest_matching(&ds.source, pattern).await? else {
+        bail!(
+            "dataset {:?}: no snapshot matches snapshot_pattern {pattern:?}; nothing to back up",
+            ds.name
+        );
+    };
+    if !new.is_new(&snap) {
+        tracing::info!(
+            "{:?}: no snapshot matching {pattern:?} is newer than {snap}, which is backed up",
+            ds.name
+        );
+        return Ok(ToSend::NothingNew);
+    }
+    Ok(ToSend::Snapshot(Some(snap)))
+}
+
+/// Starts the source's send stream and runs the pipeline over it.
+async fn pipeline(
+    run: &DatasetRun<'_>,
+    state: &DatasetState,
+    u: &Unfinished,
+    resume: Option<BTreeMap<u64, ShardRecord>>,
+) -> Result<BackupReport> {
+    let (cfg, ds) = (run.cfg, run.dataset);
+    let id = u
+        .id()
+        .ok_or_else(|| anyhow!("unfinished backup has an invalid id {:?}", u.backup_id))?;
+    let journal = Arc::new(match &resume {
+        Some(_) => state.reopen()?,
+        None => state.begin(u)?,
+    });
+    let parent_snap = u.parent.as_ref().and_then(|p| p.snapshot.clone());
+    let source_desc = source::describe(&ds.source, u.snapshot.as_deref(), parent_snap.as_deref());
+    let estimate =
+        snapshots::estimate(&ds.source, u.snapshot.as_deref(), parent_snap.is_some()).await;
+    tracing::info!(
+        "backing up {:?} as {id}: {source_desc} to {}",
+        ds.name,
+        ds.providers.join(", ")
+    );
+    if let SourceSpec::Command { command } = &ds.source {
+        // The arguments may hold a password: shown only with -v.
+        tracing::debug!("{:?}: command: {command}", ds.name);
+    }
+    let proc = source::start_send(
+        &ds.source,
+        &ds.send_flags,
+        u.snapshot.as_deref(),
+        parent_snap.as_deref(),
+    )?;
+    let job = BackupJob {
+        host: cfg.host.clone(),
+        dataset: ds.name.clone(),
+        id,
+        source_kind: ds.source.kind().to_string(),
+        source: source_text(ds),
+        source_desc,
+        snapshot: u.snapshot.clone(),
+        parent: u.parent.clone(),
+        shard_size: u.shard_size,
+        min_providers: cfg.min_providers,
+        shards_in_flight: cfg.shards_in_flight,
+        providers: run.providers.clone(),
+        estimate,
+        resume,
+        journal: Some(journal),
+    };
+    super::run(job, proc, run.progress.clone(), run.cancel.clone()).await
+}
+
+fn not_due(ds: &Dataset, next_due: SystemTime) {
+    tracing::info!(
+        "{:?} is not due; its next backup is due at {} (use --once to run now)",
+        ds.name,
+        layout::rfc3339(next_due)
+    );
+}
+
+/// What the manifest names as the source.
+fn source_text(ds: &Dataset) -> String {
+    match &ds.source {
+        SourceSpec::Zfs { dataset } => dataset.clone(),
+        SourceSpec::Btrfs { subvolume, .. } => subvolume.display().to_string(),
+        SourceSpec::Command { command } => command.clone(),
+    }
+}
+
+fn log_metrics(ds: &Dataset, report: &BackupReport) {
+    tracing::info!(
+        event = %"backup_metrics",
+        dataset = %ds.name,
+        backup_id = %report.backup_id,
+        total_bytes = report.total_bytes,
+        total = %human_bytes(report.total_bytes),
+        shards = report.shards,
+        elapsed_secs = %format!("{:.2}", report.elapsed.as_secs_f64()),
+        throughput = %human_rate(report.total_bytes, report.elapsed),
+        "backup finished"
+    );
+}

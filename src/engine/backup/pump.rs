@@ -1,0 +1,176 @@
+//! Reading the source: one shard at a time, each handed to an upload task, never more than
+//! `shards_in_flight` in memory. When resuming, each recorded shard is re-hashed and compared
+//! before anything after it is uploaded.
+
+use super::lanes::{ship, BackupLane, Shard};
+use super::BackupJob;
+use crate::error::{Interrupted, SourceChanged};
+use crate::layout;
+use crate::manifest::ShardRecord;
+use crate::progress::Progress;
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+type Uploads = JoinSet<Result<ShardRecord>>;
+
+/// Reads shards and hands each to an upload task, until end of stream; returns the shards'
+/// records in stream order once every upload has ended.
+pub(super) async fn pump<R: AsyncRead + Unpin>(
+    job: &BackupJob,
+    dir: &str,
+    stdout: &mut R,
+    lanes: &Arc<Vec<BackupLane>>,
+    tasks: &mut Uploads,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<Vec<ShardRecord>> {
+    let memory = Arc::new(Semaphore::new(job.shards_in_flight));
+    let mut records = Vec::new();
+    let (mut index, mut offset) = (0u64, 0u64);
+    loop {
+        let permit = room_for_a_shard(&memory, tasks, &mut records, cancel).await?;
+        let data = tokio::select! {
+            _ = cancel.cancelled() => return Err(Interrupted.into()),
+            r = read_shard(stdout, job.shard_size) => r
+                .with_context(|| format!("reading {} at byte {offset}", job.source_desc))?,
+        };
+        let len = data.len() as u64;
+        if len == 0 {
+            break;
+        }
+        progress.advance(len);
+        let known = match job.resume.as_ref().and_then(|r| r.get(&index)) {
+            Some(rec) => Some(check_recorded(job, rec, &data).await?),
+            None => None,
+        };
+        let shard = Shard {
+            index,
+            offset,
+            data,
+            known,
+        };
+        spawn_ship(job, dir, shard, lanes, tasks, progress, permit);
+        index += 1;
+        offset += len;
+        if len < job.shard_size {
+            break;
+        }
+    }
+    drain(tasks, &mut records, cancel).await?;
+    records.sort_by_key(|r| r.index);
+    check_nothing_recorded_after(job, index, offset)?;
+    Ok(records)
+}
+
+/// Waits for a free place in memory, collecting finished uploads meanwhile.
+async fn room_for_a_shard(
+    memory: &Arc<Semaphore>,
+    tasks: &mut Uploads,
+    records: &mut Vec<ShardRecord>,
+    cancel: &CancellationToken,
+) -> Result<OwnedSemaphorePermit> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Interrupted.into()),
+            Some(done) = tasks.join_next() => records.push(done??),
+            p = memory.clone().acquire_owned() => return Ok(p.expect("semaphore is never closed")),
+        }
+    }
+}
+
+/// Starts the upload of `shard`; its place in memory is freed when the upload task ends.
+fn spawn_ship(
+    job: &BackupJob,
+    dir: &str,
+    shard: Shard,
+    lanes: &Arc<Vec<BackupLane>>,
+    tasks: &mut Uploads,
+    progress: &Arc<dyn Progress>,
+    permit: OwnedSemaphorePermit,
+) {
+    let (lanes, progress) = (lanes.clone(), progress.clone());
+    let path = format!("{dir}/{}", layout::shard_name(shard.index, shard.offset));
+    let min = job.min_providers;
+    let id = job.id.to_string();
+    let journal = job.journal.clone();
+    tasks.spawn(async move {
+        let record = ship(shard, &path, &lanes, min, &progress, journal.as_deref()).await;
+        drop(permit);
+        record.with_context(|| format!("backup {id}"))
+    });
+}
+
+/// Waits for every upload still running.
+async fn drain(
+    tasks: &mut Uploads,
+    records: &mut Vec<ShardRecord>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Interrupted.into()),
+            done = tasks.join_next() => match done {
+                Some(done) => records.push(done??),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// A resumed stream must reach every shard the unfinished backup recorded.
+fn check_nothing_recorded_after(job: &BackupJob, index: u64, offset: u64) -> Result<()> {
+    let Some(missing) = job
+        .resume
+        .as_ref()
+        .and_then(|r| r.values().find(|r| r.index >= index))
+    else {
+        return Ok(());
+    };
+    Err(SourceChanged {
+        dataset: job.dataset.clone(),
+        backup_id: job.id.to_string(),
+        index: missing.index,
+        offset: missing.offset,
+        what: format!("the stream ended after {offset} bytes, before this recorded shard"),
+    }
+    .into())
+}
+
+/// Hashes a re-read shard and compares it with what the unfinished backup recorded.
+async fn check_recorded(job: &BackupJob, rec: &ShardRecord, data: &Bytes) -> Result<String> {
+    let sha = crate::hashing::sha256_blocking(data.clone()).await?;
+    if rec.length != data.len() as u64 || rec.sha256 != sha {
+        return Err(SourceChanged {
+            dataset: job.dataset.clone(),
+            backup_id: job.id.to_string(),
+            index: rec.index,
+            offset: rec.offset,
+            what: format!(
+                "{} bytes with SHA-256 {} now, {} bytes with SHA-256 {} then",
+                data.len(),
+                &sha[..12],
+                rec.length,
+                &rec.sha256[..12]
+            ),
+        }
+        .into());
+    }
+    Ok(sha)
+}
+
+/// Reads up to `size` bytes: fewer only at end of stream.
+async fn read_shard<R: AsyncRead + Unpin>(r: &mut R, size: u64) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size as usize);
+    while (buf.len() as u64) < size {
+        if r.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}

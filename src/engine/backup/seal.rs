@@ -1,0 +1,149 @@
+//! The end of a backup: what each provider holds (by one listing each, at the recorded
+//! lengths), whether every shard is on `min_providers`, the manifests, and each provider's
+//! outcome.
+
+use super::lanes::BackupLane;
+use super::{BackupJob, ProviderOutcome};
+use crate::engine::confirm::Listed;
+use crate::error::Interrupted;
+use crate::layout;
+use crate::manifest::{Manifest, ShardRecord};
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap};
+use tokio_util::sync::CancellationToken;
+
+/// Shards each provider was confirmed to hold, by provider name.
+pub(super) type Confirmed = HashMap<String, BTreeSet<u64>>;
+
+/// Lists each provider once and keeps the shards whose object has the right size.
+pub(super) async fn confirm_sizes(
+    dir: &str,
+    records: &[ShardRecord],
+    lanes: &[BackupLane],
+    cancel: &CancellationToken,
+) -> Result<Confirmed> {
+    let checks = lanes
+        .iter()
+        .filter(|l| !l.is_down())
+        .map(|lane| async move {
+            let listed = match lane.provider.list(dir).await {
+                Ok(l) => Listed::new(l),
+                Err(e) => {
+                    lane.drop_out(&e);
+                    return (lane.name().to_string(), BTreeSet::new());
+                }
+            };
+            (lane.name().to_string(), held(lane, &listed, records))
+        });
+    tokio::select! {
+        r = futures::future::join_all(checks) => Ok(r.into_iter().collect()),
+        _ = cancel.cancelled() => Err(Interrupted.into()),
+    }
+}
+
+/// The shards `lane` reported uploaded that `listed` shows at their recorded length.
+fn held(lane: &BackupLane, listed: &Listed, records: &[ShardRecord]) -> BTreeSet<u64> {
+    let uploaded = lane.uploaded.lock().unwrap().clone();
+    let mut ok = BTreeSet::new();
+    for r in records.iter().filter(|r| uploaded.contains(&r.index)) {
+        match listed.confirm(&r.name(), r.length) {
+            Ok(()) => {
+                ok.insert(r.index);
+            }
+            Err(m) => tracing::error!(
+                "provider {}: shard {} was reported uploaded but the remote holds {}, not {} bytes; it counts as missing",
+                lane.name(),
+                r.name(),
+                m.found.map_or("nothing".to_string(), |s| format!("{s} bytes")),
+                m.expected
+            ),
+        }
+    }
+    ok
+}
+
+/// Fails unless every shard is confirmed on `min_providers` providers.
+pub(super) fn check_min_providers(
+    job: &BackupJob,
+    records: &[ShardRecord],
+    confirmed: &Confirmed,
+) -> Result<()> {
+    for r in records {
+        let holders = confirmed
+            .values()
+            .filter(|set| set.contains(&r.index))
+            .count();
+        if holders < job.min_providers {
+            bail!(
+                "shard {} of {} is on {holders} provider(s) after checking sizes, fewer than min_providers = {}; no manifest was written (a re-run resumes)",
+                r.index,
+                job.id,
+                job.min_providers
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the manifest to every provider still in the run; returns those that took it.
+pub(super) async fn write_manifests(
+    dir: &str,
+    manifest: &Manifest,
+    lanes: &[BackupLane],
+    cancel: &CancellationToken,
+) -> Result<BTreeSet<String>> {
+    let body = Bytes::from(manifest.to_json());
+    let path = format!("{dir}/{}", layout::MANIFEST);
+    let writes = lanes.iter().filter(|l| !l.is_down()).map(|lane| {
+        let (body, path) = (body.clone(), path.clone());
+        async move {
+            // A resumed backup's manifest describes the same verified shards: keep it.
+            if lane.present.size(layout::MANIFEST).is_some() {
+                return Some(lane.name().to_string());
+            }
+            match lane.provider.put(&path, body, None).await {
+                Ok(()) => Some(lane.name().to_string()),
+                Err(e) => {
+                    lane.drop_out(&e);
+                    None
+                }
+            }
+        }
+    });
+    tokio::select! {
+        r = futures::future::join_all(writes) => Ok(r.into_iter().flatten().collect()),
+        _ = cancel.cancelled() => Err(Interrupted.into()),
+    }
+}
+
+/// What each provider ended up with.
+pub(super) fn outcomes(
+    lanes: &[BackupLane],
+    manifest: &Manifest,
+    confirmed: &Confirmed,
+    written: &BTreeSet<String>,
+) -> Vec<ProviderOutcome> {
+    lanes
+        .iter()
+        .map(|lane| {
+            // A provider dropped from the run was not listed: what rclone reported uploaded is
+            // the best knowledge (sync and status check it later).
+            let uploaded = lane.uploaded.lock().unwrap().clone();
+            let held = confirmed
+                .get(lane.name())
+                .or(lane.is_down().then_some(&uploaded));
+            ProviderOutcome {
+                provider: lane.name().to_string(),
+                missing_shards: manifest
+                    .shards
+                    .iter()
+                    .map(|s| s.index)
+                    .filter(|i| !held.is_some_and(|h| h.contains(i)))
+                    .collect(),
+                manifest_written: written.contains(lane.name()),
+                error: lane.down_reason().map(str::to_string),
+            }
+        })
+        .collect()
+}
