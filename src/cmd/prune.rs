@@ -71,7 +71,10 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
             .collect::<Result<Vec<_>>>()?
     };
     // A dry run deletes through providers that skip every write: one code path for both.
-    let providers = ctx.enabled_providers_in(Stack { dry_run });
+    let providers = ctx.enabled_providers_in(Stack {
+        dry_run,
+        ..Stack::default()
+    });
     let catalog = list_all(ctx, &providers).await?;
     let planned = plan_all(&catalog, &datasets, &mut left_alone);
     left_alone.extend(unconfigured(ctx, &catalog));

@@ -95,6 +95,13 @@ fn selector(args: &RestoreArgs) -> Selector {
     }
 }
 
+/// Restore's providers: the planner may start one download beyond `concurrency` as the
+/// others end (see [`provider::Stack::overlap`]).
+const RESTORE_STACK: provider::Stack = provider::Stack {
+    dry_run: false,
+    overlap: true,
+};
+
 /// `--from` first (any configured provider), then every enabled provider by priority.
 fn providers(ctx: &Ctx, from: Option<&str>) -> Result<Vec<DynProvider>, ConfigError> {
     let cfg = &ctx.cfg;
@@ -121,7 +128,7 @@ fn providers(ctx: &Ctx, from: Option<&str>) -> Result<Vec<DynProvider>, ConfigEr
     }
     Ok(chosen
         .into_iter()
-        .map(|p| provider::from_config(cfg, p, &ctx.cancel))
+        .map(|p| provider::from_config_with(cfg, p, &ctx.cancel, RESTORE_STACK))
         .collect())
 }
 

@@ -151,6 +151,11 @@ pub(crate) fn slice_range(data: &Bytes, offset: u64, len: u64) -> Bytes {
 pub struct Stack {
     /// Writes are recorded and skipped ([`DryRun`]).
     pub dry_run: bool,
+    /// [`Limit`] lets one call beyond `concurrency` run. Restore asks for it: its planner
+    /// starts a provider's next download just before the running ones are expected to end
+    /// (`engine::restore`'s `OVERLAP`), so that rclone's start-up overlaps the transfer; the
+    /// planner, not the limit, keeps that extra download to the end of the others.
+    pub overlap: bool,
 }
 
 /// Builds the provider stack for a configured provider (see the module doc): rclone, with
@@ -171,8 +176,11 @@ pub fn from_config_with(
     stack: Stack,
 ) -> DynProvider {
     let rclone = Timeout::new(RcloneProvider::new(cfg, p), cfg.timeout);
-    let retry =
-        Retry::new(Limit::new(rclone, cfg.concurrency), cfg.retry).cancel_on(cancel.clone());
+    let retry = Retry::new(
+        Limit::new(rclone, cfg.concurrency + usize::from(stack.overlap)),
+        cfg.retry,
+    )
+    .cancel_on(cancel.clone());
     if stack.dry_run {
         Arc::new(DryRun::new(retry))
     } else {
