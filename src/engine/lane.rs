@@ -1,16 +1,21 @@
 //! A provider's lane in a run: the provider, and whether it has been dropped from the run.
 //! Backup (uploads) and restore (downloads) keep their own bookkeeping next to this; the rule
 //! is shared: after a provider fails for good (retries spent), it takes no more work in this
-//! run, and the first reason is kept for the report.
+//! run, and the first reason is kept for the report. Calls already waiting on the provider
+//! (queued behind its `concurrency` limit, or retrying) can race [`Lane::dropped`] and end as
+//! soon as it fires, instead of each spending its own retries on a provider that is gone.
 
 use crate::error::ProviderError;
 use crate::provider::DynProvider;
 use std::sync::OnceLock;
+use tokio_util::sync::CancellationToken;
 
 pub struct Lane {
     pub provider: DynProvider,
     /// Why it was dropped from the run, once it was.
     down: OnceLock<String>,
+    /// Fired when it is dropped.
+    gone: CancellationToken,
 }
 
 impl Lane {
@@ -18,7 +23,13 @@ impl Lane {
         Lane {
             provider,
             down: OnceLock::new(),
+            gone: CancellationToken::new(),
         }
+    }
+
+    /// Ends once the provider has been dropped from the run.
+    pub async fn dropped(&self) {
+        self.gone.cancelled().await
     }
 
     pub fn name(&self) -> &str {
@@ -47,7 +58,9 @@ impl Lane {
     /// Drops the provider without logging, for a caller that says it in its own words; true
     /// the first time (the reason kept).
     pub fn mark_down(&self, err: &ProviderError) -> bool {
-        self.down.set(err.to_string()).is_ok()
+        let first = self.down.set(err.to_string()).is_ok();
+        self.gone.cancel();
+        first
     }
 }
 
@@ -67,5 +80,23 @@ mod tests {
         lane.drop_out(&err("later"));
         assert!(lane.is_down());
         assert!(lane.down_reason().unwrap().contains("quota"));
+    }
+
+    #[tokio::test]
+    async fn waiting_calls_learn_that_the_provider_dropped_out() {
+        let lane = Arc::new(Lane::new(Arc::new(MemoryProvider::new("p1"))));
+        let waiter = tokio::spawn({
+            let lane = lane.clone();
+            async move { lane.dropped().await }
+        });
+        lane.drop_out(&ProviderError::new(
+            "p1",
+            "put",
+            "x",
+            ErrorKind::Permanent,
+            "gone",
+        ));
+        waiter.await.unwrap();
+        lane.dropped().await;
     }
 }

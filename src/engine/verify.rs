@@ -54,8 +54,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub shards_in_flight: usize,
-    /// Not read here any more: [`crate::provider::Limit`] enforces it. Kept until its callers
-    /// stop setting it.
+    /// How many checks of one provider are scheduled at once: a scheduling width, so that one
+    /// slow provider's queued checks cannot hold every memory slot while they wait for its
+    /// [`crate::provider::Limit`] (which enforces the same number).
     pub concurrency: usize,
 }
 
@@ -91,7 +92,7 @@ pub async fn run_checks(
                         (c, v)
                     }
                 })
-                .buffer_unordered(limits.shards_in_flight.max(1))
+                .buffer_unordered(limits.concurrency.max(1))
                 .collect::<Vec<_>>()
                 .await
         }
@@ -377,5 +378,76 @@ mod tests {
         assert_eq!(out.len(), 40);
         assert!(out.iter().all(|(_, v)| matches!(v, Verdict::Good(_))));
         peak.load(SeqCst)
+    }
+
+    /// Downloads that never end, as from a provider whose transfers hang.
+    struct Hangs(MemoryProvider);
+
+    impl crate::provider::Layer for Hangs {
+        type Inner = MemoryProvider;
+        fn inner(&self) -> &MemoryProvider {
+            &self.0
+        }
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+            _: u64,
+        ) -> futures::future::BoxFuture<'a, Result<Bytes, crate::error::ProviderError>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    /// Counts the downloads that ended.
+    struct Counted(MemoryProvider, AtomicUsize);
+
+    impl crate::provider::Layer for Counted {
+        type Inner = MemoryProvider;
+        fn inner(&self) -> &MemoryProvider {
+            &self.0
+        }
+        fn get<'a>(
+            &'a self,
+            path: &'a str,
+            limit: u64,
+        ) -> futures::future::BoxFuture<'a, Result<Bytes, crate::error::ProviderError>> {
+            Box::pin(async move {
+                let got = crate::provider::Provider::get(&self.0, path, limit).await;
+                self.1.fetch_add(1, SeqCst);
+                got
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_provider_does_not_stall_the_others() {
+        let (good, mut checks) = (MemoryProvider::new("b"), Vec::new());
+        for i in 0..10 {
+            let path = format!("x/{i}");
+            good.set_object(&path, Bytes::from_static(b"data"));
+            checks.push(check("a", &path, b"data"));
+            checks.push(check("b", &path, b"data"));
+        }
+        let good = Arc::new(Limit::new(Counted(good, AtomicUsize::new(0)), 2));
+        let hung = Limit::new(Hangs(MemoryProvider::new("a")), 2);
+        let providers: Vec<DynProvider> = vec![Arc::new(hung), good.clone()];
+        let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+        let limits = Limits {
+            shards_in_flight: 4,
+            concurrency: 2,
+        };
+        let cancel = CancellationToken::new();
+        let run = run_checks(&providers, checks, limits, &progress, &cancel);
+        let fetched = async {
+            while good.inner().1.load(SeqCst) < 10 {
+                tokio::task::yield_now().await;
+            }
+            cancel.cancel();
+        };
+        let (out, ()) = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            tokio::join!(run, fetched)
+        })
+        .await
+        .expect("the healthy provider's checks all ran while the other hung");
+        assert!(out.is_err(), "the run was stopped while a provider hung");
     }
 }

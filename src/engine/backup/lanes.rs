@@ -152,11 +152,14 @@ async fn upload(
     }
     // How many uploads run on one provider at once is the provider's own limit
     // (`provider::Limit`); the memory bound is `shards_in_flight`, held by the caller.
+    // An upload waiting for its turn (or retrying) ends when another shard's upload drops the
+    // provider: it would only spend its own retries on a provider that is gone.
     let on_sent = provider_progress(progress, lane.name());
-    let put = lane
-        .provider
-        .put(path, shard.data.clone(), Some(on_sent))
-        .await;
+    let put = tokio::select! {
+        biased;
+        _ = lane.dropped() => return Err(lane.down_error()),
+        r = lane.provider.put(path, shard.data.clone(), Some(on_sent)) => r,
+    };
     match put {
         Ok(()) => {
             lane.uploaded.lock().unwrap().insert(shard.index);

@@ -428,3 +428,64 @@ async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others
     assert_eq!((m[0].puts() - before, fresh.puts()), (1, 4));
     assert_eq!(stream_of(&fresh), data);
 }
+
+/// Every upload but the first shard's hangs, as on a provider whose connection is gone; the
+/// first shard's fails for good once two others hang.
+struct FailsThenHangs {
+    inner: MemoryProvider,
+    hanging: tokio::sync::Semaphore,
+}
+
+impl crate::provider::Layer for FailsThenHangs {
+    type Inner = MemoryProvider;
+    fn inner(&self) -> &MemoryProvider {
+        &self.inner
+    }
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        _: Bytes,
+        _: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            if !path.ends_with(&format!("/{}", crate::layout::shard_name(0, 0))) {
+                self.hanging.add_permits(1);
+                return futures::future::pending().await;
+            }
+            self.hanging.acquire_many(2).await.unwrap().forget();
+            Err(ProviderError::new(
+                "p1",
+                "upload",
+                path,
+                ErrorKind::Permanent,
+                "quota",
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn uploads_waiting_on_a_provider_end_when_it_drops_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 8000);
+    let good = Arc::new(MemoryProvider::new("p0"));
+    let failing = Arc::new(FailsThenHangs {
+        inner: MemoryProvider::new("p1"),
+        hanging: tokio::sync::Semaphore::new(0),
+    });
+    let providers: Vec<DynProvider> = vec![good.clone(), failing];
+    // Without the drop ending them, the hanging uploads would hold every shard slot forever.
+    let run = run_job(job(providers, 1), sh(&format!("cat {}", file.display())));
+    let report = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the backup ended")
+        .unwrap();
+    assert!(!report.complete());
+    assert_eq!(stream_of(&good), data);
+    let p1 = report
+        .providers
+        .iter()
+        .find(|p| p.provider == "p1")
+        .unwrap();
+    assert_eq!(p1.missing_shards.len() as u64, report.shards);
+}
