@@ -193,7 +193,7 @@ fn trusted_reference(m: &crate::manifest::Manifest) -> Vec<RefShard> {
         .iter()
         .map(|s| RefShard {
             index: s.index,
-            name: s.name(),
+            name: m.object(s),
             length: s.length,
             sha256: Some(s.sha256.clone()),
             md5: s.md5.clone(),

@@ -208,14 +208,89 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The object name of a shard: index and byte offset, zero-padded so that name order is stream
-/// order.
+/// How a backup's shards are stored: compressed (zstd, one frame), encrypted (age), both (in
+/// that order) or neither. Recorded in the manifest (`"compression": "zstd"`,
+/// `"encryption": "age"`, each absent when off) and in each object's name (`.zst`, `.age`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Encoding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encryption {
+    Age,
+}
+
+impl Encoding {
+    /// `""`, `.zst`, `.age` or `.zst.age`: the suffix of a stored shard's name.
+    pub fn suffix(&self) -> &'static str {
+        match (self.compression.is_some(), self.encryption.is_some()) {
+            (false, false) => "",
+            (true, false) => ".zst",
+            (false, true) => ".age",
+            (true, true) => ".zst.age",
+        }
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    fn from_suffix(suffix: &str) -> Option<Encoding> {
+        let (c, e) = match suffix {
+            "" => (None, None),
+            ".zst" => (Some(Compression::Zstd), None),
+            ".age" => (None, Some(Encryption::Age)),
+            ".zst.age" => (Some(Compression::Zstd), Some(Encryption::Age)),
+            _ => return None,
+        };
+        Some(Encoding {
+            compression: c,
+            encryption: e,
+        })
+    }
+}
+
+/// The object name of a shard: index and plaintext byte offset, zero-padded so that name order
+/// is stream order, then the suffix of its encoding (`s0000000003-b0000000201326592.zst.age`).
+pub fn shard_object(index: u64, offset: u64, encoding: Encoding) -> String {
+    format!("{}{}", shard_name(index, offset), encoding.suffix())
+}
+
+/// The name of an unencoded shard (the stored format before round 2, and the stem of every
+/// shard's name).
 pub fn shard_name(index: u64, offset: u64) -> String {
     format!("s{index:0INDEX_WIDTH$}-b{offset:0OFFSET_WIDTH$}")
 }
 
-/// Parses a shard object name back into (index, offset).
+/// Parses a shard object name back into (index, offset), whatever its encoding.
 pub fn parse_shard_name(name: &str) -> Option<(u64, u64)> {
+    parse_shard_object(name).map(|(i, o, _)| (i, o))
+}
+
+/// Parses a shard object name back into (index, offset, encoding).
+pub fn parse_shard_object(name: &str) -> Option<(u64, u64, Encoding)> {
+    let base_len = 1 + INDEX_WIDTH + 2 + OFFSET_WIDTH;
+    let (base, suffix) = name.split_at_checked(base_len).unwrap_or((name, ""));
+    let encoding = Encoding::from_suffix(suffix)?;
+    let (index, offset) = parse_base(base)?;
+    Some((index, offset, encoding))
+}
+
+/// `s<index>-b<offset>` without a suffix.
+fn parse_base(name: &str) -> Option<(u64, u64)> {
     let rest = name.strip_prefix('s')?;
     let (idx, off) = rest.split_once("-b")?;
     if idx.len() != INDEX_WIDTH || off.len() != OFFSET_WIDTH {

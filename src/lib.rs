@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod cmd;
+pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -11,7 +11,7 @@
 //! accidents, not attacks: anyone who can write a manifest can recompute it (README.md, "What a
 //! hostile or broken provider can and cannot do").
 
-use crate::layout::{self, BackupId, BackupKind};
+use crate::layout::{self, BackupId, BackupKind, Encoding};
 use serde::{Deserialize, Serialize};
 
 /// The format this offsite writes.
@@ -38,6 +38,18 @@ pub struct Manifest {
     pub total_bytes: u64,
     pub shards: Vec<ShardRecord>,
     pub tool: String,
+    /// How the shards are stored (`"compression"`, `"encryption"`; absent: plaintext objects).
+    #[serde(flatten)]
+    pub encoding: Encoding,
+    /// Encrypted backups: the recipients (`age1...`), so that a restore can say which
+    /// identity it needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Encrypted backups: the source command and every shard's plaintext SHA-256, as one
+    /// ASCII-armored age file to `recipients` ([`Manifest::seal`]). In the clear, `source` is
+    /// then empty and no shard has a `plain_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
     // Format 2's `checksum` is not a field: [`Manifest::to_json`] adds it and
     // [`Manifest::from_json`] checks and drops it.
 }
@@ -51,8 +63,12 @@ pub struct ParentRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRecord {
     pub index: u64,
+    /// Where the shard starts in the stream (plaintext bytes).
     pub offset: u64,
+    /// The stored object's length: the plaintext's unless the backup is compressed or
+    /// encrypted.
     pub length: u64,
+    /// SHA-256 of the stored object.
     pub sha256: String,
     /// Format 2: MD5 of the stored object, which many backends report in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,12 +76,41 @@ pub struct ShardRecord {
     /// Format 2: SHA-1 of the stored object (B2, Drive, ... report it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha1: Option<String>,
+    /// Compressed or encrypted backups: the plaintext's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_length: Option<u64>,
+    /// Compressed or encrypted backups: the plaintext's SHA-256. An encrypted backup keeps it in
+    /// its sealed part, never in the clear; it is here once [`Manifest::unseal`] opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_sha256: Option<String>,
 }
 
 impl ShardRecord {
-    pub fn name(&self) -> String {
-        layout::shard_name(self.index, self.offset)
+    /// The object's name in a backup stored with `encoding`.
+    pub fn name(&self, encoding: Encoding) -> String {
+        layout::shard_object(self.index, self.offset, encoding)
     }
+
+    /// The shard's plaintext length (what it adds to the stream).
+    pub fn plain_len(&self) -> u64 {
+        self.plain_length.unwrap_or(self.length)
+    }
+
+    /// The plaintext's SHA-256, when known: the object's own for an unencoded backup.
+    pub fn plain_sha(&self, encoding: Encoding) -> Option<&str> {
+        match (&self.plain_sha256, encoding == Encoding::default()) {
+            (Some(p), _) => Some(p),
+            (None, true) => Some(&self.sha256),
+            (None, false) => None,
+        }
+    }
+}
+
+/// What [`Manifest::seal`] hides: the source command and the plaintext hashes.
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    source: String,
+    plain_sha256: Vec<String>,
 }
 
 impl Manifest {
@@ -73,9 +118,65 @@ impl Manifest {
         BackupId::parse(&self.backup_id)
     }
 
+    /// The object name of `shard` in this backup.
+    pub fn object(&self, shard: &ShardRecord) -> String {
+        shard.name(self.encoding)
+    }
+
+    /// Whether the sealed part still has to be opened ([`Manifest::unseal`]) before the
+    /// plaintext hashes and the source are known.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some() && self.shards.iter().any(|s| s.plain_sha256.is_none())
+    }
+
+    /// Encrypts the source and the plaintext hashes into `sealed`, to `recipients`, and takes
+    /// them out of the clear.
+    pub fn seal(mut self, recipients: &crate::codec::Recipients) -> std::io::Result<Manifest> {
+        let secrets = Sealed {
+            source: std::mem::take(&mut self.source),
+            plain_sha256: self
+                .shards
+                .iter_mut()
+                .map(|s| s.plain_sha256.take().unwrap_or_default())
+                .collect(),
+        };
+        let json = serde_json::to_vec(&secrets).expect("sealed part always serializes");
+        self.sealed = Some(recipients.encrypt_armored(&json)?);
+        self.recipients = recipients.to_strings();
+        Ok(self)
+    }
+
+    /// Opens the sealed part with `ids`: the source and every shard's plaintext SHA-256 are
+    /// known again. A manifest without one is left as it is.
+    pub fn unseal(
+        &mut self,
+        ids: &crate::codec::Identities,
+    ) -> Result<(), crate::codec::DecodeError> {
+        use crate::codec::DecodeError;
+        let Some(text) = &self.sealed else {
+            return Ok(());
+        };
+        let plain = ids.decrypt_armored(text.as_bytes())?;
+        let secrets: Sealed = serde_json::from_slice(&plain)
+            .map_err(|e| DecodeError::Damaged(format!("the sealed part does not parse: {e}")))?;
+        if secrets.plain_sha256.len() != self.shards.len()
+            || !secrets.plain_sha256.iter().all(|h| is_hex(h, 64))
+        {
+            return Err(DecodeError::Damaged(
+                "the sealed part does not list one plaintext SHA-256 per shard".into(),
+            ));
+        }
+        self.source = secrets.source;
+        for (s, h) in self.shards.iter_mut().zip(secrets.plain_sha256) {
+            s.plain_sha256 = Some(h);
+        }
+        Ok(())
+    }
+
     /// The manifest as written to providers; format 2 and later with a fresh checksum.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut value = serde_json::to_value(self).expect("a manifest always serializes");
+        let mut value =
+            serde_json::to_value(self.in_the_clear()).expect("a manifest always serializes");
         if let serde_json::Value::Object(map) = &mut value {
             map.remove("checksum");
             if self.format >= 2 {
@@ -86,6 +187,20 @@ impl Manifest {
         let mut v = serde_json::to_vec_pretty(&value).expect("a manifest always serializes");
         v.push(b'\n');
         v
+    }
+
+    /// What may be written to a provider: an encrypted backup's secrets only in its sealed part,
+    /// even after [`Manifest::unseal`].
+    fn in_the_clear(&self) -> std::borrow::Cow<'_, Manifest> {
+        let secret =
+            !self.source.is_empty() || self.shards.iter().any(|s| s.plain_sha256.is_some());
+        if self.sealed.is_none() || !secret {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut clear = self.clone();
+        clear.source.clear();
+        clear.shards.iter_mut().for_each(|s| s.plain_sha256 = None);
+        std::borrow::Cow::Owned(clear)
     }
 
     /// Parses and checks a manifest: known format, its checksum (format 2), a valid id,
@@ -110,7 +225,34 @@ impl Manifest {
             ));
         }
         m.check_shards()?;
+        m.check_encoding()?;
         Ok(m)
+    }
+
+    /// An encrypted backup keeps its secrets sealed; an unencoded one has no plaintext fields.
+    fn check_encoding(&self) -> Result<(), String> {
+        let plain_fields = self
+            .shards
+            .iter()
+            .any(|s| s.plain_length.is_some() || s.plain_sha256.is_some());
+        if self.encoding == Encoding::default() && (plain_fields || self.sealed.is_some()) {
+            return Err(
+                "manifest has plaintext fields but its shards are stored as they are".into(),
+            );
+        }
+        if !self.encoding.is_encrypted() {
+            return Ok(());
+        }
+        if self.sealed.is_none() {
+            return Err("manifest of an encrypted backup has no sealed part".into());
+        }
+        if !self.source.is_empty() || self.shards.iter().any(|s| s.plain_sha256.is_some()) {
+            return Err(
+                "manifest of an encrypted backup shows its source or plaintext hashes in the clear"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Shards numbered from 0 and back to back, each well-formed and nameable, adding up to
@@ -124,9 +266,12 @@ impl Manifest {
                     s.index, s.offset
                 ));
             }
-            if s.length == 0
-                || s.length > self.shard_size
+            if s.plain_len() == 0
+                || s.plain_len() > self.shard_size
+                || s.length == 0
+                || s.length > stored_bound(self.shard_size)
                 || !is_hex(&s.sha256, 64)
+                || s.plain_sha256.as_ref().is_some_and(|h| !is_hex(h, 64))
                 || s.md5.as_ref().is_some_and(|h| !is_hex(h, 32))
                 || s.sha1.as_ref().is_some_and(|h| !is_hex(h, 40))
             {
@@ -134,14 +279,14 @@ impl Manifest {
                     "manifest shard {i} has an invalid length or checksum"
                 ));
             }
-            if layout::parse_shard_name(&s.name()) != Some((s.index, s.offset)) {
+            if layout::parse_shard_name(&s.name(self.encoding)) != Some((s.index, s.offset)) {
                 return Err(format!(
                     "manifest shard {i} lies beyond the largest stream offsite can name (offset {})",
                     s.offset
                 ));
             }
             // A hostile provider can pick lengths that add up to total_bytes modulo 2^64.
-            offset = offset.checked_add(s.length).ok_or_else(|| {
+            offset = offset.checked_add(s.plain_len()).ok_or_else(|| {
                 format!("manifest shard {i} ends past 2^64 bytes: its length is not believable")
             })?;
         }
@@ -153,6 +298,14 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The largest stored object a shard of `shard_size` plaintext bytes can become: zstd's worst
+/// case on incompressible data plus age's header and per-chunk tags, with room to spare.
+pub fn stored_bound(shard_size: u64) -> u64 {
+    shard_size
+        .saturating_add(shard_size / 64)
+        .saturating_add(1 << 20)
 }
 
 /// The manifest's `format`, when this offsite reads it.
@@ -256,6 +409,8 @@ pub(crate) fn sample(shards: &[&[u8]]) -> Manifest {
             sha256: d.sha256,
             md5: Some(d.md5),
             sha1: Some(d.sha1),
+            plain_length: None,
+            plain_sha256: None,
         });
         offset += s.len() as u64;
     }
@@ -274,6 +429,9 @@ pub(crate) fn sample(shards: &[&[u8]]) -> Manifest {
         total_bytes: offset,
         shards: recs,
         tool: "offsite test".into(),
+        encoding: Encoding::default(),
+        recipients: Vec::new(),
+        sealed: None,
     }
 }
 
@@ -329,6 +487,99 @@ mod tests {
         assert_eq!(Manifest::from_json(text.as_bytes()), Ok(m));
         let err = Manifest::from_json(br#"{"format": 3}"#).unwrap_err();
         assert!(err.contains("upgrade offsite"), "{err}");
+    }
+
+    /// A manifest of an encrypted backup with its secrets (as a backup builds it), and the
+    /// identities that open it.
+    fn encrypted_sample() -> (Manifest, crate::codec::Identities, tempfile::TempDir) {
+        use crate::codec::keys::{generate, load_identities, parse_recipient, Passphrase};
+        use age::secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let (text, recipient) = generate("now");
+        std::fs::write(dir.path().join("k"), text.expose_secret()).unwrap();
+        let ids =
+            load_identities(&dir.path().join("k"), &Passphrase::Given(String::new())).unwrap();
+        let mut m = sample(&[b"abcd", b"ef"]);
+        m.encoding = Encoding {
+            compression: Some(layout::Compression::Zstd),
+            encryption: Some(layout::Encryption::Age),
+        };
+        m.source = "pg_dumpall --password=hunter2".into();
+        for s in &mut m.shards {
+            s.plain_length = Some(s.length);
+            s.plain_sha256 = Some(crate::hashing::sha256(s.index.to_string().as_bytes()));
+            s.length += 100;
+        }
+        let r = crate::codec::Recipients::new(vec![parse_recipient(&recipient).unwrap()]).unwrap();
+        (m.seal(&r).unwrap(), ids, dir)
+    }
+
+    #[test]
+    fn an_encrypted_manifest_shows_no_secret_and_opens_with_the_identity() {
+        let (sealed, ids, _dir) = encrypted_sample();
+        let text = String::from_utf8(sealed.to_json()).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("plain_sha256"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"encryption\": \"age\"") && text.contains("age1"),
+            "{text}"
+        );
+        let mut m = Manifest::from_json(text.as_bytes()).unwrap();
+        assert!(m.is_sealed());
+        assert_eq!(
+            m.object(&m.shards[1]),
+            format!("{}.zst.age", layout::shard_name(1, 4))
+        );
+        m.unseal(&ids).unwrap();
+        assert_eq!(m.source, "pg_dumpall --password=hunter2");
+        assert!(m.shards.iter().all(|s| s.plain_sha256.is_some()) && !m.is_sealed());
+        // Written again after opening: still nothing in the clear.
+        let again = String::from_utf8(m.to_json()).unwrap();
+        assert!(
+            !again.contains("hunter2") && !again.contains("plain_sha256"),
+            "{again}"
+        );
+        assert_eq!(Manifest::from_json(again.as_bytes()).unwrap(), sealed);
+    }
+
+    #[test]
+    fn secrets_in_the_clear_of_an_encrypted_manifest_are_refused() {
+        let (sealed, _, _dir) = encrypted_sample();
+        let mut v: serde_json::Value = serde_json::from_slice(&sealed.to_json()).unwrap();
+        let map = v.as_object_mut().unwrap();
+        map.remove("checksum");
+        map.insert("source".into(), "leaked".into());
+        let sum = checksum_of(map);
+        map.insert("checksum".into(), sum.into());
+        let err = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(err.contains("in the clear"), "{err}");
+    }
+
+    #[test]
+    fn offsets_follow_plaintext_lengths_and_names_carry_the_suffix() {
+        let mut m = sample(&[b"abcd", b"ef"]);
+        m.encoding.compression = Some(layout::Compression::Zstd);
+        for s in &mut m.shards {
+            s.plain_length = Some(s.length);
+            s.plain_sha256 = Some(s.sha256.clone());
+            s.length = 30; // compressed data can grow
+        }
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(
+            back.object(&back.shards[0]),
+            format!("{}.zst", layout::shard_name(0, 0))
+        );
+        assert_eq!(
+            back.shards[1].plain_sha(back.encoding),
+            m.shards[1].plain_sha256.as_deref()
+        );
+        let mut plain = sample(&[b"abcd"]);
+        plain.shards[0].plain_length = Some(4);
+        let err = Manifest::from_json(&plain.to_json()).unwrap_err();
+        assert!(err.contains("plaintext fields"), "{err}");
     }
 
     #[test]

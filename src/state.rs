@@ -192,6 +192,8 @@ mod tests {
             sha256: "a".repeat(64),
             md5: None,
             sha1: None,
+            plain_length: None,
+            plain_sha256: None,
         }
     }
 

@@ -130,7 +130,8 @@ impl BackupEntry {
     /// Whether `m` agrees with the listings: every shard object any provider lists is one of
     /// its shards, and each of its shards is listed somewhere at its length.
     pub fn agrees_with_listings(&self, m: &Manifest) -> bool {
-        let names: BTreeMap<String, u64> = m.shards.iter().map(|s| (s.name(), s.length)).collect();
+        let names: BTreeMap<String, u64> =
+            m.shards.iter().map(|s| (m.object(s), s.length)).collect();
         self.names_every_listed_shard(m)
             && names
                 .iter()
@@ -149,7 +150,7 @@ impl BackupEntry {
 
     /// Whether every shard object any provider lists is one of `m`'s shards.
     fn names_every_listed_shard(&self, m: &Manifest) -> bool {
-        let names: BTreeSet<String> = m.shards.iter().map(|s| s.name()).collect();
+        let names: BTreeSet<String> = m.shards.iter().map(|s| m.object(s)).collect();
         self.objects.values().all(|objs| {
             objs.keys()
                 .filter(|n| layout::parse_shard_name(n).is_some())
@@ -161,7 +162,7 @@ impl BackupEntry {
     /// restore can find each of them somewhere.
     pub fn restorable(&self, m: &Manifest) -> bool {
         m.shards.iter().all(|s| {
-            let name = s.name();
+            let name = m.object(s);
             self.objects
                 .values()
                 .any(|objs| objs.get(&name) == Some(&s.length))
@@ -202,7 +203,7 @@ mod tests {
         for p in ["a", "b"] {
             let objs = e.objects.entry(p.into()).or_default();
             for s in &m.shards {
-                objs.insert(s.name(), s.length);
+                objs.insert(s.name(Default::default()), s.length);
             }
             objs.insert(layout::MANIFEST.into(), 100);
             e.manifests.insert(p.into(), Ok(m.clone()));

@@ -6,12 +6,14 @@
 //! [`ConfigError`] naming the file, the line and what to change, so a bad config exits 2 before
 //! anything is touched.
 
+mod encryption;
 pub mod names;
 mod providers;
 mod raw;
 pub mod units;
 mod validate;
 
+use crate::codec::{Codec, Compression, Recipients};
 use crate::error::ConfigError;
 use raw::RawConfig;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,26 @@ pub struct Config {
     /// Every provider file, enabled or not, ordered by priority then name.
     pub providers: Vec<ProviderConfig>,
     pub datasets: Vec<Dataset>,
+    /// `[encryption]`: absent, shards are stored unencrypted.
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// The `[encryption]` table: whom backups are encrypted to, and where a restore finds its key.
+#[derive(Clone)]
+pub struct EncryptionConfig {
+    /// `recipients` and the lines of `recipients_file`.
+    pub recipients: Recipients,
+    /// Only restore and `verify --decrypt` need it.
+    pub identity_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for EncryptionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionConfig")
+            .field("recipients", &self.recipients.to_strings())
+            .field("identity_file", &self.identity_file)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +139,10 @@ pub struct Dataset {
     pub send_flags: Vec<String>,
     /// Extra flags for `zfs receive` / `btrfs receive` when restoring this dataset.
     pub receive_flags: Vec<String>,
+    /// `compression` (the dataset's, else the top level's, else zstd level 3).
+    pub compression: Compression,
+    /// `encrypt`: true by default when `[encryption]` exists.
+    pub encrypt: bool,
 }
 
 impl Config {
@@ -165,12 +191,20 @@ impl Config {
         let providers = providers::load(&providers_dir)?;
         let rclone = validate::rclone(&file, raw.rclone.as_ref(), base)?;
         let limits = validate::limits(&file, &raw)?;
+        let compression =
+            encryption::compression(&file, raw.compression.as_ref())?.unwrap_or_default();
+        let encryption = match &raw.encryption {
+            Some(e) => Some(encryption::encryption(&file, e, base)?),
+            None => None,
+        };
         let datasets = validate::datasets(
             &file,
             raw.dataset,
             &providers,
             limits.min_providers,
             &providers_dir,
+            compression,
+            encryption.is_some(),
         )?;
         let (host, foreign_host) = validate::host(path, raw.host, host_override)?;
         Ok(Config {
@@ -190,7 +224,20 @@ impl Config {
             timeout: limits.timeout,
             providers,
             datasets,
+            encryption,
         })
+    }
+
+    /// What a backup of `ds` does to each shard: its compression, and encryption to the
+    /// configured recipients unless the dataset says `encrypt = false`.
+    pub fn codec(&self, ds: &Dataset) -> Codec {
+        Codec {
+            compression: ds.compression,
+            recipients: match (&self.encryption, ds.encrypt) {
+                (Some(e), true) => Some(e.recipients.clone()),
+                _ => None,
+            },
+        }
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {

@@ -20,8 +20,18 @@ pub(super) struct RawConfig {
     pub retries: Option<Spanned<i64>>,
     pub retry_delay: Option<Span>,
     pub timeout: Option<Spanned<Span>>,
+    pub compression: Option<Spanned<String>>,
+    pub encryption: Option<Spanned<RawEncryption>>,
     #[serde(default)]
     pub dataset: Vec<Spanned<RawDataset>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEncryption {
+    pub recipients: Option<Vec<Spanned<String>>>,
+    pub recipients_file: Option<Spanned<PathBuf>>,
+    pub identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +49,8 @@ pub(super) struct RawDataset {
     pub snapshot_pattern: Option<String>,
     pub send_flags: Option<Vec<String>>,
     pub receive_flags: Option<Vec<String>>,
+    pub compression: Option<Spanned<String>>,
+    pub encrypt: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

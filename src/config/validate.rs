@@ -6,6 +6,7 @@
 use super::names;
 use super::raw::{RawConfig, RawDataset};
 use super::{Dataset, ProviderConfig, RetryPolicy, SourceSpec, MAX_SHARD_SIZE, MIN_SHARD_SIZE};
+use crate::codec::Compression;
 use crate::error::ConfigError;
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -172,13 +173,23 @@ pub(super) fn datasets(
     providers: &[ProviderConfig],
     min_providers: usize,
     providers_dir: &Path,
+    compression: Compression,
+    have_encryption: bool,
 ) -> Result<Vec<Dataset>, ConfigError> {
     let enabled: Vec<&ProviderConfig> = providers.iter().filter(|p| p.enabled).collect();
     let mut datasets = Vec::new();
     let mut names = BTreeSet::new();
     for d in raw {
         let span = d.span();
-        let ds = dataset(file, span.clone(), d.into_inner(), providers, &enabled)?;
+        let (c, e) = (compression, have_encryption);
+        let ds = dataset(
+            file,
+            span.clone(),
+            d.into_inner(),
+            providers,
+            &enabled,
+            (c, e),
+        )?;
         if !names.insert(ds.name.clone()) {
             return Err(file.err(
                 span,
@@ -206,9 +217,18 @@ fn dataset(
     d: RawDataset,
     all: &[ProviderConfig],
     enabled: &[&ProviderConfig],
+    (compression, have_encryption): (Compression, bool),
 ) -> Result<Dataset, ConfigError> {
     let at = |msg: String| file.err(span.clone(), msg);
     let name = dataset_name(file, &d.name)?;
+    let (compression, encrypt) = super::encryption::dataset_codec(
+        file,
+        &name,
+        d.compression.as_ref(),
+        d.encrypt.as_ref(),
+        compression,
+        have_encryption,
+    )?;
     snapshot_keys_fit_source(&d, &name).map_err(at)?;
     let source = source(&name, &d).map_err(at)?;
     if let Some(why) = names::too_long(&name, &source) {
@@ -234,6 +254,8 @@ fn dataset(
         snapshot_pattern: d.snapshot_pattern,
         send_flags: d.send_flags.unwrap_or_default(),
         receive_flags: d.receive_flags.unwrap_or_default(),
+        compression,
+        encrypt,
     })
 }
 

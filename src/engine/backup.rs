@@ -216,6 +216,9 @@ fn manifest(job: &BackupJob, records: Vec<ShardRecord>) -> Manifest {
         total_bytes: records.iter().map(|r| r.length).sum(),
         shards: records,
         tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
+        encoding: Default::default(),
+        recipients: Vec::new(),
+        sealed: None,
     }
 }
 

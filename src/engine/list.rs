@@ -119,7 +119,7 @@ mod tests {
         done.manifests.insert("a".into(), Ok(m.clone()));
         done.manifests.insert("b".into(), Err("unreadable".into()));
         let mut half = BackupEntry::default();
-        let shard = m.shards[0].name();
+        let shard = m.shards[0].name(Default::default());
         half.objects.entry("b".into()).or_default().insert(shard, 4);
         half.objects
             .entry("b".into())

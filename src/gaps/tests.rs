@@ -19,7 +19,7 @@ fn whole(holders: &[&str]) -> (BackupEntry, Manifest) {
     for p in holders {
         let objs = e.objects.entry(p.to_string()).or_default();
         for s in &m.shards {
-            objs.insert(s.name(), s.length);
+            objs.insert(s.name(Default::default()), s.length);
         }
         objs.insert(MANIFEST.into(), 100);
         e.manifests.insert(p.to_string(), Ok(m.clone()));
@@ -70,8 +70,8 @@ fn a_whole_backup_has_no_gaps() {
 fn missing_shards_and_manifest_are_found() {
     let (mut e, m) = whole(&["a", "b"]);
     let objs = e.objects.get_mut("b").unwrap();
-    objs.remove(&m.shards[0].name());
-    objs.remove(&m.shards[2].name());
+    objs.remove(&m.shards[0].name(Default::default()));
+    objs.remove(&m.shards[2].name(Default::default()));
     objs.remove(MANIFEST);
     e.manifests.remove("b");
     let f = run(&e, &["a", "b"], &["a", "b"]);
@@ -103,11 +103,11 @@ fn wrong_sizes_are_wrong_size_shards() {
     e.objects
         .get_mut("b")
         .unwrap()
-        .insert(m.shards[1].name(), 3);
+        .insert(m.shards[1].name(Default::default()), 3);
     e.objects
         .get_mut("a")
         .unwrap()
-        .insert(m.shards[2].name(), 99);
+        .insert(m.shards[2].name(Default::default()), 99);
     let f = run(&e, &["a", "b"], &["a", "b"]);
     assert_eq!(f.provider("b").unwrap().wrong_size_shards, vec![1]);
     assert_eq!(f.provider("b").unwrap().held.prefix, 1);
@@ -328,6 +328,8 @@ fn scales_to_100k_shards_on_three_providers() {
             sha256: "a".repeat(64),
             md5: None,
             sha1: None,
+            plain_length: None,
+            plain_sha256: None,
         })
         .collect();
     m.total_bytes = N << 20;
@@ -335,14 +337,14 @@ fn scales_to_100k_shards_on_three_providers() {
     for p in ["a", "b", "c"] {
         let objs = e.objects.entry(p.into()).or_default();
         for s in &m.shards {
-            objs.insert(s.name(), s.length);
+            objs.insert(s.name(Default::default()), s.length);
         }
         objs.insert(MANIFEST.into(), 1);
         e.manifests.insert(p.into(), Ok(m.clone()));
     }
     let b = e.objects.get_mut("b").unwrap();
-    b.remove(&m.shards[500].name());
-    b.insert(m.shards[99_999].name(), 7);
+    b.remove(&m.shards[500].name(Default::default()));
+    b.insert(m.shards[99_999].name(Default::default()), 7);
     e.objects.get_mut("c").unwrap().insert("junk".into(), 1);
 
     let start = Instant::now();
@@ -364,9 +366,11 @@ fn listed(entry: &mut BackupEntry, m: &Manifest, p: &str, i: usize, md5: &str, s
             md5: s.md5.clone(),
             sha1: s.sha1.clone(),
         };
-        hashes.insert(s.name(), h);
+        hashes.insert(s.name(Default::default()), h);
     }
-    let h = hashes.get_mut(&m.shards[i].name()).unwrap();
+    let h = hashes
+        .get_mut(&m.shards[i].name(Default::default()))
+        .unwrap();
     h.md5 = Some(md5.to_string()).filter(|s| !s.is_empty());
     h.sha1 = Some(sha1.to_string()).filter(|s| !s.is_empty());
 }
@@ -423,7 +427,7 @@ fn wrong_size_shards_keep_their_released_json_key() {
     e.objects
         .get_mut("a")
         .unwrap()
-        .insert(m.shards[1].name(), 3);
+        .insert(m.shards[1].name(Default::default()), 3);
     let f = run(&e, &["a"], &["a"]);
     let v = serde_json::to_value(f.provider("a").unwrap()).unwrap();
     assert_eq!(v["truncated_shards"], serde_json::json!([1]));

@@ -29,7 +29,10 @@ fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(s.index, i as u64);
         prop_assert_eq!(s.offset, offset);
         prop_assert!(s.length > 0 && s.length <= m.shard_size);
-        prop_assert_eq!(parse_shard_name(&s.name()), Some((s.index, s.offset)));
+        prop_assert_eq!(
+            parse_shard_name(&s.name(Default::default())),
+            Some((s.index, s.offset))
+        );
         offset = s.offset.checked_add(s.length).ok_or_else(|| {
             TestCaseError::fail(format!("shard {i} ends past 2^64 bytes but was accepted"))
         })?;

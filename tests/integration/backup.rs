@@ -19,7 +19,7 @@ pub(crate) fn assert_consistent(remote: &RemoteDir, dataset: &str) -> (Manifest,
         .unwrap_or_else(|| panic!("no manifest for {dataset:?} in {at}"));
     let shards = remote.shards(dataset);
     let names: Vec<&str> = shards.iter().map(|(n, _)| n.as_str()).collect();
-    let expected: Vec<String> = m.shards.iter().map(|r| r.name()).collect();
+    let expected: Vec<String> = m.shards.iter().map(|r| m.object(r)).collect();
     assert_eq!(names, expected, "shards on {at} vs its manifest");
     let mut offset = 0;
     for (rec, (name, bytes)) in m.shards.iter().zip(&shards) {

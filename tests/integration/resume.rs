@@ -233,17 +233,17 @@ pub(crate) fn assert_backup(env: &Env, provider: &str, id: &str) -> Vec<u8> {
         .filter(|n| n != MANIFEST)
         .collect();
     names.sort();
-    let recorded: Vec<String> = m.shards.iter().map(|r| r.name()).collect();
+    let recorded: Vec<String> = m.shards.iter().map(|r| m.object(r)).collect();
     assert_eq!(names, recorded, "objects on {provider} vs its manifest");
     let mut stream = Vec::new();
     for r in &m.shards {
-        let b = std::fs::read(dir.join(r.name())).unwrap();
-        assert_eq!(b.len() as u64, r.length, "{} on {provider}", r.name());
+        let b = std::fs::read(dir.join(m.object(r))).unwrap();
+        assert_eq!(b.len() as u64, r.length, "{} on {provider}", m.object(r));
         assert_eq!(
             hex(&Sha256::digest(&b)),
             r.sha256,
             "{} on {provider}",
-            r.name()
+            m.object(r)
         );
         stream.extend(b);
     }

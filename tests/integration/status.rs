@@ -137,6 +137,8 @@ fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
             sha256: sha.clone(),
             md5: None,
             sha1: None,
+            plain_length: None,
+            plain_sha256: None,
         });
     }
     let m = Manifest {
@@ -154,6 +156,9 @@ fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
         total_bytes: n,
         shards,
         tool: "offsite test".into(),
+        encoding: Default::default(),
+        recipients: Vec::new(),
+        sealed: None,
     };
     std::fs::write(dir.join(MANIFEST), m.to_json()).unwrap();
     id.to_string()

@@ -125,6 +125,8 @@ async fn hash_and_journal(shard: &Shard, journal: Option<&Journal>) -> Result<Sh
         sha256: digests.sha256,
         md5: Some(digests.md5),
         sha1: Some(digests.sha1),
+        plain_length: None,
+        plain_sha256: None,
     };
     if let (Some(j), None) = (journal, &shard.known) {
         j.record(&record).context("writing the resume journal")?;

@@ -47,14 +47,15 @@ fn held(lane: &BackupLane, listed: &Listed, records: &[ShardRecord]) -> BTreeSet
     let uploaded = lane.uploaded.lock().unwrap().clone();
     let mut ok = BTreeSet::new();
     for r in records.iter().filter(|r| uploaded.contains(&r.index)) {
-        match listed.confirm(&r.name(), r.length) {
+        let name = r.name(crate::layout::Encoding::default());
+        match listed.confirm(&name, r.length) {
             Ok(()) => {
                 ok.insert(r.index);
             }
             Err(m) => tracing::error!(
                 "provider {}: shard {} was reported uploaded but the remote holds {}, not {} bytes; it counts as missing",
                 lane.name(),
-                r.name(),
+                name,
                 m.found.map_or("nothing".to_string(), |s| format!("{s} bytes")),
                 m.expected
             ),

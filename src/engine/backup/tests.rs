@@ -99,7 +99,10 @@ async fn every_provider_gets_every_shard_and_a_matching_manifest() {
     for p in &m {
         assert_eq!(stream_of(p), data);
         let man = manifest_of(p).unwrap();
-        assert_eq!(man.shards[3].name(), "s0000000003-b0000000000003000");
+        assert_eq!(
+            man.shards[3].name(Default::default()),
+            "s0000000003-b0000000000003000"
+        );
         assert_eq!(man.shards[3].length, 500);
         assert_eq!(
             man.shards[1].sha256,

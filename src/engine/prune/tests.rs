@@ -223,7 +223,10 @@ fn store(p: &MemoryProvider, backup: &BackupId, parent: Option<&BackupId>) {
     });
     for r in &m.shards {
         let data = shards[r.index as usize];
-        p.set_object(&format!("{dir}/{}", r.name()), Bytes::copy_from_slice(data));
+        p.set_object(
+            &format!("{dir}/{}", r.name(Default::default())),
+            Bytes::copy_from_slice(data),
+        );
     }
     p.set_object(
         &format!("{dir}/{}", layout::MANIFEST),

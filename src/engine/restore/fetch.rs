@@ -232,7 +232,7 @@ impl Fetcher {
     }
 
     fn wanted(&self, link: &Link, id: &BackupId, dir: &str, rec: &ShardRecord) -> WantedShard {
-        let object = rec.name();
+        let object = link.manifest.object(rec);
         let mut candidates = Vec::new();
         let mut not_held = Vec::new();
         for (i, lane) in self.shared.lanes.iter().enumerate() {

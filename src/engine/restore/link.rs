@@ -37,7 +37,11 @@ impl Link {
         if let Some(why) = self.excluded.get(provider) {
             return Some(format!("not used: {why}"));
         }
-        match self.objects.get(provider).and_then(|o| o.get(&rec.name())) {
+        match self
+            .objects
+            .get(provider)
+            .and_then(|o| o.get(&self.manifest.object(rec)))
+        {
             Some(&size) if size == rec.length => None,
             Some(&size) => Some(format!(
                 "short or wrong-sized copy: {size} bytes listed, the manifest says {}",
@@ -58,7 +62,7 @@ impl Link {
             backup_id: self.manifest.backup_id.clone(),
             index: rec.index,
             offset: rec.offset,
-            object: rec.name(),
+            object: self.manifest.object(rec),
             tried: providers
                 .iter()
                 .map(|p| (p.clone(), self.why_not(p, rec).unwrap_or_default()))

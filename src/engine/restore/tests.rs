@@ -49,6 +49,8 @@ fn manifest_for(id: &str, bytes: &[u8], shard: usize, parent: Option<&str>) -> M
             sha256: hex(&Sha256::digest(chunk)),
             md5: None,
             sha1: None,
+            plain_length: None,
+            plain_sha256: None,
         });
     }
     Manifest {
@@ -69,6 +71,9 @@ fn manifest_for(id: &str, bytes: &[u8], shard: usize, parent: Option<&str>) -> M
         total_bytes: bytes.len() as u64,
         shards,
         tool: "test".into(),
+        encoding: Default::default(),
+        recipients: Vec::new(),
+        sealed: None,
     }
 }
 
@@ -77,7 +82,11 @@ fn dir(id: &str) -> String {
 }
 
 fn shard_path(id: &str, index: u64, m: &Manifest) -> String {
-    format!("{}/{}", dir(id), m.shards[index as usize].name())
+    format!(
+        "{}/{}",
+        dir(id),
+        m.shards[index as usize].name(Default::default())
+    )
 }
 
 /// Puts a backup (shards, then manifest) on each of `on`.
@@ -86,7 +95,7 @@ fn store(on: &[&MemoryProvider], m: &Manifest, bytes: &[u8]) {
         for s in &m.shards {
             let body = &bytes[s.offset as usize..(s.offset + s.length) as usize];
             p.set_object(
-                &format!("{}/{}", dir(&m.backup_id), s.name()),
+                &format!("{}/{}", dir(&m.backup_id), s.name(Default::default())),
                 Bytes::copy_from_slice(body),
             );
         }

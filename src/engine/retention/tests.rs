@@ -20,6 +20,8 @@ fn zfs() -> Dataset {
         snapshot_pattern: None,
         send_flags: vec![],
         receive_flags: vec![],
+        compression: Default::default(),
+        encrypt: false,
     }
 }
 

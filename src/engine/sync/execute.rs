@@ -378,7 +378,9 @@ async fn manifest_to(
         .manifest
         .shards
         .iter()
-        .filter(|s| confirm_at(listings, dest, &m.key, &s.name(), s.length) != Ok(Ok(())))
+        .filter(|s| {
+            confirm_at(listings, dest, &m.key, &m.manifest.object(s), s.length) != Ok(Ok(()))
+        })
         .count();
     if short > 0 {
         return Err(format!(

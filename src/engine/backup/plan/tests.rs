@@ -30,6 +30,8 @@ fn zfs() -> Dataset {
         snapshot_pattern: None,
         send_flags: vec![],
         receive_flags: vec![],
+        compression: Default::default(),
+        encrypt: false,
     }
 }
 

@@ -173,7 +173,7 @@ async fn corrupt_missing_and_short_copies_fail_over_to_good_ones() {
         link.objects
             .get_mut("p1")
             .unwrap()
-            .insert(m.shards[4].name(), m.shards[4].length);
+            .insert(m.shards[4].name(Default::default()), m.shards[4].length);
         let f = fetcher(dyns(&ps), 4, 1).with_piece_size(piece);
         let (out, r) = restore_to_vec(&f, &link).await;
         r.unwrap();
@@ -203,7 +203,7 @@ async fn no_good_copy_stops_before_the_bad_shard_and_names_everything() {
         flip_byte(&ps[1], &shard_path(FULL, 3, &m));
         ps[2].inject(Fault {
             op: "get",
-            path_contains: m.shards[3].name(),
+            path_contains: m.shards[3].name(Default::default()),
             kind: ErrorKind::NotFound,
             times: u32::MAX,
         });
@@ -277,7 +277,7 @@ async fn a_shard_only_a_dropped_provider_holds_is_still_tried_there() {
         // p1 fails shard 0 (and is dropped; p2 serves it), then answers again.
         ps[0].inject(Fault {
             op: "get",
-            path_contains: m.shards[0].name(),
+            path_contains: m.shards[0].name(Default::default()),
             kind: ErrorKind::Transient,
             times: 1,
         });

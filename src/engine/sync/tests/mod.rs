@@ -70,7 +70,10 @@ impl Setup {
             .collect();
         for m in &mems[..3] {
             for (i, s) in manifest.shards.iter().enumerate() {
-                m.set_object(&path(&s.name()), Bytes::from_static(SHARDS[i]));
+                m.set_object(
+                    &path(&s.name(Default::default())),
+                    Bytes::from_static(SHARDS[i]),
+                );
             }
             m.set_object(&path(MANIFEST), Bytes::from(manifest.to_json()));
         }
@@ -91,7 +94,7 @@ impl Setup {
     }
 
     fn shard(&self, i: usize) -> String {
-        path(&self.manifest.shards[i].name())
+        path(&self.manifest.shards[i].name(Default::default()))
     }
 
     async fn scan(&self, corrupt: &Corrupt) -> (Catalog, Vec<(BackupKey, BackupFindings)>) {

@@ -52,7 +52,10 @@ async fn a_dry_run_reports_the_plan_and_writes_nothing() {
         .filter(|c| c.to == "a")
         .map(|c| c.object.as_str())
         .collect();
-    let want = [s.manifest.shards[0].name(), s.manifest.shards[2].name()];
+    let want = [
+        s.manifest.shards[0].name(Default::default()),
+        s.manifest.shards[2].name(Default::default()),
+    ];
     assert_eq!(to_a, [want[0].as_str(), want[1].as_str(), MANIFEST]);
     let manifest = p.planned.iter().find(|c| c.object == MANIFEST).unwrap();
     assert_eq!(manifest.bytes, None, "a manifest's size is not planned");
