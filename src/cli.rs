@@ -54,6 +54,13 @@ pub enum Command {
     },
     /// Each provider: reachable? free space? object count.
     Providers,
+    /// Write a new age identity (mode 0600) and print its recipient (`age1...`) for
+    /// `[encryption] recipients`.
+    Keygen {
+        /// Write the identity to FILE (refused if it exists) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +112,11 @@ pub struct RestoreArgs {
     /// At least 256KiB.
     #[arg(long, value_name = "SIZE", value_parser = crate::config::units::parse_size)]
     pub piece_size: Option<u64>,
+    /// Decrypt with the age identity in FILE (overrides `[encryption] identity_file`); a
+    /// passphrase-protected file is asked for on the terminal or read from the file named by
+    /// $OFFSITE_PASSPHRASE_FILE.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +128,13 @@ pub struct VerifyArgs {
     /// Only this provider.
     #[arg(long, value_name = "NAME")]
     pub provider: Option<String>,
+    /// With --deep (implied): also decrypt and decompress every shard and check its
+    /// plaintext SHA-256 (needs the identity).
+    #[arg(long)]
+    pub decrypt: bool,
+    /// The age identity for --decrypt (overrides `[encryption] identity_file`).
+    #[arg(long, value_name = "FILE", requires = "decrypt")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! engine and turns its result into output and an [`Outcome`].
 
 pub mod backup;
+pub mod keygen;
 pub mod list;
 pub mod providers;
 pub mod prune;
@@ -122,6 +123,9 @@ pub async fn run(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Outcome> {
+    if let Command::Keygen { output } = &cli.command {
+        return keygen::run(output.as_deref(), cli.json);
+    }
     let path = Config::locate(cli.config.as_deref())?;
     let cfg = Config::load(&path, cli.host.as_deref())?;
     let ctx = Ctx {
@@ -139,5 +143,6 @@ pub async fn run(
         Command::Status { dataset } => status::run(&ctx, dataset.as_deref()).await,
         Command::Verify(args) => verify::run(&ctx, &args).await,
         Command::Sync(args) => sync::run(&ctx, &args).await,
+        Command::Keygen { .. } => unreachable!("keygen needs no config"),
     }
 }
