@@ -1,0 +1,163 @@
+use super::*;
+
+#[test]
+fn format_2_carries_a_checksum_that_catches_one_flipped_digit() {
+    let m = sample(&[b"abcd", b"ef"]);
+    let text = String::from_utf8(m.to_json()).unwrap();
+    assert!(text.contains("\"checksum\""), "{text}");
+    let sha = &m.shards[1].sha256;
+    let flipped_char = if sha.starts_with('0') { "1" } else { "0" };
+    let flipped = text.replacen(sha.as_str(), &format!("{flipped_char}{}", &sha[1..]), 1);
+    let err = Manifest::from_json(flipped.as_bytes()).unwrap_err();
+    assert!(err.contains("checksum does not match"), "{err}");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("checksum");
+    let err = Manifest::from_json(v.to_string().as_bytes()).unwrap_err();
+    assert!(err.contains("no checksum"), "{err}");
+}
+
+#[test]
+fn checksum_is_canonical_and_survives_unknown_fields_and_layout() {
+    let m = sample(&[b"abcd", b"ef"]);
+    let mut v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+    let map = v.as_object_mut().unwrap();
+    map.remove("checksum");
+    map.insert("zz_future".into(), serde_json::json!({"b": 1, "a": [2]}));
+    let sum = checksum_of(map);
+    map.insert("checksum".into(), sum.into());
+    // Compact, differently ordered text of the same value still checks.
+    let compact = serde_json::to_vec(&v).unwrap();
+    assert_eq!(Manifest::from_json(&compact), Ok(m));
+}
+
+#[test]
+fn format_1_without_checksum_is_still_read() {
+    let mut m = sample(&[b"abcd", b"ef"]);
+    m.format = 1;
+    for s in &mut m.shards {
+        (s.md5, s.sha1) = (None, None);
+    }
+    let text = String::from_utf8(m.to_json()).unwrap();
+    assert!(
+        !text.contains("checksum") && !text.contains("md5"),
+        "{text}"
+    );
+    assert_eq!(Manifest::from_json(text.as_bytes()), Ok(m));
+    let err = Manifest::from_json(br#"{"format": 3}"#).unwrap_err();
+    assert!(err.contains("upgrade offsite"), "{err}");
+}
+
+/// A manifest of an encrypted backup with its secrets (as a backup builds it), and the
+/// identities that open it.
+fn encrypted_sample() -> (Manifest, crate::codec::Identities, tempfile::TempDir) {
+    use crate::codec::keys::{generate, load_identities, parse_recipient, Passphrase};
+    use age::secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let (text, recipient) = generate("now");
+    std::fs::write(dir.path().join("k"), text.expose_secret()).unwrap();
+    let ids = load_identities(&dir.path().join("k"), &Passphrase::Given(String::new())).unwrap();
+    let mut m = sample(&[b"abcd", b"ef"]);
+    m.encoding = Encoding {
+        compression: Some(layout::Compression::Zstd),
+        encryption: Some(layout::Encryption::Age),
+    };
+    m.source = "pg_dumpall --password=hunter2".into();
+    for s in &mut m.shards {
+        s.plain_length = Some(s.length);
+        s.plain_sha256 = Some(crate::hashing::sha256(s.index.to_string().as_bytes()));
+        s.length += 100;
+    }
+    let r = crate::codec::Recipients::new(vec![parse_recipient(&recipient).unwrap()]).unwrap();
+    (m.seal(&r).unwrap(), ids, dir)
+}
+
+#[test]
+fn an_encrypted_manifest_shows_no_secret_and_opens_with_the_identity() {
+    let (sealed, ids, _dir) = encrypted_sample();
+    let text = String::from_utf8(sealed.to_json()).unwrap();
+    assert!(
+        !text.contains("hunter2") && !text.contains("plain_sha256"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"encryption\": \"age\"") && text.contains("age1"),
+        "{text}"
+    );
+    let mut m = Manifest::from_json(text.as_bytes()).unwrap();
+    assert!(m.is_sealed());
+    assert_eq!(
+        m.object(&m.shards[1]),
+        format!("{}.zst.age", layout::shard_name(1, 4))
+    );
+    m.unseal(&ids).unwrap();
+    assert_eq!(m.source, "pg_dumpall --password=hunter2");
+    assert!(m.shards.iter().all(|s| s.plain_sha256.is_some()) && !m.is_sealed());
+    // Written again after opening: still nothing in the clear.
+    let again = String::from_utf8(m.to_json()).unwrap();
+    assert!(
+        !again.contains("hunter2") && !again.contains("plain_sha256"),
+        "{again}"
+    );
+    assert_eq!(Manifest::from_json(again.as_bytes()).unwrap(), sealed);
+}
+
+#[test]
+fn secrets_in_the_clear_of_an_encrypted_manifest_are_refused() {
+    let (sealed, _, _dir) = encrypted_sample();
+    let mut v: serde_json::Value = serde_json::from_slice(&sealed.to_json()).unwrap();
+    let map = v.as_object_mut().unwrap();
+    map.remove("checksum");
+    map.insert("source".into(), "leaked".into());
+    let sum = checksum_of(map);
+    map.insert("checksum".into(), sum.into());
+    let err = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(err.contains("in the clear"), "{err}");
+}
+
+#[test]
+fn offsets_follow_plaintext_lengths_and_names_carry_the_suffix() {
+    let mut m = sample(&[b"abcd", b"ef"]);
+    m.encoding.compression = Some(layout::Compression::Zstd);
+    for s in &mut m.shards {
+        s.plain_length = Some(s.length);
+        s.plain_sha256 = Some(s.sha256.clone());
+        s.length = 30; // compressed data can grow
+    }
+    let back = Manifest::from_json(&m.to_json()).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(
+        back.object(&back.shards[0]),
+        format!("{}.zst", layout::shard_name(0, 0))
+    );
+    assert_eq!(
+        back.shards[1].plain_sha(back.encoding),
+        m.shards[1].plain_sha256.as_deref()
+    );
+    let mut plain = sample(&[b"abcd"]);
+    plain.shards[0].plain_length = Some(4);
+    let err = Manifest::from_json(&plain.to_json()).unwrap_err();
+    assert!(err.contains("plaintext fields"), "{err}");
+}
+
+#[test]
+fn round_trip() {
+    let m = sample(&[b"abcd", b"ef"]);
+    assert_eq!(Manifest::from_json(&m.to_json()), Ok(m));
+}
+
+#[test]
+fn rejects_gaps_and_bad_totals() {
+    let mut m = sample(&[b"abcd", b"ef"]);
+    m.shards[1].offset = 5;
+    assert!(Manifest::from_json(&m.to_json())
+        .unwrap_err()
+        .contains("not contiguous"));
+    let mut m = sample(&[b"abcd"]);
+    m.total_bytes = 9;
+    assert!(Manifest::from_json(&m.to_json())
+        .unwrap_err()
+        .contains("add up"));
+    assert!(Manifest::from_json(b"{")
+        .unwrap_err()
+        .contains("does not parse"));
+}
