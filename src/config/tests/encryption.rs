@@ -179,3 +179,26 @@ fn load_dir(dir: &tempfile::TempDir) -> Result<Config, String> {
             .replace(&dir.path().display().to_string(), "DIR")
     })
 }
+
+#[test]
+fn the_readme_encryption_example_loads() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("## Encryption and compression")
+        .nth(1)
+        .expect("README has the section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("the section has a toml example");
+    let dir = setup(&example.replace("\"age1...\"", &format!("{R1:?}")), TWO);
+    std::fs::write(dir.path().join("recipients.txt"), recipient_2()).unwrap();
+    let cfg = load_dir(&dir).unwrap();
+    let enc = cfg.encryption.as_ref().unwrap();
+    assert_eq!(enc.recipients.len(), 2);
+    let photos = cfg.dataset("photos").unwrap();
+    assert_eq!(cfg.codec(photos).encoding().suffix(), ".age");
+    let scratch = cfg.dataset("scratch").unwrap();
+    assert_eq!(cfg.codec(scratch).encoding().suffix(), ".zst");
+}
