@@ -109,6 +109,9 @@ pub struct BackupFindings {
     /// backup is an error, not unfinished.
     pub damaged: Option<String>,
     pub reference: Vec<RefShard>,
+    /// The plaintext stream's length, from the trusted manifest (the reference's lengths are
+    /// the stored objects', smaller when compressed).
+    pub total_bytes: Option<u64>,
     /// Every provider that should hold the backup or holds any of it, in priority order.
     pub providers: Vec<ProviderFindings>,
 }
@@ -173,6 +176,7 @@ pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
         manifest_from: trusted.map(|(p, _)| p.to_string()),
         damaged,
         reference: shards,
+        total_bytes: trusted.map(|(_, m)| m.total_bytes),
         providers,
     }
 }
@@ -326,7 +330,8 @@ fn manifest_state(
 }
 
 /// The shards of an unfinished backup whose length the names prove: a shard with a known
-/// successor, or one as long as the shard size the offsets give.
+/// successor, or one as long as the shard size the offsets give. Offsets are plaintext, so
+/// only a shard stored as it is (no `.zst`/`.age`) has a length the names prove.
 fn unfinished_reference(entry: &BackupEntry) -> Vec<RefShard> {
     let mut offsets: BTreeMap<u64, (u64, &str)> = BTreeMap::new();
     for objects in entry.objects.values() {
@@ -353,7 +358,9 @@ fn unfinished_reference(entry: &BackupEntry) -> Vec<RefShard> {
                     .any(|o| o.get(name).is_some_and(|&size| size == s))
             }),
         };
-        if let Some(length) = length {
+        let bare =
+            layout::parse_shard_object(name).is_some_and(|(_, _, e)| e == Default::default());
+        if let Some(length) = length.filter(|_| bare) {
             out.push(RefShard {
                 index,
                 name: name.to_string(),
@@ -416,5 +423,7 @@ pub fn survey(
         .collect()
 }
 
+#[cfg(test)]
+pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;

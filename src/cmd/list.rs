@@ -23,20 +23,23 @@ impl Report for ListReport {
             return Ok(());
         }
         outln!(
-            "{:<20} {:<22} {:<11} {:>10} {:>7}  PROVIDERS",
+            "{:<20} {:<22} {:<11} {:>10} {:>10} {:>7}  PROVIDERS",
             "DATASET",
             "BACKUP",
             "STATE",
             "SIZE",
+            "STORED",
             "SHARDS"
         )?;
+        let size = |n: Option<u64>| n.map(human_bytes).unwrap_or_else(|| "-".into());
         for b in &self.backups {
             outln!(
-                "{:<20} {:<22} {:<11} {:>10} {:>7}  {}",
+                "{:<20} {:<22} {:<11} {:>10} {:>10} {:>7}  {}",
                 b.dataset,
                 b.backup_id,
                 kind_state(b),
-                b.total_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                size(b.total_bytes),
+                size(b.stored_bytes),
                 b.shards
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),

@@ -417,3 +417,5 @@ fn min_providers_above_a_datasets_providers_is_refused() {
     )
     .is_ok());
 }
+
+mod encryption;

@@ -31,7 +31,11 @@ pub struct ListedBackup {
     pub snapshot: Option<String>,
     /// The parent's backup id, for an incremental backup.
     pub parent: Option<String>,
+    /// The stream's length (plaintext).
     pub total_bytes: Option<u64>,
+    /// What one whole copy stores: `total_bytes` after compression and encryption (equal
+    /// without either).
+    pub stored_bytes: Option<u64>,
     /// The manifest's shard count, or the most shards one provider holds.
     pub shards: Option<usize>,
     /// The providers holding a good manifest, or (without one) any object of the backup.
@@ -64,6 +68,7 @@ fn finished(key: &BackupKey, entry: &BackupEntry, m: &Manifest) -> ListedBackup 
         snapshot: m.snapshot.clone(),
         parent: m.parent.as_ref().map(|p| p.backup_id.clone()),
         total_bytes: Some(m.total_bytes),
+        stored_bytes: Some(m.shards.iter().map(|s| s.length).sum()),
         shards: Some(m.shards.len()),
         providers: entry
             .manifests
@@ -94,6 +99,7 @@ fn unfinished(key: &BackupKey, entry: &BackupEntry, order: &[String]) -> ListedB
         snapshot: None,
         parent: None,
         total_bytes: None,
+        stored_bytes: None,
         shards: entry.objects.values().map(shards).max(),
         providers: entry.objects.keys().cloned().collect(),
     }
@@ -140,12 +146,35 @@ mod tests {
         assert_eq!(done["state"], "complete");
         assert_eq!(done["created"], "2026-11-21T02:00:00Z");
         assert_eq!(done["total_bytes"], 10);
+        assert_eq!(done["stored_bytes"], 10, "stored as it is");
         assert_eq!(done["shards"], 3);
         assert_eq!(done["providers"], serde_json::json!(["a"]));
         assert_eq!(half["state"], "unfinished");
         assert_eq!(half["shards"], 1);
         assert_eq!(half["providers"], serde_json::json!(["b"]));
         assert!(half["created"].is_null() && half["total_bytes"].is_null());
+        assert!(half["stored_bytes"].is_null());
         assert_eq!(v["unreachable"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn an_encrypted_backup_lists_its_plaintext_and_stored_sizes_without_a_key() {
+        let text = b"the same line again and again\n".repeat(200);
+        let (m, stored) = crate::gaps::fixture::encoded(&[&text, b"tail"]);
+        let mut done = BackupEntry::default();
+        done.manifests.insert("a".into(), Ok(m));
+        let catalog = Catalog {
+            host: "h".into(),
+            order: vec!["a".into()],
+            backups: [(key("20261121T020000Z-full"), done)].into(),
+            unreachable: Default::default(),
+        };
+        let v = serde_json::to_value(list_report(&catalog)).unwrap();
+        let b = &v["backups"][0];
+        assert_eq!(b["state"], "complete");
+        assert_eq!(b["total_bytes"], text.len() as u64 + 4);
+        let on_disk: usize = stored.iter().map(|s| s.len()).sum();
+        assert_eq!(b["stored_bytes"], on_disk as u64);
+        assert!(on_disk < text.len() / 2, "compressed: {on_disk}");
     }
 }

@@ -149,7 +149,11 @@ pub struct BackupStatus {
     pub error: Option<String>,
     /// Known for a finished backup only.
     pub shards: Option<usize>,
+    /// The stream's length (plaintext), known for a finished backup only.
     pub total_bytes: Option<u64>,
+    /// What one whole copy stores: `total_bytes` after compression and encryption (equal
+    /// without either). Known for a finished backup only.
+    pub stored_bytes: Option<u64>,
     pub providers: Vec<CopyStatus>,
     /// It has a trusted manifest.
     #[serde(skip)]
@@ -196,7 +200,8 @@ fn backup_status(k: &BackupKey, f: &BackupFindings) -> BackupStatus {
         state: backup_state(f),
         error: f.damaged.clone(),
         shards: finished.then_some(f.reference.len()),
-        total_bytes: finished.then(|| f.reference.iter().map(|r| r.length).sum()),
+        total_bytes: f.total_bytes.filter(|_| finished),
+        stored_bytes: finished.then(|| f.reference.iter().map(|r| r.length).sum()),
         providers: f.providers.iter().map(copy).collect(),
         finished,
     }

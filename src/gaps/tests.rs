@@ -433,3 +433,5 @@ fn wrong_size_shards_keep_their_released_json_key() {
     assert_eq!(v["truncated_shards"], serde_json::json!([1]));
     assert!(v.get("wrong_size_shards").is_none() && v.get("reachable").is_none());
 }
+
+mod encoded;

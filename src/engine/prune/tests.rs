@@ -443,3 +443,5 @@ async fn view_marks_a_backup_with_a_shard_missing_everywhere_unrestorable() {
     assert!(p.delete.is_empty() && work.is_empty(), "{p:?}");
     assert_eq!(p.unrestorable, vec![b]);
 }
+
+mod encoded;

@@ -39,6 +39,7 @@ fn finished(providers: Vec<ProviderFindings>) -> BackupFindings {
         manifest_from: Some(providers[0].provider.clone()),
         damaged: None,
         reference: vec![shard(0), shard(1), shard(2)],
+        total_bytes: Some(30),
         providers,
     }
 }
@@ -164,4 +165,52 @@ fn only_unfinished_backups_ask_for_a_resume_and_at_most_five_are_named() {
     assert!(gaps.ends_with("; sync"), "{gaps}");
     let whole = vec![(key("20261121T020000Z"), finished(vec![whole("a")]))];
     assert_eq!(gaps_summary(&catalog(&[]), &whole, "sync"), None);
+}
+
+#[tokio::test]
+async fn an_encrypted_backup_is_surveyed_from_stored_names_without_a_key() {
+    use crate::gaps::fixture::{config, encoded, path, store};
+    use crate::provider::{DynProvider, MemoryProvider};
+    use std::sync::Arc;
+    let (_dir, cfg) = config(&["a", "b"]);
+    let text = b"the same line again and again\n".repeat(100);
+    let (m, stored) = encoded(&[&text, &text, b"tail"]);
+    let mems = [MemoryProvider::new("a"), MemoryProvider::new("b")].map(Arc::new);
+    mems.iter().for_each(|p| store(p, &m, &stored));
+    let status = |mems: &[Arc<MemoryProvider>; 2]| {
+        let providers: Vec<DynProvider> = mems.iter().map(|p| p.clone() as DynProvider).collect();
+        let cfg = &cfg;
+        async move {
+            let catalog = Catalog::scan(&providers, "h", None).await;
+            let surveys = crate::gaps::survey(cfg, &catalog, &Default::default());
+            status_report(&catalog, &surveys, "sync")
+        }
+    };
+    let report = status(&mems).await;
+    assert!(report.gaps.is_none(), "{:?}", report.gaps);
+    let v = serde_json::to_value(&report).unwrap();
+    let b = &v["backups"][0];
+    assert_eq!(b["state"], "complete");
+    assert_eq!(b["total_bytes"], 2 * text.len() as u64 + 4, "plaintext");
+    let on_disk: u64 = stored.iter().map(|s| s.len() as u64).sum();
+    assert_eq!(b["stored_bytes"], on_disk);
+
+    // b loses a `.zst.age` shard; a holds a stray bare-named one next to its shards.
+    mems[1].remove_object(&path(&m, &m.object(&m.shards[1])));
+    let bare = crate::layout::shard_name(1, text.len() as u64);
+    mems[0].set_object(&path(&m, &bare), stored[1].clone());
+    let report = status(&mems).await;
+    let v = serde_json::to_value(&report).unwrap();
+    let (a, b) = (
+        &v["backups"][0]["providers"][0],
+        &v["backups"][0]["providers"][1],
+    );
+    assert_eq!(a["state"], "complete");
+    assert_eq!(a["unexpected_objects"], serde_json::json!([bare]));
+    assert_eq!(b["state"], "incomplete");
+    assert_eq!(b["missing_shards"], serde_json::json!([1]));
+    assert_eq!(
+        report.gaps.as_deref(),
+        Some("backup 20261121T020000Z-full of \"d\": b: missing 1 shard; sync")
+    );
 }

@@ -1,5 +1,6 @@
 //! Unit tests of sync with in-memory providers: one backup of three shards on a, b and c.
 
+mod encoded;
 mod execute;
 mod migrate;
 mod plan;
@@ -57,6 +58,8 @@ struct Setup {
     cfg: Config,
     mems: Vec<Arc<MemoryProvider>>,
     manifest: crate::manifest::Manifest,
+    /// Each shard's stored bytes (the plaintext unless [`Setup::encoded`]).
+    stored: Vec<Bytes>,
 }
 
 impl Setup {
@@ -82,6 +85,28 @@ impl Setup {
             cfg,
             mems,
             manifest,
+            stored: SHARDS.iter().map(|s| Bytes::from_static(s)).collect(),
+        }
+    }
+
+    /// The same backup compressed and encrypted (`.zst.age`), as a NAS without the identity
+    /// finds it.
+    fn encoded() -> Setup {
+        let (_dir, cfg) = config();
+        let (manifest, stored) = crate::gaps::fixture::encoded(&SHARDS);
+        let mems: Vec<Arc<MemoryProvider>> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| Arc::new(MemoryProvider::new(n)))
+            .collect();
+        for m in &mems[..3] {
+            crate::gaps::fixture::store(m, &manifest, &stored);
+        }
+        Setup {
+            _dir,
+            cfg,
+            mems,
+            manifest,
+            stored,
         }
     }
 
@@ -94,7 +119,7 @@ impl Setup {
     }
 
     fn shard(&self, i: usize) -> String {
-        path(&self.manifest.shards[i].name(Default::default()))
+        path(&self.manifest.object(&self.manifest.shards[i]))
     }
 
     async fn scan(&self, corrupt: &Corrupt) -> (Catalog, Vec<(BackupKey, BackupFindings)>) {
