@@ -49,6 +49,7 @@ fn job(providers: Vec<DynProvider>, min: usize) -> BackupJob {
         estimate: None,
         resume: None,
         journal: None,
+        codec: crate::codec::Codec::plain(),
     }
 }
 
@@ -272,6 +273,8 @@ async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
         shard_size: SHARD,
         started: "x".into(),
         gaps_retry: false,
+        encoding: Default::default(),
+        recipients: Vec::new(),
     };
     let mut j = job(dyns(&m), 1);
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
@@ -401,6 +404,8 @@ async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others
         shard_size: SHARD,
         started: "x".into(),
         gaps_retry: false,
+        encoding: Default::default(),
+        recipients: Vec::new(),
     };
     // p0 takes every shard; `stuck` never finishes one, as a provider that lags behind.
     let mut j = job(vec![m[0].clone() as DynProvider, Arc::new(Stuck)], 1);
@@ -492,3 +497,5 @@ async fn uploads_waiting_on_a_provider_end_when_it_drops_out() {
         .unwrap();
     assert_eq!(p1.missing_shards.len() as u64, report.shards);
 }
+
+mod codec;
