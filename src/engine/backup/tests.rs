@@ -8,6 +8,7 @@ use crate::state::DatasetState;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::path::Path;
+mod codec;
 
 const SHARD: u64 = 1000;
 
@@ -497,5 +498,3 @@ async fn uploads_waiting_on_a_provider_end_when_it_drops_out() {
         .unwrap();
     assert_eq!(p1.missing_shards.len() as u64, report.shards);
 }
-
-mod codec;
