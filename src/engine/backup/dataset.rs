@@ -417,3 +417,6 @@ fn log_metrics(ds: &Dataset, report: &BackupReport) {
         "backup finished"
     );
 }
+
+#[cfg(test)]
+mod tests;
