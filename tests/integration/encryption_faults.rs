@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 #[test]
 fn a_flipped_byte_in_one_copy_is_restored_around_and_named_by_verify_deep() {
     let data = mixed_stream(31);
-    let (env, _key) = encrypted_env(2, &data, true);
+    let (env, key) = encrypted_env(2, &data, true);
     env.offsite(&["backup", "--once"]).assert_exit(0);
-    let m = env.remote("p1").manifest(DS).unwrap();
+    let m = assert_encrypted_manifest(&env, "p1", &key.recipient);
     let object = m.object(&m.shards[0]);
     // Shard 0 is fetched from the first provider first (nothing is measured yet).
     flip_byte(&env.remote("p1").only_backup(DS).join(&object));
@@ -95,6 +95,7 @@ fn kill_9_during_an_encrypted_backup_then_resume_keeps_one_encryption_per_shard(
     let out = rerun(&env, &["backup", "--once"]);
     let err = out.assert_exit(0).stderr_text();
     assert!(err.contains("resuming unfinished backup"), "{err}");
+    assert_encrypted_manifest(&env, "p1", &key.recipient);
     let id = env.remote("p1").only_backup(DS);
     let id = id.file_name().unwrap().to_string_lossy().into_owned();
     assert_one_encryption_per_shard(&env, &["p1", "p2", "p3"], &id);
@@ -197,6 +198,17 @@ fn a_zfs_chain_of_a_plain_full_and_an_encrypted_incremental_restores_at_both_sna
     assert!(
         ids[0].contains("-full") && ids[1].contains("-incr"),
         "{ids:?}"
+    );
+    let names = |id: &str| stored_shards(&env.remote("p1").dataset_dir("tank").join(id));
+    assert!(
+        names(&ids[0]).iter().all(|(n, _)| !n.contains('.')),
+        "{:?}",
+        names(&ids[0])
+    );
+    let encrypted = names(&ids[1]);
+    assert!(
+        encrypted.iter().all(|(n, _)| n.ends_with(".zst.age")),
+        "{encrypted:?}"
     );
     for (stage, id) in ids.iter().enumerate() {
         let target = pool.fs(&format!("r{stage}"));
