@@ -227,4 +227,4 @@ async fn apply(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

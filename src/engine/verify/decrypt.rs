@@ -52,6 +52,15 @@ impl Decoding {
         Ok(Decoding { manifests, ids })
     }
 
+    /// Decodes the backups of `manifests` (opened already) with `ids`.
+    #[cfg(test)]
+    pub fn from_parts(
+        manifests: BTreeMap<BackupKey, Manifest>,
+        ids: Option<Arc<Identities>>,
+    ) -> Decoding {
+        Decoding { manifests, ids }
+    }
+
     /// Whether `c` is a shard of a backup this decodes.
     pub fn covers(&self, c: &Check) -> bool {
         self.manifests.contains_key(&c.key)

@@ -214,3 +214,101 @@ async fn a_hung_provider_does_not_stall_the_others() {
     .expect("the healthy provider's checks all ran while the other hung");
     assert!(out.is_err(), "the run was stopped while a provider hung");
 }
+
+/// `verify --deep` and `--decrypt` on an encrypted, compressed backup of three shards: on p1
+/// shard 0's stored bytes were flipped; on both, shard 2 holds intact stored bytes (the clear
+/// manifest's SHA-256 matches) whose plaintext is not the one the sealed part records.
+mod decrypt {
+    use super::*;
+    use crate::codec::keys::{load_identities, Passphrase};
+    use crate::engine::restore::tests::encoded::{codec, encoded, keypair, text};
+    use crate::manifest::Manifest;
+
+    const FULL: &str = "20261101T020000Z-full";
+
+    fn encrypted_backup(dir: &std::path::Path) -> (Manifest, Vec<Check>, Vec<DynProvider>, Arc<crate::codec::Identities>) {
+        let (path, r) = keypair(dir, "key.txt");
+        let ids = Arc::new(load_identities(&path, &Passphrase::Given(String::new())).unwrap());
+        let bytes = text(3000, 1);
+        let (mut m, mut objects) = encoded(FULL, &bytes, 1000, None, &codec(true, Some(&r)));
+        let wrong = codec(true, Some(&r)).encode(Bytes::from(text(1000, 2))).unwrap();
+        m.shards[2].length = wrong.len() as u64;
+        m.shards[2].sha256 = crate::hashing::sha256(&wrong);
+        objects[2].1 = wrong;
+        let key = BackupKey {
+            dataset: "tank/data".into(),
+            id: BackupId::parse(FULL).unwrap(),
+        };
+        let (p1, p2) = (MemoryProvider::new("p1"), MemoryProvider::new("p2"));
+        let mut checks = Vec::new();
+        for (p, name) in [(&p1, "p1"), (&p2, "p2")] {
+            for (rec, (object, body)) in m.shards.iter().zip(&objects) {
+                let path = format!("b/{object}");
+                let mut body = body.to_vec();
+                if name == "p1" && rec.index == 0 {
+                    body[10] ^= 0xff;
+                }
+                p.set_object(&path, Bytes::from(body));
+                checks.push(Check {
+                    provider: name.into(),
+                    key: key.clone(),
+                    index: rec.index,
+                    path,
+                    length: rec.length,
+                    sha256: Some(rec.sha256.clone()),
+                });
+            }
+        }
+        let providers: Vec<DynProvider> = vec![Arc::new(p1), Arc::new(p2)];
+        (m, checks, providers, ids)
+    }
+
+    fn bad(out: &[(Check, Verdict)]) -> Vec<(String, u64, String)> {
+        let mut bad: Vec<(String, u64, String)> = out
+            .iter()
+            .filter_map(|(c, v)| match v {
+                Verdict::Good(_) => None,
+                Verdict::Bad(why) | Verdict::Unreadable(why) => {
+                    Some((c.provider.clone(), c.index, why.clone()))
+                }
+            })
+            .collect();
+        bad.sort();
+        bad
+    }
+
+    #[tokio::test]
+    async fn deep_checks_stored_bytes_and_decrypt_also_the_sealed_plaintext_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, checks, providers, ids) = encrypted_backup(tmp.path());
+        let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+        let limits = Limits {
+            shards_in_flight: 2,
+            concurrency: 2,
+        };
+        let cancel = CancellationToken::new();
+        // --deep: no identity; only the flipped stored copy is bad.
+        let out = run_checks(&providers, checks.clone(), limits, &progress, &cancel)
+            .await
+            .unwrap();
+        let deep = bad(&out);
+        assert_eq!(deep.len(), 1, "{deep:?}");
+        assert_eq!((deep[0].0.as_str(), deep[0].1), ("p1", 0));
+        assert!(deep[0].2.contains("SHA-256"), "{deep:?}");
+        // --decrypt: shard 2 is bad on both providers, by its plaintext hash.
+        let mut opened = m.clone();
+        opened.unseal(&ids).unwrap();
+        let key = checks[0].key.clone();
+        let decoding = Decoding::from_parts([(key, opened)].into(), Some(ids));
+        let out = run_checks_decoding(&providers, checks, limits, &decoding, &progress, &cancel)
+            .await
+            .unwrap();
+        let found = bad(&out);
+        let places: Vec<(&str, u64)> = found.iter().map(|(p, i, _)| (p.as_str(), *i)).collect();
+        assert_eq!(places, [("p1", 0), ("p1", 2), ("p2", 2)], "{found:?}");
+        assert!(found[1].2.contains("decodes to plaintext with SHA-256"), "{found:?}");
+        assert!(found[0].2.contains("the manifest says"), "{found:?}");
+        let good = out.iter().filter(|(_, v)| matches!(v, Verdict::Good(_))).count();
+        assert_eq!(good, 3);
+    }
+}

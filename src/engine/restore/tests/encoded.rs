@@ -12,7 +12,7 @@ use age::secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 
 /// A new identity in `dir/name`: its path and its recipients.
-pub(super) fn keypair(dir: &Path, name: &str) -> (PathBuf, Recipients) {
+pub(crate) fn keypair(dir: &Path, name: &str) -> (PathBuf, Recipients) {
     let (text, recipient) = generate("2026-12-02T00:00:00Z");
     let path = dir.join(name);
     std::fs::write(&path, text.expose_secret()).unwrap();
@@ -20,11 +20,11 @@ pub(super) fn keypair(dir: &Path, name: &str) -> (PathBuf, Recipients) {
     (path, r)
 }
 
-pub(super) fn ids(path: &Path) -> Arc<Identities> {
+pub(crate) fn ids(path: &Path) -> Arc<Identities> {
     Arc::new(load_identities(path, &Passphrase::Given(String::new())).unwrap())
 }
 
-pub(super) fn codec(zstd: bool, r: Option<&Recipients>) -> Codec {
+pub(crate) fn codec(zstd: bool, r: Option<&Recipients>) -> Codec {
     Codec {
         compression: if zstd {
             Compression::Zstd(3)
@@ -36,14 +36,14 @@ pub(super) fn codec(zstd: bool, r: Option<&Recipients>) -> Codec {
 }
 
 /// Compressible bytes, so that zstd shrinks them.
-pub(super) fn text(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn text(len: usize, seed: u8) -> Vec<u8> {
     let line = format!("offsite marker line {seed}: the quick brown fox jumps over the lazy dog\n");
     line.bytes().cycle().take(len).collect()
 }
 
 /// The manifest of `bytes` stored with `codec` (sealed when it encrypts), and its objects by
 /// name.
-pub(super) fn encoded(
+pub(crate) fn encoded(
     id: &str,
     bytes: &[u8],
     shard: usize,
@@ -56,8 +56,10 @@ pub(super) fn encoded(
     for rec in &mut m.shards {
         let plain = &bytes[rec.offset as usize..(rec.offset + rec.length) as usize];
         let stored = codec.encode(Bytes::copy_from_slice(plain)).unwrap();
-        rec.plain_length = Some(plain.len() as u64);
-        rec.plain_sha256 = Some(crate::hashing::sha256(plain));
+        if codec.encoding() != Default::default() {
+            rec.plain_length = Some(plain.len() as u64);
+            rec.plain_sha256 = Some(crate::hashing::sha256(plain));
+        }
         rec.length = stored.len() as u64;
         rec.sha256 = crate::hashing::sha256(&stored);
         objects.push((rec.name(m.encoding), stored));
@@ -70,7 +72,7 @@ pub(super) fn encoded(
     (m, objects)
 }
 
-pub(super) fn store_encoded(on: &[&MemoryProvider], m: &Manifest, objects: &[(String, Bytes)]) {
+pub(crate) fn store_encoded(on: &[&MemoryProvider], m: &Manifest, objects: &[(String, Bytes)]) {
     for p in on {
         for (name, body) in objects {
             p.set_object(&format!("{}/{name}", dir(&m.backup_id)), body.clone());
