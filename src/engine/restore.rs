@@ -5,7 +5,10 @@
 //! about manifests that do not parse or disagree (naming the provider, whose shards are then
 //! not used), and for a zfs or btrfs target skips the backups it already holds. Before anything
 //! is received, every shard of every link must be listed by some provider with the right size,
-//! so a hopeless restore fails first. [`stream_links`] streams the links in order through
+//! so a hopeless restore fails first. Then, still before any receiver starts, every encrypted
+//! link's manifest is opened ([`KeySource::unseal`]): a missing or wrong identity writes
+//! nothing. Each link decodes with its own manifest's encoding, so a chain may mix plain,
+//! compressed and encrypted backups. [`stream_links`] streams the links in order through
 //! [`Fetcher`] (bounded memory; shards read in pieces from several providers at once, planned
 //! on each provider's measured rate in `lanes`; verified, with failover) into a fresh
 //! [`Receiver`] per link.

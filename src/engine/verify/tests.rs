@@ -226,12 +226,21 @@ mod decrypt {
 
     const FULL: &str = "20261101T020000Z-full";
 
-    fn encrypted_backup(dir: &std::path::Path) -> (Manifest, Vec<Check>, Vec<DynProvider>, Arc<crate::codec::Identities>) {
+    fn encrypted_backup(
+        dir: &std::path::Path,
+    ) -> (
+        Manifest,
+        Vec<Check>,
+        Vec<DynProvider>,
+        Arc<crate::codec::Identities>,
+    ) {
         let (path, r) = keypair(dir, "key.txt");
         let ids = Arc::new(load_identities(&path, &Passphrase::Given(String::new())).unwrap());
         let bytes = text(3000, 1);
         let (mut m, mut objects) = encoded(FULL, &bytes, 1000, None, &codec(true, Some(&r)));
-        let wrong = codec(true, Some(&r)).encode(Bytes::from(text(1000, 2))).unwrap();
+        let wrong = codec(true, Some(&r))
+            .encode(Bytes::from(text(1000, 2)))
+            .unwrap();
         m.shards[2].length = wrong.len() as u64;
         m.shards[2].sha256 = crate::hashing::sha256(&wrong);
         objects[2].1 = wrong;
@@ -306,9 +315,15 @@ mod decrypt {
         let found = bad(&out);
         let places: Vec<(&str, u64)> = found.iter().map(|(p, i, _)| (p.as_str(), *i)).collect();
         assert_eq!(places, [("p1", 0), ("p1", 2), ("p2", 2)], "{found:?}");
-        assert!(found[1].2.contains("decodes to plaintext with SHA-256"), "{found:?}");
+        assert!(
+            found[1].2.contains("decodes to plaintext with SHA-256"),
+            "{found:?}"
+        );
         assert!(found[0].2.contains("the manifest says"), "{found:?}");
-        let good = out.iter().filter(|(_, v)| matches!(v, Verdict::Good(_))).count();
+        let good = out
+            .iter()
+            .filter(|(_, v)| matches!(v, Verdict::Good(_)))
+            .count();
         assert_eq!(good, 3);
     }
 }
