@@ -83,7 +83,9 @@ fn assert_one_encryption_per_shard(env: &Env, providers: &[&str], id: &str) {
 fn kill_9_during_an_encrypted_backup_then_resume_keeps_one_encryption_per_shard() {
     let (mut env, _, data) = mocked_env(3);
     let key = AgeKey::new(env.path(), "offsite.key");
-    env.encryption(&[&key.recipient], Some(&key.path));
+    // resume.rs stores uncompressed; the default (zstd) is what an encrypted backup uses.
+    env.unset("compression")
+        .encryption(&[&key.recipient], Some(&key.path));
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     let hung = |env: &Env| {
         env.mock_log()
