@@ -2,7 +2,8 @@
 # Runs every check that CI runs, on a developer's machine or in CI (.ci/run execs this):
 #
 #   1. installs what the tests need, only if something is missing (Debian: apt-get):
-#      rclone, zfs-fuse, btrfs-progs, GNU time;
+#      rclone, zfs-fuse, btrfs-progs, GNU time, age and zstd (the encryption tests recover a
+#      backup with these two CLIs, as README.md tells a user to);
 #   2. makes sure a zfs-fuse daemon answers (`zpool list`), starting one if needed;
 #   3. cargo fmt --check, cargo clippy -D warnings, cargo test --release.
 #
@@ -32,6 +33,8 @@ install_missing() {
     command -v zfs-fuse >/dev/null || missing+=(zfs-fuse)
     command -v btrfs >/dev/null || missing+=(btrfs-progs)
     [[ -x /usr/bin/time ]] || missing+=(time)
+    command -v age >/dev/null || missing+=(age)
+    command -v zstd >/dev/null || missing+=(zstd)
     if ((${#missing[@]} == 0)); then
         return
     fi

@@ -450,3 +450,9 @@ pub fn real_rclone() -> PathBuf {
 pub fn mock_rclone() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mock_rclone")
 }
+
+// ---- encryption (issue 11): age keys, `[encryption]`, stored bytes, the CLI recovery ----
+mod crypto;
+pub use crypto::{
+    contains_bytes, files_under, marker_text, recover_with_age_and_zstd, stored_shards, AgeKey,
+};
