@@ -143,7 +143,10 @@ pub(crate) fn list_and_providers_show_the_backup() {
     for r in rows {
         assert_eq!(r["reachable"], true, "{r}");
         assert_eq!(r["objects"], 5, "{r}");
-        assert_eq!(r["bytes"], data.len() as u64 + manifest_len, "{r}");
+        // A provider holds the stored (compressed) shards and the manifest.
+        let m = env.remote("p1").manifest("tank/data").unwrap();
+        let stored: u64 = m.shards.iter().map(|s| s.length).sum();
+        assert_eq!(r["bytes"], stored + manifest_len, "{r}");
     }
 }
 
@@ -347,6 +350,7 @@ pub(crate) fn provider_down_below_min_providers_fails_without_a_manifest() {
 #[test]
 pub(crate) fn truncated_upload_is_caught_by_the_size_check() {
     let (mut env, data) = command_env(3, "d", 7);
+    env.set("compression", "none"); // the test names the bare shard object
     env.use_mock_rclone();
     env.mock_rules("rcat */remotes/p2/*/s0000000001-* truncate:100 1\n");
     let out = env.offsite(&["backup", "--once"]);

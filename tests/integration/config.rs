@@ -55,13 +55,13 @@ fn unknown_top_level_key() {
 #[test]
 fn unknown_key_in_a_dataset() {
     let mut env = valid_env();
-    env.dataset_set("d", "compression", "zstd");
-    let line = line_of(&env.config_path(), "compression");
+    env.dataset_set("d", "compresion", "zstd");
+    let line = line_of(&env.config_path(), "compresion");
     assert_rejected(
         &env,
         &env.config_path(),
         line,
-        &["unknown field `compression`"],
+        &["unknown field `compresion`"],
     );
 }
 

@@ -5,7 +5,7 @@
 //! refuses the stream, and SIGINT.
 
 use crate::harness::*;
-use offsite::layout::{shard_name, utc_stamp};
+use offsite::layout::utc_stamp;
 use offsite::receiver::leftover_partials;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -28,9 +28,7 @@ fn shard_file(env: &Env, provider: &str, index: u64) -> PathBuf {
     let remote = env.remote(provider);
     let m = remote.manifest(DS).expect("a manifest");
     let rec = &m.shards[index as usize];
-    remote
-        .only_backup(DS)
-        .join(shard_name(rec.index, rec.offset))
+    remote.only_backup(DS).join(m.object(rec))
 }
 
 fn flip_byte(path: &Path) {
@@ -71,7 +69,10 @@ fn command_backup_restored_to_a_file_and_stdout_is_identical() {
         .iter()
         .map(|p| p["bytes"].as_u64().unwrap())
         .sum();
-    assert_eq!(fetched, SOURCE_LEN as u64, "{json}");
+    // What was fetched is what is stored: the compressed shards.
+    let m = env.remote("p1").manifest(DS).expect("a manifest");
+    let stored: u64 = m.shards.iter().map(|s| s.length).sum();
+    assert_eq!(fetched, stored, "{json}");
 }
 
 #[test]
@@ -188,9 +189,10 @@ fn shards_read_in_pieces_from_several_providers_and_a_corrupt_piece_is_traced() 
     let field =
         |k: &str| -> Vec<u64> { providers.iter().map(|p| p[k].as_u64().unwrap()).collect() };
     assert_eq!(field("failures"), [1, 1, 0], "{json}");
+    let m = env.remote("p3").manifest(DS).expect("a manifest");
     assert_eq!(
         field("bytes").iter().sum::<u64>(),
-        SOURCE_LEN as u64,
+        m.shards.iter().map(|s| s.length).sum::<u64>(),
         "{json}"
     );
     // A shard counts once for every provider that delivered a piece of it: 4 shards, split.

@@ -149,7 +149,7 @@ fn a_snapshot_deleted_between_runs_is_reported_with_restart() {
     let mnt = pool.create_fs("data");
     write_pseudo_random(&mnt.join("big.bin"), 5, 5 * MIB as usize);
     env.zfs_dataset(DS, &pool.fs("data"));
-    env.use_mock_rclone();
+    env.use_mock_rclone().set("compression", "none");
     env.mock_rules("rcat *s0000000002-* hang 1\n");
     let names = providers(2);
     kill_9_when(

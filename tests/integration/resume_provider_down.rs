@@ -18,7 +18,10 @@ fn fifo_env() -> (Env, PathBuf, Vec<u8>) {
     let fifo = env.path().join("source.fifo");
     run("mkfifo", &[fifo.to_str().unwrap()]);
     env.command_dataset(DS, &format!("cat {}", fifo.display()));
-    env.use_mock_rclone().set("retries", 2);
+    // Stored as they are: the test waits for objects by their bare names and sizes.
+    env.use_mock_rclone()
+        .set("retries", 2)
+        .set("compression", "none");
     (env, fifo, pseudo_random(0xda7a, LEN as usize))
 }
 
