@@ -28,8 +28,9 @@
 #
 # Environment: BENCH_RUNS, BENCH_BYTES (wan/local/restic stream, default 1GiB), BENCH_RSS_SIZES
 # (default "512MiB 2GiB"), BENCH_TAR_SRC (default /usr/lib), BENCH_DIR (work dir parent),
-# BENCH_KEEP=1, OFFSITE (default target/release/offsite), BENCH_OFFSITE_TOML (extra top-level
-# offsite.toml lines), BENCH_PROFILE=1 (per-thread CPU of each zstd+age backup, on stderr).
+# BENCH_KEEP=1, BENCH_STREAMS (a directory where the streams are made once and kept between
+# runs; default: the work dir), OFFSITE (default target/release/offsite), BENCH_OFFSITE_TOML
+# (extra top-level offsite.toml lines), BENCH_PROFILE=1 (per-thread CPU of each run, on stderr).
 set -euo pipefail
 
 SELF=$(realpath "${BASH_SOURCE[0]}")
@@ -57,7 +58,7 @@ cleanup() {
 
 # random_file BYTES : a file of BYTES random bytes in the work dir, made once.
 random_file() {
-    local f=$WORK/random-$1.bin
+    local f=$STREAMS/random-$1.bin
     [[ -f $f ]] || {
         log "writing $(human "$1") of random data"
         head -c "$1" /dev/urandom >"$f"
@@ -67,7 +68,7 @@ random_file() {
 
 # tar_file BYTES : BENCH_TAR_SRC as a tar stream cut to BYTES, made once.
 tar_file() {
-    local f=$WORK/tar-$1.bin src=${BENCH_TAR_SRC:-/usr/lib}
+    local f=$STREAMS/tar-$1.bin src=${BENCH_TAR_SRC:-/usr/lib}
     [[ -f $f ]] || {
         log "writing a tar of $src cut to $(human "$1")"
         { tar -cf - -C / "${src#/}" 2>/dev/null || true; } | head -c "$1" >"$f"
@@ -269,6 +270,8 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     log "work dir $WORK"
+    STREAMS=${BENCH_STREAMS:-$WORK}
+    mkdir -p "$STREAMS"
     START_STATE=$(machine_state)
     make_key
     : >"$WORK/rclone.conf"
