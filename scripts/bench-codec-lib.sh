@@ -108,7 +108,11 @@ groups() {
     awk -F'|' '
         function med(s,    a, n, i, j, x) {
             n = split(s, a, " ")
-            for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > x + 0; j--) a[j + 1] = a[j]; a[j + 1] = x }
+            for (i = 2; i <= n; i++) {
+                x = a[i]
+                for (j = i - 1; j >= 1 && a[j] + 0 > x + 0; j--) a[j + 1] = a[j]
+                a[j + 1] = x
+            }
             if (a[1] == "-") return "-"
             return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
@@ -156,7 +160,9 @@ table_local() {
     local s v op b secs runs cpu rss stored notes
     declare -A plain=()
     echo
-    echo "### Local: $(human "$(awk -F'|' '$1 == "local" { print $5; exit }' "$WORK/rows")") of random data, three directories"
+    local size
+    size=$(awk -F'|' '$1 == "local" { print $5; exit }' "$WORK/rows")
+    echo "### Local: $(human "$size") of random data, three directories"
     echo
     echo "| variant | operation | seconds (median) | runs: s (load) | MiB/s | share of plain | CPU s | peak RSS MiB |"
     echo "|---|---|---:|---|---:|---:|---:|---:|"
@@ -165,7 +171,8 @@ table_local() {
         [[ $v == plain ]] && plain[$op]=$secs
         printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$v" "$op" "$secs" "$runs" \
             "$(awk -v b="$b" -v s="$secs" 'BEGIN { printf "%.1f", b / 2^20 / s }')" \
-            "$(awk -v p="${plain[$op]:-}" -v s="$secs" 'BEGIN { if (p == "") print "-"; else printf "%.0f%%", p / s * 100 }')" \
+            "$(awk -v p="${plain[$op]:-}" -v s="$secs" \
+                'BEGIN { if (p == "") print "-"; else printf "%.0f%%", p / s * 100 }')" \
             "$cpu" "$(mib "$((rss << 10))")"
         [[ -z $notes ]] || NOTES+=("local / $v / $op: $notes")
     done < <(groups)
@@ -215,7 +222,8 @@ print_tables() {
     echo "## offsite compression and encryption, $RUNS runs per row"
     echo
     echo "At the start: $START_STATE."
-    echo "Config: shard_size ${SHARD_MIB}MiB, shards_in_flight $SIF, concurrency 2 (default)${BENCH_OFFSITE_TOML:+, $BENCH_OFFSITE_TOML}."
+    printf 'Config: shard_size %sMiB, shards_in_flight %s, concurrency 2 (default)%s.\n' \
+        "$SHARD_MIB" "$SIF" "${BENCH_OFFSITE_TOML:+, $BENCH_OFFSITE_TOML}"
     grep -q '^wan|' "$WORK/rows" 2>/dev/null && table_wan
     grep -q '^local|' "$WORK/rows" 2>/dev/null && table_local
     grep -q '^rss|' "$WORK/rows" 2>/dev/null && table_rss
