@@ -60,6 +60,36 @@ pub struct SourceChanged {
     pub what: String,
 }
 
+/// An encrypted backup cannot be opened with the identity at hand (exit 2): none was given,
+/// it is not one of the backup's recipients, or its file cannot be read. Raised before anything
+/// is written or a receiver started.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "backup {backup_id} is encrypted (to {}); pass --identity FILE or set identity_file in [encryption] of {}",
+        recipients.join(", "), config.display()
+    )]
+    Missing {
+        backup_id: String,
+        recipients: Vec<String>,
+        config: std::path::PathBuf,
+    },
+    #[error(
+        "backup {backup_id} is encrypted to {}, and the identity {tried} is not one of them; pass --identity FILE with the identity of one of these recipients",
+        recipients.join(", ")
+    )]
+    Wrong {
+        backup_id: String,
+        /// `Identities::describe()`: "FILE (age1...)".
+        tried: String,
+        recipients: Vec<String>,
+    },
+    /// The identity file cannot be read, holds no identity, or its passphrase is wrong: the
+    /// keys module's message.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
 /// How a provider operation failed, which decides whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -125,7 +155,7 @@ impl fmt::Display for ProviderError {
 /// Maps an error chain to the exit code INTERFACE.md gives for it.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
-        if cause.is::<ConfigError>() {
+        if cause.is::<ConfigError>() || cause.is::<IdentityError>() {
             return code::USAGE;
         }
         if cause.is::<LockHeld>() {

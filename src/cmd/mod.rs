@@ -101,6 +101,21 @@ impl Ctx {
         crate::engine::scan::scan(providers, scope, &self.cancel).await
     }
 
+    /// Where restore and `verify --decrypt` get the identity: `flag` (`--identity FILE`), else
+    /// `identity_file` of `[encryption]`; it is read only if an encrypted backup needs it.
+    pub fn key_source(&self, flag: Option<&std::path::Path>) -> crate::engine::restore::KeySource {
+        let configured = self
+            .cfg
+            .encryption
+            .as_ref()
+            .and_then(|e| e.identity_file.clone());
+        crate::engine::restore::KeySource {
+            identity: flag.map(|f| f.to_path_buf()).or(configured),
+            config: self.cfg.path.clone(),
+            passphrase: crate::codec::keys::Passphrase::FromEnvOrTerminal,
+        }
+    }
+
     /// Every enabled provider, in priority order.
     pub fn enabled_providers(&self) -> Vec<DynProvider> {
         self.enabled_providers_in(Stack::default())

@@ -36,6 +36,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<Outcome> {
         dataset: args.dataset.clone(),
         selector: selector(args),
         destination,
+        keys: ctx.key_source(args.identity.as_deref()),
     };
     let settings = FetchSettings {
         shards_in_flight: ctx.cfg.shards_in_flight,

@@ -1,6 +1,10 @@
-//! `offsite verify [DATASET] [--deep] [--provider NAME]`: do the providers hold what the
-//! manifests say? The quick check compares one listing per provider with the manifests (sizes
-//! only); `--deep` also downloads every shard and checks its SHA-256 (engine::verify).
+//! `offsite verify [DATASET] [--deep] [--decrypt [--identity FILE]] [--provider NAME]`: do the
+//! providers hold what the manifests say? The quick check compares one listing per provider
+//! with the manifests (sizes only); `--deep` also downloads every shard and checks its stored
+//! SHA-256 (engine::verify; no identity needed); `--decrypt` (implies `--deep`) also decodes
+//! the shards of compressed and encrypted backups and checks their plaintext SHA-256 (the
+//! identity is read only if a backup in scope is encrypted; missing or wrong: exit 2 before
+//! anything is downloaded).
 //! Only finished backups are verified; `status` shows unfinished ones.
 //!
 //! Exit 3 on any missing, truncated, corrupt or unreadable shard, missing or bad manifest, or
@@ -10,7 +14,9 @@ use super::table::print_rows;
 use super::{Ctx, Outcome};
 use crate::cli::VerifyArgs;
 use crate::config::units::human_bytes;
-use crate::engine::verify::{self, Limits, VerifiedBackup, VerifyReport, VerifyScope};
+use crate::engine::verify::{
+    self, Decoding, DeepScope, Limits, VerifiedBackup, VerifyReport, VerifyScope,
+};
 use crate::gaps::{self, Corrupt};
 use crate::outln;
 use crate::output::{self, Report};
@@ -22,15 +28,26 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
     let datasets: Vec<String> = args.dataset.iter().cloned().collect();
     let catalog = ctx.scan(&providers, &datasets, false).await?;
     let quick = gaps::survey(&ctx.cfg, &catalog, &Corrupt::new());
-    let deep = match args.deep {
+    let decoding = match args.decrypt {
+        true => {
+            let keys = ctx.key_source(args.identity.as_deref());
+            Some(Decoding::prepare(&catalog, &quick, &keys).await?)
+        }
+        false => None,
+    };
+    let deep = match args.deep || args.decrypt {
         true => {
             let limits = Limits {
                 shards_in_flight: ctx.cfg.shards_in_flight,
                 concurrency: ctx.cfg.concurrency,
             };
             let (host, progress, cancel) = (&catalog.host, &ctx.progress, &ctx.cancel);
+            let scope = DeepScope {
+                only,
+                decoding: decoding.as_ref(),
+            };
             let found =
-                verify::deep_check(host, &quick, only, &providers, limits, progress, cancel);
+                verify::deep_check_in(host, &quick, scope, &providers, limits, progress, cancel);
             Some(found.await?)
         }
         false => None,
@@ -89,6 +106,9 @@ impl Report for VerifyReport {
         }
         if let Some(bytes) = self.checked_bytes {
             outln!("{} checked by SHA-256", human_bytes(bytes))?;
+        }
+        if let Some(n) = self.decrypted {
+            outln!("{n} shard(s) of compressed or encrypted backups decoded and checked by plaintext SHA-256")?;
         }
         Ok(())
     }

@@ -13,17 +13,20 @@
 //! On failure, the receiver is stopped and waited for, every download is stopped, and the
 //! error says what failed: a receiver that refused the stream leads with its stderr.
 
+pub mod decode;
 mod fetch;
 mod lanes;
 mod link;
 mod plan;
 mod report;
+mod unseal;
 
 pub use fetch::{Fetcher, NoGoodCopy, SinkError, PIECE_SECS, PIECE_SIZE};
 pub use lanes::LaneReport;
 pub use link::{chain_links, Link};
 pub use plan::{plan, Destination, RestorePlan};
 pub use report::{RestoreReport, Restored, Streamed};
+pub use unseal::KeySource;
 
 use crate::catalog::Catalog;
 use crate::engine::chain::Selector;
@@ -44,6 +47,8 @@ pub struct RestoreRequest {
     pub dataset: String,
     pub selector: Selector,
     pub destination: Destination,
+    /// The identity for encrypted backups.
+    pub keys: KeySource,
 }
 
 /// How the shards are fetched.
@@ -68,7 +73,10 @@ pub async fn restore(
     cancel: &CancellationToken,
 ) -> Result<RestoreReport> {
     let (host, dataset) = (req.host.as_str(), req.dataset.as_str());
-    let p = plan(catalog, host, dataset, &req.selector, &req.destination).await?;
+    let mut p = plan(catalog, host, dataset, &req.selector, &req.destination).await?;
+    // Before any receiver starts: a missing or wrong identity costs nothing.
+    let manifests = p.links.iter_mut().map(|l| &mut l.manifest).collect();
+    let ids = req.keys.unseal(manifests).await?;
     let what = Restored {
         host,
         dataset,
@@ -91,7 +99,8 @@ pub async fn restore(
         settings.shards_in_flight,
         settings.concurrency,
         progress.clone(),
-    );
+    )
+    .with_identities(ids);
     if let Some(bytes) = settings.piece_size {
         fetcher = fetcher.with_piece_size(bytes);
     }
@@ -158,7 +167,7 @@ pub async fn stream_links(
 
 /// Checks that the shards applied cover the whole stream the backup recorded: contiguous from
 /// byte 0, as many as the manifest lists, adding up to its `total_bytes`, and that exactly that
-/// many bytes were written. A restore that wrote less never succeeds.
+/// many bytes were written (plaintext lengths: a shard's stored length may differ). A restore that wrote less never succeeds.
 pub fn covers_stream(m: &Manifest, written: u64) -> Result<()> {
     let mut end = 0u64;
     for (i, s) in m.shards.iter().enumerate() {
@@ -169,7 +178,7 @@ pub fn covers_stream(m: &Manifest, written: u64) -> Result<()> {
                 s.offset
             );
         }
-        end += s.length;
+        end += s.plain_len();
     }
     if end != m.total_bytes || written != m.total_bytes {
         bail!(

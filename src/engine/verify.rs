@@ -1,9 +1,12 @@
-//! Deep checks: download objects and compare their length and SHA-256 with what is expected.
-//! Used by `verify --deep`, `sync --deep` and the verification step of `sync --migrate`.
+//! Deep checks: download objects and compare their length and SHA-256 with what is expected;
+//! with `verify --decrypt` ([`Decoding`]) also decode the shards of compressed and encrypted
+//! backups and check their plaintext SHA-256. Used by `verify --deep`, `sync --deep` and the
+//! verification step of `sync --migrate`.
 //!
 //! Guarantees:
 //! - Memory: at most `shards_in_flight` downloaded objects are held at once (a semaphore is
-//!   taken before each download and released after hashing).
+//!   taken before each download and released after hashing and decoding, which run on the
+//!   blocking pool).
 //! - Providers are checked in parallel; each provider's own `concurrency` bound is enforced by
 //!   the provider itself ([`crate::provider::Limit`]), not here.
 //! - Partial failure is a result: an object that cannot be read is reported as unreadable and
@@ -22,7 +25,9 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod decrypt;
 mod report;
+pub use decrypt::Decoding;
 pub use report::{
     verify_report, DamagedBackup, DamagedCopy, FinishedBackup, UnfinishedBackup, VerifiedBackup,
     VerifiedCopy, VerifyReport, VerifyScope,
@@ -68,6 +73,19 @@ pub async fn run_checks(
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<(Check, Verdict)>> {
+    let none = Decoding::default();
+    run_checks_decoding(providers, checks, limits, &none, progress, cancel).await
+}
+
+/// [`run_checks`], decoding the shards of the backups `decoding` covers.
+pub async fn run_checks_decoding(
+    providers: &[DynProvider],
+    checks: Vec<Check>,
+    limits: Limits,
+    decoding: &Decoding,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<Vec<(Check, Verdict)>> {
     let memory = Arc::new(Semaphore::new(limits.shards_in_flight.max(1)));
     let mut by_provider: BTreeMap<String, Vec<Check>> = BTreeMap::new();
     for c in checks {
@@ -88,7 +106,7 @@ pub async fn run_checks(
                 .map(|c| {
                     let (provider, memory) = (provider.clone(), memory.clone());
                     async move {
-                        let v = check_one(&provider, &c, &memory, progress).await;
+                        let v = check_one(&provider, &c, &memory, decoding, progress).await;
                         (c, v)
                     }
                 })
@@ -107,6 +125,7 @@ async fn check_one(
     provider: &DynProvider,
     c: &Check,
     memory: &Semaphore,
+    decoding: &Decoding,
     progress: &Arc<dyn Progress>,
 ) -> Verdict {
     let _slot = memory.acquire().await.expect("semaphore is never closed");
@@ -119,6 +138,11 @@ async fn check_one(
     progress.advance(data.len() as u64);
     if data.len() as u64 != c.length {
         return Verdict::Bad(format!("{} bytes, not {}", data.len(), c.length));
+    }
+    if decoding.covers(c) {
+        if let Some(v) = decoding.verdict(c, data.clone()).await {
+            return v;
+        }
     }
     let digest = match crate::hashing::sha256_blocking(data).await {
         Ok(d) => d,
@@ -179,6 +203,18 @@ pub struct DeepReport {
     /// backup -> provider -> shards checked good.
     pub good: BTreeMap<BackupKey, BTreeMap<String, u64>>,
     pub bytes: u64,
+    /// Shards of compressed or encrypted backups decoded and checked by plaintext SHA-256;
+    /// `None` when the check did not decode (`verify --deep` without `--decrypt`).
+    pub decoded: Option<u64>,
+}
+
+/// Which shards a deep check downloads, and what it decodes.
+#[derive(Clone, Copy)]
+pub struct DeepScope<'a> {
+    /// `--provider`: this one only.
+    pub only: Option<&'a str>,
+    /// `--decrypt`: the backups to decode; `None`: stored SHA-256 only.
+    pub decoding: Option<&'a Decoding>,
 }
 
 /// Runs [`shard_checks`] and sorts the verdicts into a [`DeepReport`].
@@ -191,18 +227,43 @@ pub async fn deep_check(
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<DeepReport> {
-    let checks = shard_checks(host, surveys, only);
+    let scope = DeepScope {
+        only,
+        decoding: None,
+    };
+    deep_check_in(host, surveys, scope, providers, limits, progress, cancel).await
+}
+
+/// [`deep_check`] of `scope`: with a [`Decoding`], shards of encoded backups are decoded too.
+pub async fn deep_check_in(
+    host: &str,
+    surveys: &[(BackupKey, BackupFindings)],
+    scope: DeepScope<'_>,
+    providers: &[DynProvider],
+    limits: Limits,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<DeepReport> {
+    let checks = shard_checks(host, surveys, scope.only);
     let total: u64 = checks.iter().map(|c| c.length).sum();
     let names: BTreeSet<&str> = checks.iter().map(|c| c.provider.as_str()).collect();
     let names: Vec<String> = names.into_iter().map(str::to_string).collect();
     progress.begin("deep check", Some(total), &names);
-    let results = run_checks(providers, checks, limits, progress, cancel).await;
+    let none = Decoding::default();
+    let decoding = scope.decoding.unwrap_or(&none);
+    let results = run_checks_decoding(providers, checks, limits, decoding, progress, cancel).await;
     progress.finish();
-    let mut report = DeepReport::default();
+    let mut report = DeepReport {
+        decoded: scope.decoding.map(|_| 0),
+        ..DeepReport::default()
+    };
     for (c, v) in results? {
         match v {
             Verdict::Good(_) => {
                 report.bytes += c.length;
+                if let Some(n) = report.decoded.as_mut().filter(|_| decoding.covers(&c)) {
+                    *n += 1;
+                }
                 *report
                     .good
                     .entry(c.key)
@@ -236,218 +297,4 @@ pub async fn deep_check(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::ProviderError;
-    use crate::layout::BackupId;
-    use crate::progress::NoProgress;
-    use crate::provider::{Fault, Layer, Limit, MemoryProvider, Op};
-    use bytes::Bytes;
-    use futures::future::BoxFuture;
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-    fn key() -> BackupKey {
-        BackupKey {
-            dataset: "d".into(),
-            id: BackupId::parse("20261121T020000Z-full").unwrap(),
-        }
-    }
-
-    fn check(provider: &str, path: &str, data: &[u8]) -> Check {
-        Check {
-            provider: provider.into(),
-            key: key(),
-            index: 0,
-            path: path.into(),
-            length: data.len() as u64,
-            sha256: Some(crate::hashing::sha256(data)),
-        }
-    }
-
-    #[tokio::test]
-    async fn good_bad_and_unreadable_objects_are_told_apart() {
-        let a = Arc::new(MemoryProvider::new("a"));
-        a.set_object("x/good", Bytes::from_static(b"hello"));
-        a.set_object("x/flipped", Bytes::from_static(b"jello"));
-        a.set_object("x/short", Bytes::from_static(b"hell"));
-        a.set_object("x/flaky", Bytes::from_static(b"hello"));
-        a.inject(Fault {
-            op: "get",
-            path_contains: "flaky".into(),
-            kind: crate::error::ErrorKind::Permanent,
-            times: 1,
-        });
-        let providers: Vec<DynProvider> = vec![a.clone()];
-        let checks = ["good", "flipped", "short", "gone", "flaky"]
-            .iter()
-            .map(|n| check("a", &format!("x/{n}"), b"hello"))
-            .collect();
-        let progress: Arc<dyn Progress> = Arc::new(NoProgress);
-        let limits = Limits {
-            shards_in_flight: 2,
-            concurrency: 2,
-        };
-        let mut out = run_checks(
-            &providers,
-            checks,
-            limits,
-            &progress,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        let verdicts: Vec<(&str, &Verdict)> = out.iter().map(|(c, v)| (&c.path[2..], v)).collect();
-        assert!(matches!(verdicts[0], ("flaky", Verdict::Unreadable(_))));
-        assert!(matches!(verdicts[1], ("flipped", Verdict::Bad(w)) if w.contains("SHA-256")));
-        assert!(matches!(verdicts[2], ("gone", Verdict::Bad(_))));
-        assert_eq!(
-            verdicts[3],
-            ("good", &Verdict::Good(crate::hashing::sha256(b"hello")))
-        );
-        assert!(matches!(verdicts[4], ("short", Verdict::Bad(w)) if w.contains("4 bytes")));
-    }
-
-    /// A provider that counts how many downloads overlap.
-    struct Gauge {
-        inner: MemoryProvider,
-        now: Arc<AtomicUsize>,
-        peak: Arc<AtomicUsize>,
-    }
-
-    impl Layer for Gauge {
-        type Inner = MemoryProvider;
-        fn inner(&self) -> &MemoryProvider {
-            &self.inner
-        }
-        fn around<'a, T: Send + 'a>(
-            &'a self,
-            _op: Op<'a>,
-            mut call: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>> + Send + 'a,
-        ) -> BoxFuture<'a, Result<T, ProviderError>> {
-            Box::pin(async move {
-                let n = self.now.fetch_add(1, SeqCst) + 1;
-                self.peak.fetch_max(n, SeqCst);
-                tokio::task::yield_now().await;
-                let r = call().await;
-                self.now.fetch_sub(1, SeqCst);
-                r
-            })
-        }
-    }
-
-    #[tokio::test]
-    async fn downloads_are_bounded_per_provider() {
-        assert_eq!(peak_downloads(8, 3).await, 3);
-    }
-
-    #[tokio::test]
-    async fn downloads_held_in_memory_are_bounded() {
-        assert_eq!(peak_downloads(2, 8).await, 2);
-    }
-
-    /// The most downloads in progress at once over 40 objects on one provider.
-    async fn peak_downloads(shards_in_flight: usize, concurrency: usize) -> usize {
-        let (inner, peak) = (MemoryProvider::new("g"), Arc::new(AtomicUsize::new(0)));
-        let mut checks = Vec::new();
-        for i in 0..40 {
-            let path = format!("x/{i}");
-            inner.set_object(&path, Bytes::from_static(b"data"));
-            checks.push(check("g", &path, b"data"));
-        }
-        let g = Gauge {
-            inner,
-            now: Arc::default(),
-            peak: peak.clone(),
-        };
-        let providers: Vec<DynProvider> = vec![Arc::new(Limit::new(g, concurrency))];
-        let progress: Arc<dyn Progress> = Arc::new(NoProgress);
-        let limits = Limits {
-            shards_in_flight,
-            concurrency,
-        };
-        let out = run_checks(
-            &providers,
-            checks,
-            limits,
-            &progress,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(out.len(), 40);
-        assert!(out.iter().all(|(_, v)| matches!(v, Verdict::Good(_))));
-        peak.load(SeqCst)
-    }
-
-    /// Downloads that never end, as from a provider whose transfers hang.
-    struct Hangs(MemoryProvider);
-
-    impl crate::provider::Layer for Hangs {
-        type Inner = MemoryProvider;
-        fn inner(&self) -> &MemoryProvider {
-            &self.0
-        }
-        fn get<'a>(
-            &'a self,
-            _: &'a str,
-            _: u64,
-        ) -> futures::future::BoxFuture<'a, Result<Bytes, crate::error::ProviderError>> {
-            Box::pin(futures::future::pending())
-        }
-    }
-
-    /// Counts the downloads that ended.
-    struct Counted(MemoryProvider, AtomicUsize);
-
-    impl crate::provider::Layer for Counted {
-        type Inner = MemoryProvider;
-        fn inner(&self) -> &MemoryProvider {
-            &self.0
-        }
-        fn get<'a>(
-            &'a self,
-            path: &'a str,
-            limit: u64,
-        ) -> futures::future::BoxFuture<'a, Result<Bytes, crate::error::ProviderError>> {
-            Box::pin(async move {
-                let got = crate::provider::Provider::get(&self.0, path, limit).await;
-                self.1.fetch_add(1, SeqCst);
-                got
-            })
-        }
-    }
-
-    #[tokio::test]
-    async fn a_hung_provider_does_not_stall_the_others() {
-        let (good, mut checks) = (MemoryProvider::new("b"), Vec::new());
-        for i in 0..10 {
-            let path = format!("x/{i}");
-            good.set_object(&path, Bytes::from_static(b"data"));
-            checks.push(check("a", &path, b"data"));
-            checks.push(check("b", &path, b"data"));
-        }
-        let good = Arc::new(Limit::new(Counted(good, AtomicUsize::new(0)), 2));
-        let hung = Limit::new(Hangs(MemoryProvider::new("a")), 2);
-        let providers: Vec<DynProvider> = vec![Arc::new(hung), good.clone()];
-        let progress: Arc<dyn Progress> = Arc::new(NoProgress);
-        let limits = Limits {
-            shards_in_flight: 4,
-            concurrency: 2,
-        };
-        let cancel = CancellationToken::new();
-        let run = run_checks(&providers, checks, limits, &progress, &cancel);
-        let fetched = async {
-            while good.inner().1.load(SeqCst) < 10 {
-                tokio::task::yield_now().await;
-            }
-            cancel.cancel();
-        };
-        let (out, ()) = tokio::time::timeout(std::time::Duration::from_secs(120), async {
-            tokio::join!(run, fetched)
-        })
-        .await
-        .expect("the healthy provider's checks all ran while the other hung");
-        assert!(out.is_err(), "the run was stopped while a provider hung");
-    }
-}
+mod tests;

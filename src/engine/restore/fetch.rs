@@ -6,9 +6,13 @@
 //!   being downloaded, those waiting for their turn and the one being written. The shard is
 //!   the unit: one enters the window before any piece of it is fetched and leaves it once it
 //!   is written, by a writer that runs alongside the downloads.
-//! - Every shard's length and SHA-256 are checked against the manifest before a byte of it is
-//!   written; when no provider has a good copy, nothing from that shard on is written and the
-//!   error names the shard and every provider with why it could not serve it.
+//! - Every shard's stored length and SHA-256 are checked against the manifest before a byte of
+//!   it is written; then, on the blocking pool (one task per shard, so several decode at once),
+//!   a compressed or encrypted shard is decoded with its own backup's encoding and its
+//!   plaintext length and SHA-256 checked; only the plaintext is handed to the writer, and the
+//!   stored bytes are freed once it exists. When no provider has a good copy, or the stored
+//!   bytes are right but do not decode to the recorded plaintext, nothing from that shard on is
+//!   written and the error names the shard and every provider with why it could not serve it.
 //! - Shards are fetched in pieces spread over every provider that holds them. A piece is sized
 //!   to take about [`PIECE_SECS`] at the providers' mean measured rate ([`PIECE_SIZE`] before
 //!   anything is measured; a fixed size with [`Fetcher::with_piece_size`]): long against
@@ -35,6 +39,7 @@ mod stream;
 
 use super::lanes::{DownloadLane, LaneForecast, LaneReport};
 use super::Link;
+use crate::codec::Identities;
 use crate::error::Interrupted;
 use crate::layout::{self, BackupId};
 use crate::manifest::ShardRecord;
@@ -108,6 +113,8 @@ pub struct Fetcher {
     piece_size: Option<u64>,
     /// The piece size before anything is measured.
     first_piece_size: u64,
+    /// What encrypted shards are decrypted with.
+    ids: Option<Arc<Identities>>,
 }
 
 struct Shared {
@@ -139,7 +146,14 @@ impl Fetcher {
             shards_in_flight: shards_in_flight.max(2),
             piece_size: None,
             first_piece_size: PIECE_SIZE,
+            ids: None,
         }
+    }
+
+    /// Decrypts encrypted shards with `ids` (see [`super::KeySource::unseal`]).
+    pub fn with_identities(mut self, ids: Option<Arc<Identities>>) -> Fetcher {
+        self.ids = ids;
+        self
     }
 
     /// Fetches shards in pieces of `bytes` (at least 1; the last piece of a shard may be
@@ -252,7 +266,7 @@ impl Fetcher {
     }
 }
 
-/// A verified shard on its way to the writer.
+/// A verified shard's plaintext on its way to the writer.
 struct Ready {
     parts: Vec<Bytes>,
     _permit: OwnedSemaphorePermit,

@@ -3,6 +3,7 @@
 //! memory and manifest trouble. The helpers here are shared by the modules under `tests/`.
 
 mod chains;
+mod encoded;
 mod failover;
 mod plan;
 mod window;

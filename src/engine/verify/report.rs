@@ -21,6 +21,10 @@ pub struct VerifyReport {
     pub unreachable: Vec<String>,
     /// Bytes a deep check hashed; `None` without `--deep`.
     pub checked_bytes: Option<u64>,
+    /// Shards of compressed or encrypted backups decoded and checked by plaintext SHA-256;
+    /// `None` without `--decrypt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decrypted: Option<u64>,
     /// What verify found wrong and what to do (exit 3); `None` when nothing.
     #[serde(skip)]
     pub problems: Option<String>,
@@ -147,6 +151,7 @@ pub fn verify_report(
             .collect(),
         unreachable: catalog.unreachable.keys().cloned().collect(),
         checked_bytes: scope.deep.map(|d| d.bytes),
+        decrypted: scope.deep.and_then(|d| d.decoded),
         problems: summary(problems),
     }
 }

@@ -1,13 +1,15 @@
 //! One shard in a link's fetch window: where it can come from ([`WantedShard`]), its pieces
 //! and their downloads, the lane chosen for each piece, failover when a holder cannot serve it,
-//! and the checksum of the assembled bytes. A [`Slot`] keeps a lane's accounting true even when
+//! and the check and decoding of the assembled bytes (see `decode`). A [`Slot`] keeps a lane's accounting true even when
 //! a download is stopped.
 
 use super::{NoGoodCopy, Shared};
+use crate::engine::restore::decode::{self, Checked, Expected};
 use crate::engine::restore::lanes::LaneForecast;
 use crate::error::ProviderError;
 use crate::manifest::ShardRecord;
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -34,9 +36,10 @@ pub(super) enum Event {
         result: Result<Bytes, ProviderError>,
         took: Duration,
     },
-    Hashed {
+    /// The assembled shard was checked and decoded.
+    Checked {
         shard: usize,
-        sum: std::io::Result<String>,
+        checked: std::io::Result<Checked>,
     },
 }
 
@@ -62,19 +65,12 @@ pub(super) enum Piece {
     Done(Bytes, usize),
 }
 
-impl Piece {
-    pub(super) fn into_bytes(self) -> Bytes {
-        match self {
-            Piece::Done(data, _) => data,
-            _ => unreachable!("a verified shard has every piece"),
-        }
-    }
-}
-
 pub(super) enum State {
     Fetching,
-    Hashing,
-    Good,
+    /// Being checked and decoded; the bytes each lane delivered.
+    Checking(BTreeMap<usize, u64>),
+    /// Verified: its plaintext.
+    Good(Vec<Bytes>),
     Failed(NoGoodCopy),
 }
 
@@ -172,19 +168,50 @@ impl Shard {
         });
     }
 
-    /// Hashes the assembled shard off the runtime's threads.
-    pub(super) fn hash(&self, tasks: &mut JoinSet<Event>, index: usize) {
-        let parts: Vec<Bytes> = self
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Done(data, _) => data.clone(),
-                _ => unreachable!("hashing a shard with missing pieces"),
-            })
-            .collect();
+    /// Checks and decodes the assembled shard off the runtime's threads. Its pieces are moved
+    /// into the task, so the stored bytes are freed once the plaintext exists.
+    pub(super) fn check(&mut self, tasks: &mut JoinSet<Event>, index: usize, want: Expected) {
+        let mut from: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut parts = Vec::with_capacity(self.pieces.len());
+        for p in &mut self.pieces {
+            match std::mem::replace(p, Piece::Pending) {
+                Piece::Done(data, lane) => {
+                    *from.entry(lane).or_default() += data.len() as u64;
+                    parts.push(data);
+                }
+                _ => unreachable!("checking a shard with missing pieces"),
+            }
+        }
+        self.state = State::Checking(from);
         tasks.spawn(async move {
-            let sum = crate::hashing::sha256_chunks_blocking(parts).await;
-            Event::Hashed { shard: index, sum }
+            let checked = tokio::task::spawn_blocking(move || decode::check(parts, &want))
+                .await
+                .map_err(std::io::Error::other);
+            Event::Checked {
+                shard: index,
+                checked,
+            }
+        });
+    }
+
+    /// The stored bytes are the manifest's but do not give its plaintext: every copy is the
+    /// same, so the shard fails, naming the providers it came from.
+    pub(super) fn undecodable(
+        &mut self,
+        shared: &Shared,
+        from: &BTreeMap<usize, u64>,
+        why: String,
+    ) {
+        self.left.clear();
+        self.state = State::Failed(NoGoodCopy {
+            backup_id: self.job.backup_id.clone(),
+            index: self.job.rec.index,
+            offset: self.job.rec.offset,
+            object: self.job.object.clone(),
+            tried: from
+                .keys()
+                .map(|&l| (shared.lanes[l].name().to_string(), why.clone()))
+                .collect(),
         });
     }
 

@@ -1,9 +1,10 @@
 //! The fetching of one link's stream ([`LinkFetch`]): admits shards into the window, plans
-//! their pieces on the lanes, collects the downloads and checksums, and hands verified shards
-//! to the writer in order.
+//! their pieces on the lanes, collects the downloads and the checks (stored SHA-256, decoding,
+//! plaintext SHA-256), and hands verified plaintext to the writer in order.
 
 use super::shard::{Event, Piece, Shard, State};
 use super::{Fetcher, Ready, Shared};
+use crate::engine::restore::decode::{Checked, Expected};
 use crate::engine::restore::Link;
 use crate::error::{Interrupted, ProviderError};
 use crate::layout::BackupId;
@@ -92,9 +93,9 @@ impl LinkFetch<'_> {
                     );
                     self.on_piece(tasks, shard, piece, lane, result)
                 }
-                Step::Event(Event::Hashed { shard, sum }) => {
-                    let sum = sum.map_err(|e| anyhow!("hashing a shard failed: {e}"))?;
-                    self.on_hashed(shard, sum);
+                Step::Event(Event::Checked { shard, checked }) => {
+                    let checked = checked.map_err(|e| anyhow!("checking a shard failed: {e}"))?;
+                    self.on_checked(shard, checked);
                 }
             }
         }
@@ -105,9 +106,11 @@ impl LinkFetch<'_> {
     pub(super) async fn send_ready(&mut self, tx: &mpsc::Sender<Ready>) -> Result<()> {
         while let Some(entry) = self.shards.first_entry() {
             match entry.get().state {
-                State::Good => {
+                State::Good(_) => {
                     let shard = entry.remove();
-                    let parts = shard.pieces.into_iter().map(Piece::into_bytes).collect();
+                    let State::Good(parts) = shard.state else {
+                        unreachable!()
+                    };
                     let ready = Ready {
                         parts,
                         _permit: shard.permit,
@@ -124,7 +127,7 @@ impl LinkFetch<'_> {
                     };
                     return Err(e.into());
                 }
-                State::Fetching | State::Hashing => break,
+                State::Fetching | State::Checking(_) => break,
             }
         }
         Ok(())
@@ -193,8 +196,9 @@ impl LinkFetch<'_> {
             Ok(data) if data.len() as u64 == len => {
                 shard.pieces[piece] = Piece::Done(data, lane);
                 if shard.pieces.iter().all(|p| matches!(p, Piece::Done(..))) {
-                    shard.state = State::Hashing;
-                    shard.hash(tasks, index);
+                    let rec = &shard.job.rec;
+                    let want = Expected::new(&self.link.manifest, rec, self.fetcher.ids.clone());
+                    shard.check(tasks, index, want);
                 }
                 return;
             }
@@ -212,26 +216,35 @@ impl LinkFetch<'_> {
         self.failed |= matches!(shard.state, State::Failed(_));
     }
 
-    pub(super) fn on_hashed(&mut self, index: usize, sum: String) {
+    pub(super) fn on_checked(&mut self, index: usize, checked: Checked) {
         let shared = self.shared;
         let Some(shard) = self.shards.get_mut(&index) else {
-            unreachable!("a hash of a shard not in the window")
+            unreachable!("a check of a shard not in the window")
         };
-        let mut from: BTreeMap<usize, u64> = BTreeMap::new();
-        for p in &shard.pieces {
-            if let Piece::Done(data, lane) = p {
-                *from.entry(*lane).or_default() += data.len() as u64;
+        let State::Checking(from) = std::mem::replace(&mut shard.state, State::Fetching) else {
+            unreachable!("a check of a shard not being checked")
+        };
+        let sum = match checked {
+            Checked::Good(plain) => {
+                for (&lane, &bytes) in &from {
+                    shared.lanes[lane].delivered(bytes);
+                    shared.progress.provider(shared.lanes[lane].name(), bytes);
+                }
+                shard.state = State::Good(plain);
+                return;
             }
-        }
-        if sum == shard.job.rec.sha256 {
-            for (&lane, &bytes) in &from {
-                shared.lanes[lane].delivered(bytes);
-                shared.progress.provider(shared.lanes[lane].name(), bytes);
+            Checked::Undecodable(why) => {
+                tracing::warn!(
+                    "shard {} of backup {}: {why}",
+                    shard.job.object,
+                    shard.job.backup_id
+                );
+                shard.undecodable(shared, &from, why);
+                self.failed = true;
+                return;
             }
-            shard.state = State::Good;
-            return;
-        }
-        shard.state = State::Fetching;
+            Checked::Corrupt(sum) => sum,
+        };
         shard.in_order = true;
         shard.pieces = vec![Piece::Pending];
         let why = format!(

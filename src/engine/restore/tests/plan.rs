@@ -111,6 +111,7 @@ async fn a_raw_restore_applies_only_the_chosen_backup_and_reports_it() {
         dataset: DATASET.into(),
         selector: Selector::Backup(I1.into()),
         destination: Destination::Raw(ReceiverSpec::File(out.clone())),
+        keys: KeySource::none(),
     };
     let settings = FetchSettings {
         shards_in_flight: 4,
