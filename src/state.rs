@@ -9,8 +9,16 @@
 //! crash is recognised and ignored (its shard is simply uploaded again). The providers'
 //! listings, not this state, say which shards are in place; the journal only says what the
 //! source's bytes were, so a re-sent stream can be checked against them.
+//!
+//! A journal line is the shard's whole record: the stored object's length and hashes and,
+//! for a compressed or encrypted backup, the plaintext's length and SHA-256 (this state is
+//! local, so the plaintext hash is never sent anywhere). A later line for the same shard wins:
+//! a resume that had to store a shard afresh records it again. `unfinished.json` records how
+//! the shards are stored (`encoding`, and the recipients of an encrypted backup), so a resumed
+//! backup keeps the encoding it started with; state files written before that field existed
+//! load as plaintext backups, which is what they were.
 
-use crate::layout::{dataset_key, BackupId};
+use crate::layout::{dataset_key, BackupId, Encoding};
 use crate::manifest::{ParentRef, ShardRecord};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -32,6 +40,12 @@ pub struct Unfinished {
     /// `offsite sync`, so a provider that stays down cannot hold up the next backups.
     #[serde(default)]
     pub gaps_retry: bool,
+    /// How the backup's shards are stored (absent in older state files: as plaintext).
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// An encrypted backup's recipients (`age1...`): a resume encrypts to the same ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 impl Unfinished {
@@ -78,6 +92,7 @@ impl DatasetState {
         let mut records = BTreeMap::new();
         for line in journal.lines() {
             match parse_line(line) {
+                // A later line for the same shard replaces the earlier one.
                 Some(r) => {
                     records.insert(r.index, r);
                 }
@@ -209,6 +224,8 @@ mod tests {
             shard_size: 10,
             started: "2026-11-21T02:00:00Z".into(),
             gaps_retry: false,
+            encoding: Encoding::default(),
+            recipients: Vec::new(),
         };
         let j = st.begin(&u).unwrap();
         j.record(&rec(0)).unwrap();
@@ -247,5 +264,53 @@ mod tests {
             parse_line(&good.replace("\"length\":10", "\"length\":11")),
             None
         );
+    }
+
+    #[test]
+    fn a_later_record_of_a_shard_wins_and_keeps_its_plain_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = DatasetState::new(dir.path(), "h", "tank/x");
+        let u = Unfinished {
+            backup_id: "20261121T020000Z-full".into(),
+            snapshot: None,
+            parent: None,
+            shard_size: 10,
+            started: "2026-11-21T02:00:00Z".into(),
+            gaps_retry: false,
+            encoding: Encoding {
+                compression: Some(crate::layout::Compression::Zstd),
+                encryption: Some(crate::layout::Encryption::Age),
+            },
+            recipients: vec!["age1xyz".into()],
+        };
+        let j = st.begin(&u).unwrap();
+        let first = ShardRecord {
+            plain_length: Some(10),
+            plain_sha256: Some("b".repeat(64)),
+            ..rec(0)
+        };
+        let again = ShardRecord {
+            length: 12,
+            sha256: "c".repeat(64),
+            ..first.clone()
+        };
+        j.record(&first).unwrap();
+        j.record(&again).unwrap();
+        let (loaded, records) = st.load().unwrap().unwrap();
+        assert_eq!(loaded, u);
+        assert_eq!(records[&0], again);
+    }
+
+    #[test]
+    fn a_state_file_from_before_encodings_loads_as_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = DatasetState::new(dir.path(), "h", "tank/x");
+        std::fs::create_dir_all(&st.dir).unwrap();
+        let old = r#"{"backup_id":"20261121T020000Z-full","snapshot":null,"parent":null,
+            "shard_size":10,"started":"x","gaps_retry":false}"#;
+        std::fs::write(st.unfinished_path(), old).unwrap();
+        let (u, _) = st.load().unwrap().unwrap();
+        assert_eq!(u.encoding, Encoding::default());
+        assert!(u.recipients.is_empty());
     }
 }

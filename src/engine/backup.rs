@@ -1,8 +1,10 @@
-//! The backup pipeline: a source stream cut into shards, each shard uploaded to every provider
-//! in parallel, then a size check from one listing per provider, then the manifests.
+//! The backup pipeline: a source stream cut into shards, each shard compressed and encrypted
+//! once (the job's [`Codec`]) and the same stored bytes uploaded to every provider in
+//! parallel, then a size check from one listing per provider, then the manifests.
 //!
 //! Guarantees:
-//! - Memory: at most `shards_in_flight` shards are held at once; the reader waits for a free
+//! - Memory: at most `shards_in_flight` shards are held at once, each as its plaintext and its
+//!   stored bytes at most (the plaintext is dropped once encoded); the reader waits for a free
 //!   slot before it reads the next shard (a bounded, `head -c`-style read). How many uploads
 //!   run on one provider at once is the provider's own limit (`provider::Limit`), not this
 //!   pipeline's.
@@ -14,8 +16,13 @@
 //!   success at end of input, so a truncated object is caught here, not trusted.
 //! - No manifest is written unless the source exited 0 and every shard is on `min_providers`.
 //! - A zfs or btrfs stream of 0 bytes is an error, never a backup (only a command may be empty).
-//! - Each shard's SHA-256 goes to the resume journal as soon as it is hashed, whatever the
-//!   uploads do: a resume then trusts every provider's object of the right size for it.
+//! - Compression, encryption and hashing run on the blocking pool, one task per shard
+//!   (`encode`), never on the async reactor.
+//! - Each shard's record (stored and plaintext hashes) goes to the resume journal as soon as it
+//!   is encoded, whatever the uploads do: a resume then trusts every provider's object of the
+//!   right stored size for it, and never mixes two encodings of one shard (`resume`).
+//! - An encrypted backup's manifest is sealed ([`Manifest::seal`]): its source and plaintext
+//!   hashes are only in the part encrypted to the recipients.
 //! - On any error the source and every upload are stopped and waited on before returning, and
 //!   the first error is the one returned. The progress display is finished on every path.
 //!
@@ -24,14 +31,17 @@
 //! `lanes`, `pump` and `seal` are the pipeline's stages.
 
 pub mod dataset;
+mod encode;
 mod lanes;
 pub mod plan;
 mod pump;
+mod resume;
 mod seal;
 
 pub use dataset::{back_up_dataset, DatasetRun};
 pub use plan::BackupRequest;
 
+use crate::codec::Codec;
 use crate::error::Interrupted;
 use crate::layout::{self, BackupId, BackupKind};
 use crate::manifest::{Manifest, ParentRef, ShardRecord, FORMAT_VERSION};
@@ -40,7 +50,7 @@ use crate::progress::Progress;
 use crate::provider::DynProvider;
 use crate::state::Journal;
 use anyhow::{anyhow, bail, Context, Result};
-use lanes::BackupLane;
+use lanes::{BackupLane, Shipping};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -76,12 +86,15 @@ pub struct BackupJob {
     pub providers: Vec<DynProvider>,
     /// Expected stream size, for progress.
     pub estimate: Option<u64>,
-    /// Resuming: the shards the unfinished backup recorded (a contiguous prefix). Each is
-    /// re-hashed from the re-read stream and compared before anything after it is uploaded;
-    /// providers whose listing shows it with the right size are not sent it again.
+    /// Resuming: the shards the unfinished backup recorded (a contiguous prefix). Each one's
+    /// plaintext is re-hashed from the re-read stream and compared before anything after it is
+    /// uploaded; providers whose listing shows it at the right stored size are not sent it
+    /// again.
     pub resume: Option<BTreeMap<u64, ShardRecord>>,
-    /// Where each newly hashed shard is recorded, for a later resume.
+    /// Where each newly encoded shard is recorded, for a later resume.
     pub journal: Option<Arc<Journal>>,
+    /// How each shard is stored: compressed, encrypted, both or neither.
+    pub codec: Codec,
 }
 
 /// What one provider ended up with.
@@ -137,7 +150,15 @@ pub async fn run(
     progress.begin(&format!("backup {}", job.dataset), job.estimate, &names);
     let finish = FinishProgress(progress.clone());
 
-    let records = stream(&job, &dir, source, &lanes, &progress, &cancel).await?;
+    let shipping = Arc::new(Shipping {
+        dir: dir.clone(),
+        lanes: lanes.clone(),
+        codec: job.codec.clone(),
+        min_providers: job.min_providers,
+        progress: progress.clone(),
+        journal: job.journal.clone(),
+    });
+    let records = stream(&job, source, &shipping, &cancel).await?;
     if records.is_empty() && job.source_kind != "command" {
         bail!(
             "{} wrote 0 bytes and exited 0, but a {} send stream is never empty, so nothing was recorded as a backup \
@@ -146,10 +167,12 @@ pub async fn run(
             job.source_kind
         );
     }
-    let confirmed = seal::confirm_sizes(&dir, &records, &lanes, &cancel).await?;
+    let encoding = job.codec.encoding();
+    let confirmed = seal::confirm_sizes(&dir, encoding, &records, &lanes, &cancel).await?;
     seal::check_min_providers(&job, &records, &confirmed)?;
-    let manifest = manifest(&job, records);
-    let written = seal::write_manifests(&dir, &manifest, &lanes, &cancel).await?;
+    let rewrite = restored_afresh(&job, &records);
+    let manifest = manifest(&job, records).await?;
+    let written = seal::write_manifests(&dir, &manifest, &lanes, rewrite, &cancel).await?;
     drop(finish);
 
     let providers = seal::outcomes(&lanes, &manifest, &confirmed, &written);
@@ -167,15 +190,13 @@ pub async fn run(
 /// shards' records in stream order. On error the uploads and the source are stopped first.
 async fn stream(
     job: &BackupJob,
-    dir: &str,
     mut source: ChildProc,
-    lanes: &Arc<Vec<BackupLane>>,
-    progress: &Arc<dyn Progress>,
+    shipping: &Arc<Shipping>,
     cancel: &CancellationToken,
 ) -> Result<Vec<ShardRecord>> {
     let mut stdout = source.take_stdout().expect("source stdout is piped");
     let mut tasks = JoinSet::new();
-    let pumped = pump::pump(job, dir, &mut stdout, lanes, &mut tasks, progress, cancel).await;
+    let pumped = pump::pump(job, &mut stdout, shipping, &mut tasks, cancel).await;
     let records = match pumped {
         Ok(r) => r,
         Err(e) => {
@@ -193,15 +214,27 @@ async fn stream(
         format!(
             "{} failed after {} bytes, so the stream is incomplete and no manifest was written",
             job.source_desc,
-            records.iter().map(|r| r.length).sum::<u64>()
+            records.iter().map(|r| r.plain_len()).sum::<u64>()
         )
     })?;
     Ok(records)
 }
 
-/// The manifest of a backup whose every shard is on `min_providers`.
-fn manifest(job: &BackupJob, records: Vec<ShardRecord>) -> Manifest {
-    Manifest {
+/// Whether a resumed shard had to be stored afresh (no provider held its journaled bytes), so
+/// a manifest already written by the run being resumed describes other bytes.
+fn restored_afresh(job: &BackupJob, records: &[ShardRecord]) -> bool {
+    let Some(resume) = &job.resume else {
+        return false;
+    };
+    records
+        .iter()
+        .any(|r| resume.get(&r.index).is_some_and(|j| j.sha256 != r.sha256))
+}
+
+/// The manifest of a backup whose every shard is on `min_providers`; an encrypted backup's is
+/// sealed (on the blocking pool: it is an age encryption).
+async fn manifest(job: &BackupJob, records: Vec<ShardRecord>) -> Result<Manifest> {
+    let m = Manifest {
         format: FORMAT_VERSION,
         host: job.host.clone(),
         dataset: job.dataset.clone(),
@@ -213,13 +246,19 @@ fn manifest(job: &BackupJob, records: Vec<ShardRecord>) -> Manifest {
         parent: job.parent.clone(),
         created: layout::rfc3339(SystemTime::now()),
         shard_size: job.shard_size,
-        total_bytes: records.iter().map(|r| r.length).sum(),
+        total_bytes: records.iter().map(|r| r.plain_len()).sum(),
         shards: records,
         tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
-        encoding: Default::default(),
+        encoding: job.codec.encoding(),
         recipients: Vec::new(),
         sealed: None,
-    }
+    };
+    let Some(recipients) = job.codec.recipients.clone() else {
+        return Ok(m);
+    };
+    tokio::task::spawn_blocking(move || m.seal(&recipients))
+        .await?
+        .context("sealing the manifest's source and plaintext hashes")
 }
 
 #[cfg(test)]

@@ -4,14 +4,14 @@
 //! the per-dataset lock.
 
 use crate::harness::*;
-use offsite::layout::{shard_name, MANIFEST};
+use offsite::layout::{shard_object, MANIFEST};
 use offsite::manifest::{hex, Manifest};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// Checks one backup of `dataset` on `remote`: shards named by index and offset in stream
-/// order, a manifest whose records match them (length and SHA-256). Returns the manifest and
-/// the concatenated stream.
+/// Checks one backup of `dataset` on `remote`: shards named by index and plaintext offset (and
+/// their encoding's suffix) in stream order, a manifest whose records match them (stored length
+/// and SHA-256). Returns the manifest and the stream (decompressed; plaintext unless encrypted).
 pub(crate) fn assert_consistent(remote: &RemoteDir, dataset: &str) -> (Manifest, Vec<u8>) {
     let at = remote.root().display().to_string();
     let m = remote
@@ -22,11 +22,20 @@ pub(crate) fn assert_consistent(remote: &RemoteDir, dataset: &str) -> (Manifest,
     let expected: Vec<String> = m.shards.iter().map(|r| m.object(r)).collect();
     assert_eq!(names, expected, "shards on {at} vs its manifest");
     let mut offset = 0;
+    let mut stream = Vec::new();
     for (rec, (name, bytes)) in m.shards.iter().zip(&shards) {
-        assert_eq!(name, &shard_name(rec.index, offset), "on {at}");
+        assert_eq!(
+            name,
+            &shard_object(rec.index, offset, m.encoding),
+            "on {at}"
+        );
         assert_eq!(rec.length, bytes.len() as u64, "{name} on {at}");
         assert_eq!(rec.sha256, hex(&Sha256::digest(bytes)), "{name} on {at}");
-        offset += rec.length;
+        offset += rec.plain_len();
+        if !m.encoding.is_encrypted() {
+            let plain = offsite::codec::decode(m.encoding, bytes, rec.plain_len(), None).unwrap();
+            stream.extend_from_slice(&plain);
+        }
     }
     assert_eq!(m.total_bytes, offset, "on {at}");
     let backup = remote.only_backup(dataset);
@@ -34,7 +43,7 @@ pub(crate) fn assert_consistent(remote: &RemoteDir, dataset: &str) -> (Manifest,
         backup.file_name().unwrap().to_str(),
         Some(m.backup_id.as_str())
     );
-    (m, shards.into_iter().flat_map(|(_, b)| b).collect())
+    (m, stream)
 }
 
 /// [`assert_consistent`] plus: the stream is `source`, cut in 1 MiB shards.
@@ -70,10 +79,10 @@ pub(crate) fn command_backup_puts_named_shards_and_manifest_on_every_provider() 
             remote.objects("tank/data"),
             [
                 "manifest.json",
-                "s0000000000-b0000000000000000",
-                "s0000000001-b0000000001048576",
-                "s0000000002-b0000000002097152",
-                "s0000000003-b0000000003145728",
+                "s0000000000-b0000000000000000.zst",
+                "s0000000001-b0000000001048576.zst",
+                "s0000000002-b0000000002097152.zst",
+                "s0000000003-b0000000003145728.zst",
             ],
             "objects on {p}"
         );

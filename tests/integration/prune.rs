@@ -99,7 +99,10 @@ fn assert_intact(env: &Env, provider: &str, id: &str, source: &[u8]) {
     let stream: Vec<u8> = objects
         .iter()
         .filter(|(n, _)| n != MANIFEST)
-        .flat_map(|(_, b)| b.clone())
+        .flat_map(|(n, b)| match n.ends_with(".zst") {
+            true => zstd::stream::decode_all(&b[..]).unwrap(),
+            false => b.clone(),
+        })
         .collect();
     assert_same_bytes(&format!("{provider}: backup {id}"), &stream, source);
 }

@@ -49,9 +49,11 @@ pub(crate) fn providers(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("p{i}")).collect()
 }
 
-/// `n` local providers behind the mock, and a command dataset `cat source.bin` (7.5 MiB).
+/// `n` local providers behind the mock, and a command dataset `cat source.bin` (7.5 MiB),
+/// stored uncompressed: these tests are about which objects a resume sends, by name and size.
 pub(crate) fn mocked_env(n: usize) -> (Env, PathBuf, Vec<u8>) {
     let mut env = Env::new(n);
+    env.set("compression", "none");
     let src = env.path().join("source.bin");
     let data = write_pseudo_random(&src, 0x5eed, LEN as usize);
     env.command_dataset(DS, &format!("cat {}", src.display()));

@@ -59,7 +59,7 @@ fn command_source(n: usize, seed: u64, command: &str) -> Env {
 fn hanging_upload() -> Env {
     let (mut env, _) = command_env(2, DS, 7);
     env.use_mock_rclone();
-    env.mock_rules(&format!("rcat *{} hang inf\n", shard_name(1, MIB as u64)));
+    env.mock_rules(&format!("rcat *{}* hang inf\n", shard_name(1, MIB as u64)));
     env
 }
 
@@ -89,7 +89,7 @@ fn a_second_sigint_ends_the_run_at_once() {
     // while it is still under way, however slow the machine.
     env.var("OFFSITE_SOURCE_GRACE_SECS", "3600");
     env.use_mock_rclone();
-    env.mock_rules(&format!("rcat *{} hang inf\n", shard_name(1, MIB as u64)));
+    env.mock_rules(&format!("rcat *{}* hang inf\n", shard_name(1, MIB as u64)));
     let run = env.spawn_offsite(&["backup", "--once"]);
     wait_until_running(&env, &run, HUNG_RCLONE);
     signal(run.pid(), libc::SIGINT);

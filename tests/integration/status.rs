@@ -15,8 +15,9 @@ fn object(env: &Env, provider: &str, name: &str) -> PathBuf {
     env.remote(provider).only_backup(DS).join(name)
 }
 
+/// A shard's object name (new backups are zstd-compressed by default).
 fn shard(i: u64) -> String {
-    shard_name(i, i * MIB as u64)
+    format!("{}.zst", shard_name(i, i * MIB as u64))
 }
 
 fn truncate(path: &Path, len: u64) {

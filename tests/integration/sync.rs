@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 const DS: &str = "media";
 
+/// A shard's object name (new backups are zstd-compressed by default).
 fn shard(i: u64) -> String {
-    shard_name(i, i * MIB as u64)
+    format!("{}.zst", shard_name(i, i * MIB as u64))
 }
 
 /// The path of an object of the one backup of `DS` on `provider`.

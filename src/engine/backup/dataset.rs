@@ -2,14 +2,17 @@
 //! the dataset's lock, resumes the unfinished backup if there is one (or, with `--restart`,
 //! discards it), else plans a new one ([`super::plan`]) and takes its snapshot, runs the
 //! pipeline, then records or forgets the unfinished state and applies local snapshot
-//! retention. A dry run only says what it would do.
+//! retention. A dry run only says what it would do. A new backup stores its shards as the
+//! configuration says (`Config::codec`); a resumed one as it started (`codec_for`).
 
 use super::plan::{self, Action, BackupRequest, LastBackup, NewBackup};
 use super::{BackupJob, BackupReport};
 use crate::catalog::Catalog;
+use crate::codec::{Codec, Compression};
 use crate::config::units::{human_bytes, human_rate};
 use crate::config::{Config, Dataset, SourceSpec};
 use crate::engine::{discard, probe, retention, scan};
+use crate::error::ConfigError;
 use crate::layout;
 use crate::lock::DatasetLock;
 use crate::manifest::ShardRecord;
@@ -19,7 +22,7 @@ use crate::schedule::Decision;
 use crate::state::{DatasetState, Unfinished};
 use crate::{snapshots, source};
 use anyhow::{anyhow, bail, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
@@ -172,7 +175,12 @@ async fn start(
         return Ok(None);
     };
     Ok(Some(Started {
-        unfinished: new.unfinished(snapshot, run.cfg.shard_size, now),
+        unfinished: new.unfinished(
+            snapshot,
+            run.cfg.shard_size,
+            now,
+            &run.cfg.codec(run.dataset),
+        ),
         resume: None,
     }))
 }
@@ -280,6 +288,7 @@ async fn pipeline(
     let id = u
         .id()
         .ok_or_else(|| anyhow!("unfinished backup has an invalid id {:?}", u.backup_id))?;
+    let codec = codec_for(cfg, ds, u)?;
     let journal = Arc::new(match &resume {
         Some(_) => state.reopen()?,
         None => state.begin(u)?,
@@ -319,8 +328,63 @@ async fn pipeline(
         estimate,
         resume,
         journal: Some(journal),
+        codec,
     };
     super::run(job, proc, run.progress.clone(), run.cancel.clone()).await
+}
+
+/// How the shards of `u` are stored: as the configuration says for a new backup; a resumed
+/// backup keeps the encoding it started with, so its manifest never mixes two. A compression
+/// change waits for the next backup (a warning); an encryption change (turned on or off, other
+/// recipients) cannot, since the journaled objects are encrypted to the old recipients or not
+/// at all: that is a configuration error (exit 2) asking for `--restart`.
+fn codec_for(cfg: &Config, ds: &Dataset, u: &Unfinished) -> Result<Codec> {
+    let configured = cfg.codec(ds);
+    let now = configured
+        .recipients
+        .as_ref()
+        .map_or_else(Vec::new, |r| r.to_strings());
+    let sorted = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+    if u.encoding.is_encrypted() != configured.recipients.is_some()
+        || sorted(&u.recipients) != sorted(&now)
+    {
+        return Err(ConfigError(format!(
+            "unfinished backup {} of {:?} was started {}, but the configuration now says {}; a resumed backup keeps              the encryption it started with, so run `offsite backup --restart {}` to discard it and start afresh              (or put the previous [encryption] settings back to resume it)",
+            u.backup_id,
+            ds.name,
+            encryption_text(u.encoding.is_encrypted(), &u.recipients),
+            encryption_text(!now.is_empty(), &now),
+            ds.name
+        ))
+        .into());
+    }
+    let compression = match (u.encoding.compression, configured.compression) {
+        (Some(_), c @ Compression::Zstd(_)) | (None, c @ Compression::None) => c,
+        (was, _) => {
+            tracing::warn!(
+                "unfinished backup {} of {:?} is resumed {}, as it started; the new compression setting applies from the next backup",
+                u.backup_id,
+                ds.name,
+                if was.is_some() { "compressed" } else { "uncompressed" }
+            );
+            match was {
+                Some(_) => Compression::default(),
+                None => Compression::None,
+            }
+        }
+    };
+    Ok(Codec {
+        compression,
+        recipients: configured.recipients,
+    })
+}
+
+/// `unencrypted`, `encrypted to age1...`.
+fn encryption_text(encrypted: bool, recipients: &[String]) -> String {
+    match encrypted {
+        false => "unencrypted".into(),
+        true => format!("encrypted to {}", recipients.join(", ")),
+    }
 }
 
 fn not_due(ds: &Dataset, next_due: SystemTime) {

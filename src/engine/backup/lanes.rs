@@ -1,11 +1,13 @@
 //! A provider's part of a backup run: its [`Lane`] (dropped out or not), what it has been sent,
-//! and, when resuming, what it already held. [`ship`] uploads one shard to every lane.
+//! and, when resuming, what it already held. [`ship`] encodes one shard once and uploads the
+//! same stored bytes to every lane.
 
+use super::encode::encode;
 use super::BackupJob;
+use crate::codec::Codec;
 use crate::engine::confirm::Listed;
 use crate::engine::lane::Lane;
 use crate::error::Interrupted;
-use crate::layout;
 use crate::manifest::ShardRecord;
 use crate::progress::Progress;
 use crate::provider::ProgressFn;
@@ -36,7 +38,7 @@ impl std::ops::Deref for BackupLane {
 
 impl BackupLane {
     /// Why the lane is down, as an upload's error.
-    fn down_error(&self) -> String {
+    pub fn down_error(&self) -> String {
         self.down_reason().unwrap_or_default().to_string()
     }
 }
@@ -77,81 +79,106 @@ pub(super) async fn make_lanes(
 pub(super) struct Shard {
     pub index: u64,
     pub offset: u64,
+    /// The plaintext.
     pub data: Bytes,
-    /// The SHA-256, when already checked against the journal.
-    pub known: Option<String>,
+    /// Resuming: the journaled record, whose plaintext SHA-256 the re-read bytes matched.
+    pub journaled: Option<ShardRecord>,
 }
 
-/// Uploads one shard to every provider still in the run that lacks it, hashing it meanwhile.
-pub(super) async fn ship(
-    shard: Shard,
-    path: &str,
-    lanes: &[BackupLane],
-    min_providers: usize,
-    progress: &Arc<dyn Progress>,
-    journal: Option<&Journal>,
-) -> Result<ShardRecord> {
-    let uploads = lanes
-        .iter()
-        .map(|lane| upload(lane, &shard, path, progress.clone()));
-    // The journal describes the source, not the uploads: a shard is recorded as soon as it is
-    // hashed, so a resume trusts a provider's whole object even if a slower provider never got it.
-    let journaled = hash_and_journal(&shard, journal);
-    let (record, results) = tokio::join!(journaled, futures::future::join_all(uploads));
-    let record = record?;
+/// What every upload task of a run shares.
+pub(super) struct Shipping {
+    /// The backup's folder on every provider.
+    pub dir: String,
+    pub lanes: Arc<Vec<BackupLane>>,
+    pub codec: Codec,
+    pub min_providers: usize,
+    pub progress: Arc<dyn Progress>,
+    pub journal: Option<Arc<Journal>>,
+}
+
+impl Shipping {
+    /// The path of `rec`'s stored object on every provider.
+    pub fn path(&self, rec: &ShardRecord) -> String {
+        format!("{}/{}", self.dir, rec.name(self.codec.encoding()))
+    }
+
+    /// Records `rec` in the resume journal, if there is one.
+    pub fn journal(&self, rec: &ShardRecord) -> Result<()> {
+        match &self.journal {
+            Some(j) => j.record(rec).context("writing the resume journal"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a shard's upload tasks do: the record the manifest gets, the stored bytes, and the
+/// lanes to send them to. A lane up and not in `send_to` already holds the object whole.
+pub(super) struct Delivery {
+    pub record: ShardRecord,
+    pub stored: Option<Bytes>,
+    pub send_to: BTreeSet<usize>,
+}
+
+/// Encodes one shard (on the blocking pool) and uploads the same stored bytes to every
+/// provider still in the run that lacks them.
+pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
+    let (index, offset) = (shard.index, shard.offset);
+    let delivery = match shard.journaled {
+        Some(j) => super::resume::delivery(shard.data, j, s).await?,
+        None => {
+            let enc = encode(&s.codec, index, offset, shard.data, None)
+                .await
+                .with_context(|| format!("encoding shard {index} (byte {offset})"))?;
+            // The journal describes the source, not the uploads: a shard is recorded as soon
+            // as it is encoded, so a resume trusts a provider's whole object even if a slower
+            // provider never got it.
+            s.journal(&enc.record)?;
+            Delivery {
+                record: enc.record,
+                stored: Some(enc.stored),
+                send_to: (0..s.lanes.len()).collect(),
+            }
+        }
+    };
+    let path = s.path(&delivery.record);
+    let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
+        let send = delivery.send_to.contains(&i);
+        upload(lane, &delivery, send, &path, s.progress.clone())
+    });
+    let results = futures::future::join_all(uploads).await;
     let held = results.iter().filter(|r| r.is_ok()).count();
-    if held < min_providers {
+    if held < s.min_providers {
         let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
         bail!(
-            "shard {} (byte {}) reached {held} provider(s), fewer than min_providers = {min_providers}: {}",
-            shard.index,
-            shard.offset,
+            "shard {index} (byte {offset}) reached {held} provider(s), fewer than min_providers = {}: {}",
+            s.min_providers,
             why.join("; ")
         );
     }
-    Ok(record)
+    Ok(delivery.record)
 }
 
-/// Hashes a shard (SHA-256, MD5 and SHA-1 in one pass: the native hashes go into the manifest,
-/// format 2) and records it in the journal unless it was recorded before.
-async fn hash_and_journal(shard: &Shard, journal: Option<&Journal>) -> Result<ShardRecord> {
-    let digests = crate::hashing::digests_blocking(shard.data.clone())
-        .await
-        .context("hashing a shard")?;
-    let record = ShardRecord {
-        index: shard.index,
-        offset: shard.offset,
-        length: shard.data.len() as u64,
-        sha256: digests.sha256,
-        md5: Some(digests.md5),
-        sha1: Some(digests.sha1),
-        plain_length: None,
-        plain_sha256: None,
-    };
-    if let (Some(j), None) = (journal, &shard.known) {
-        j.record(&record).context("writing the resume journal")?;
-    }
-    Ok(record)
-}
-
-/// Sends `shard` to one lane, unless the lane is down or (resuming) already holds it whole.
-/// `Err` is why the lane does not hold it.
+/// Sends the stored bytes to one lane when `send`; else the lane already holds them. `Err` is
+/// why the lane does not hold the shard.
 async fn upload(
     lane: &BackupLane,
-    shard: &Shard,
+    d: &Delivery,
+    send: bool,
     path: &str,
     progress: Arc<dyn Progress>,
 ) -> Result<(), String> {
     if lane.is_down() {
         return Err(lane.down_error());
     }
-    let len = shard.data.len() as u64;
-    let name = layout::shard_name(shard.index, shard.offset);
-    if shard.known.is_some() && lane.present.size(&name) == Some(len) {
-        lane.uploaded.lock().unwrap().insert(shard.index);
-        progress.provider(lane.name(), len);
-        return Ok(());
-    }
+    let index = d.record.index;
+    let stored = match (&d.stored, send) {
+        (Some(stored), true) => stored.clone(),
+        _ => {
+            lane.uploaded.lock().unwrap().insert(index);
+            progress.provider(lane.name(), d.record.length);
+            return Ok(());
+        }
+    };
     // How many uploads run on one provider at once is the provider's own limit
     // (`provider::Limit`); the memory bound is `shards_in_flight`, held by the caller.
     // An upload waiting for its turn (or retrying) ends when another shard's upload drops the
@@ -160,11 +187,11 @@ async fn upload(
     let put = tokio::select! {
         biased;
         _ = lane.dropped() => return Err(lane.down_error()),
-        r = lane.provider.put(path, shard.data.clone(), Some(on_sent)) => r,
+        r = lane.provider.put(path, stored, Some(on_sent)) => r,
     };
     match put {
         Ok(()) => {
-            lane.uploaded.lock().unwrap().insert(shard.index);
+            lane.uploaded.lock().unwrap().insert(index);
             Ok(())
         }
         Err(e) => {

@@ -5,6 +5,7 @@
 //! caller's ([`super::dataset`]); every decision here is unit-tested without rclone.
 
 use crate::catalog::Catalog;
+use crate::codec::Codec;
 use crate::config::{Dataset, SourceSpec};
 use crate::layout::{self, BackupId, BackupKind};
 use crate::manifest::ParentRef;
@@ -180,12 +181,14 @@ impl NewBackup {
         parent_snap != Some(snapshot)
     }
 
-    /// The unfinished-backup state a run of this backup records before its first shard.
+    /// The unfinished-backup state a run of this backup records before its first shard; its
+    /// shards are stored as `codec` says.
     pub fn unfinished(
         &self,
         snapshot: Option<String>,
         shard_size: u64,
         now: SystemTime,
+        codec: &Codec,
     ) -> Unfinished {
         Unfinished {
             backup_id: self.id.to_string(),
@@ -194,6 +197,11 @@ impl NewBackup {
             shard_size,
             started: layout::rfc3339(now),
             gaps_retry: false,
+            encoding: codec.encoding(),
+            recipients: codec
+                .recipients
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.to_strings()),
         }
     }
 }

@@ -1,13 +1,12 @@
 //! Reading the source: one shard at a time, each handed to an upload task, never more than
-//! `shards_in_flight` in memory. When resuming, each recorded shard is re-hashed and compared
+//! `shards_in_flight` in memory (each holding at most its plaintext and its stored bytes).
+//! When resuming, each recorded shard's plaintext is re-hashed and compared with the journal
 //! before anything after it is uploaded.
 
-use super::lanes::{ship, BackupLane, Shard};
+use super::lanes::{ship, Shard, Shipping};
 use super::BackupJob;
 use crate::error::{Interrupted, SourceChanged};
-use crate::layout;
 use crate::manifest::ShardRecord;
-use crate::progress::Progress;
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -22,11 +21,9 @@ type Uploads = JoinSet<Result<ShardRecord>>;
 /// records in stream order once every upload has ended.
 pub(super) async fn pump<R: AsyncRead + Unpin>(
     job: &BackupJob,
-    dir: &str,
     stdout: &mut R,
-    lanes: &Arc<Vec<BackupLane>>,
+    shipping: &Arc<Shipping>,
     tasks: &mut Uploads,
-    progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<ShardRecord>> {
     let memory = Arc::new(Semaphore::new(job.shards_in_flight));
@@ -43,8 +40,8 @@ pub(super) async fn pump<R: AsyncRead + Unpin>(
         if len == 0 {
             break;
         }
-        progress.advance(len);
-        let known = match job.resume.as_ref().and_then(|r| r.get(&index)) {
+        shipping.progress.advance(len);
+        let journaled = match job.resume.as_ref().and_then(|r| r.get(&index)) {
             Some(rec) => Some(check_recorded(job, rec, &data).await?),
             None => None,
         };
@@ -52,9 +49,9 @@ pub(super) async fn pump<R: AsyncRead + Unpin>(
             index,
             offset,
             data,
-            known,
+            journaled,
         };
-        spawn_ship(job, dir, shard, lanes, tasks, progress, permit);
+        spawn_ship(job, shard, shipping, tasks, permit);
         index += 1;
         offset += len;
         if len < job.shard_size {
@@ -87,20 +84,15 @@ async fn room_for_a_shard(
 /// Starts the upload of `shard`; its place in memory is freed when the upload task ends.
 fn spawn_ship(
     job: &BackupJob,
-    dir: &str,
     shard: Shard,
-    lanes: &Arc<Vec<BackupLane>>,
+    shipping: &Arc<Shipping>,
     tasks: &mut Uploads,
-    progress: &Arc<dyn Progress>,
     permit: OwnedSemaphorePermit,
 ) {
-    let (lanes, progress) = (lanes.clone(), progress.clone());
-    let path = format!("{dir}/{}", layout::shard_name(shard.index, shard.offset));
-    let min = job.min_providers;
+    let shipping = shipping.clone();
     let id = job.id.to_string();
-    let journal = job.journal.clone();
     tasks.spawn(async move {
-        let record = ship(shard, &path, &lanes, min, &progress, journal.as_deref()).await;
+        let record = ship(shard, &shipping).await;
         drop(permit);
         record.with_context(|| format!("backup {id}"))
     });
@@ -142,10 +134,12 @@ fn check_nothing_recorded_after(job: &BackupJob, index: u64, offset: u64) -> Res
     .into())
 }
 
-/// Hashes a re-read shard and compares it with what the unfinished backup recorded.
-async fn check_recorded(job: &BackupJob, rec: &ShardRecord, data: &Bytes) -> Result<String> {
+/// Hashes a re-read shard's plaintext and compares it with what the unfinished backup
+/// journaled; returns the journaled record.
+async fn check_recorded(job: &BackupJob, rec: &ShardRecord, data: &Bytes) -> Result<ShardRecord> {
     let sha = crate::hashing::sha256_blocking(data.clone()).await?;
-    if rec.length != data.len() as u64 || rec.sha256 != sha {
+    let journaled = rec.plain_sha(job.codec.encoding()).unwrap_or("(none)");
+    if rec.plain_len() != data.len() as u64 || journaled != sha {
         return Err(SourceChanged {
             dataset: job.dataset.clone(),
             backup_id: job.id.to_string(),
@@ -155,13 +149,13 @@ async fn check_recorded(job: &BackupJob, rec: &ShardRecord, data: &Bytes) -> Res
                 "{} bytes with SHA-256 {} now, {} bytes with SHA-256 {} then",
                 data.len(),
                 &sha[..12],
-                rec.length,
-                &rec.sha256[..12]
+                rec.plain_len(),
+                &journaled[..12.min(journaled.len())]
             ),
         }
         .into());
     }
-    Ok(sha)
+    Ok(rec.clone())
 }
 
 /// Reads up to `size` bytes: fewer only at end of stream.

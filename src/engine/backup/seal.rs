@@ -1,12 +1,12 @@
-//! The end of a backup: what each provider holds (by one listing each, at the recorded
-//! lengths), whether every shard is on `min_providers`, the manifests, and each provider's
+//! The end of a backup: what each provider holds (by one listing each: the encoded names at
+//! the recorded stored lengths), whether every shard is on `min_providers`, the manifests, and each provider's
 //! outcome.
 
 use super::lanes::BackupLane;
 use super::{BackupJob, ProviderOutcome};
 use crate::engine::confirm::Listed;
 use crate::error::Interrupted;
-use crate::layout;
+use crate::layout::{self, Encoding};
 use crate::manifest::{Manifest, ShardRecord};
 use anyhow::{bail, Result};
 use bytes::Bytes;
@@ -19,6 +19,7 @@ pub(super) type Confirmed = HashMap<String, BTreeSet<u64>>;
 /// Lists each provider once and keeps the shards whose object has the right size.
 pub(super) async fn confirm_sizes(
     dir: &str,
+    encoding: Encoding,
     records: &[ShardRecord],
     lanes: &[BackupLane],
     cancel: &CancellationToken,
@@ -34,7 +35,8 @@ pub(super) async fn confirm_sizes(
                     return (lane.name().to_string(), BTreeSet::new());
                 }
             };
-            (lane.name().to_string(), held(lane, &listed, records))
+            let held = held(lane, &listed, encoding, records);
+            (lane.name().to_string(), held)
         });
     tokio::select! {
         r = futures::future::join_all(checks) => Ok(r.into_iter().collect()),
@@ -42,12 +44,18 @@ pub(super) async fn confirm_sizes(
     }
 }
 
-/// The shards `lane` reported uploaded that `listed` shows at their recorded length.
-fn held(lane: &BackupLane, listed: &Listed, records: &[ShardRecord]) -> BTreeSet<u64> {
+/// The shards `lane` reported uploaded (or held) whose encoded object `listed` shows at its
+/// recorded stored length.
+fn held(
+    lane: &BackupLane,
+    listed: &Listed,
+    encoding: Encoding,
+    records: &[ShardRecord],
+) -> BTreeSet<u64> {
     let uploaded = lane.uploaded.lock().unwrap().clone();
     let mut ok = BTreeSet::new();
     for r in records.iter().filter(|r| uploaded.contains(&r.index)) {
-        let name = r.name(crate::layout::Encoding::default());
+        let name = r.name(encoding);
         match listed.confirm(&name, r.length) {
             Ok(()) => {
                 ok.insert(r.index);
@@ -87,11 +95,14 @@ pub(super) fn check_min_providers(
     Ok(())
 }
 
-/// Writes the manifest to every provider still in the run; returns those that took it.
+/// Writes the manifest to every provider still in the run; returns those that took it. A
+/// resumed backup's manifest already in place is kept unless `rewrite` (a shard was stored
+/// afresh, so the old manifest names other bytes).
 pub(super) async fn write_manifests(
     dir: &str,
     manifest: &Manifest,
     lanes: &[BackupLane],
+    rewrite: bool,
     cancel: &CancellationToken,
 ) -> Result<BTreeSet<String>> {
     let body = Bytes::from(manifest.to_json());
@@ -100,7 +111,7 @@ pub(super) async fn write_manifests(
         let (body, path) = (body.clone(), path.clone());
         async move {
             // A resumed backup's manifest describes the same verified shards: keep it.
-            if lane.present.size(layout::MANIFEST).is_some() {
+            if !rewrite && lane.present.size(layout::MANIFEST).is_some() {
                 return Some(lane.name().to_string());
             }
             match lane.provider.put(&path, body, None).await {

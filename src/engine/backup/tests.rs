@@ -8,6 +8,7 @@ use crate::state::DatasetState;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::path::Path;
+mod codec;
 
 const SHARD: u64 = 1000;
 
@@ -49,6 +50,7 @@ fn job(providers: Vec<DynProvider>, min: usize) -> BackupJob {
         estimate: None,
         resume: None,
         journal: None,
+        codec: crate::codec::Codec::plain(),
     }
 }
 
@@ -272,6 +274,8 @@ async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
         shard_size: SHARD,
         started: "x".into(),
         gaps_retry: false,
+        encoding: Default::default(),
+        recipients: Vec::new(),
     };
     let mut j = job(dyns(&m), 1);
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
@@ -401,6 +405,8 @@ async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others
         shard_size: SHARD,
         started: "x".into(),
         gaps_retry: false,
+        encoding: Default::default(),
+        recipients: Vec::new(),
     };
     // p0 takes every shard; `stuck` never finishes one, as a provider that lags behind.
     let mut j = job(vec![m[0].clone() as DynProvider, Arc::new(Stuck)], 1);

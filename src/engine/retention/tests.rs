@@ -60,6 +60,8 @@ fn unfinished(snapshot: &str) -> Unfinished {
         shard_size: 1,
         started: String::new(),
         gaps_retry: false,
+        encoding: Default::default(),
+        recipients: Vec::new(),
     }
 }
 

@@ -64,11 +64,15 @@ impl RemoteDir {
             .collect()
     }
 
-    /// The shards of the one backup concatenated in name order: the backup stream.
+    /// The shards of the one backup concatenated in name order: the backup stream (`.zst`
+    /// shards decompressed; encrypted ones as they are).
     pub fn stream(&self, dataset: &str) -> Vec<u8> {
         self.shards(dataset)
             .into_iter()
-            .flat_map(|(_, b)| b)
+            .flat_map(|(n, b)| match n.ends_with(".zst") {
+                true => zstd::stream::decode_all(&b[..]).unwrap(),
+                false => b,
+            })
             .collect()
     }
 

@@ -280,7 +280,12 @@ fn the_unfinished_state_names_the_backup_its_snapshot_and_parent() {
         true,
     )]);
     let new = made(plan(at(1.5), &zfs(), &c, &scheduled(), true));
-    let u = new.unfinished(Some("tank/d@b".into()), 4096, at(1.5));
+    let u = new.unfinished(
+        Some("tank/d@b".into()),
+        4096,
+        at(1.5),
+        &crate::codec::Codec::plain(),
+    );
     assert_eq!(u.id(), Some(new.id.clone()));
     assert_eq!(u.snapshot.as_deref(), Some("tank/d@b"));
     assert_eq!(u.parent, new.parent);
