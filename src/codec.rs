@@ -103,15 +103,13 @@ fn stored_bound(len: usize) -> usize {
     zstd::zstd_safe::compress_bound(len) + len / 4096 + 64 * 1024
 }
 
-/// `plain` as one zstd frame (its size in the frame header) written to `out`, on every core.
+/// `plain` as one zstd frame (its size in the frame header) written to `out`. Single-threaded:
+/// the cores are used by the shards in flight encoding at once, and zstd's multithreaded
+/// encoder would copy each shard into job buffers beyond the memory bound.
 fn compress<W: Write>(plain: &[u8], level: i32, out: W) -> io::Result<W> {
     let mut enc = zstd::stream::write::Encoder::new(out, level)?;
     enc.set_pledged_src_size(Some(plain.len() as u64))?;
     enc.include_contentsize(true)?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    if workers > 1 && plain.len() > 1 << 20 {
-        enc.multithread(workers)?;
-    }
     enc.write_all(plain)?;
     enc.finish()
 }

@@ -54,6 +54,13 @@ impl Recipients {
 /// Parses one `age1...` recipient.
 pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
     age::x25519::Recipient::from_str(s.trim()).map_err(|e| {
+        if s.trim().starts_with("AGE-SECRET-KEY-") {
+            // Never repeat a secret key into logs: say what it is instead.
+            return "this is an age SECRET key (AGE-SECRET-KEY-...), not a recipient: put its \
+                    public key (age1..., `age-keygen -y KEYFILE`) here and keep the secret key \
+                    off this machine"
+                .to_string();
+        }
         format!(
             "{:?} is not an age X25519 recipient (age1...): {e}",
             s.trim()

@@ -184,6 +184,11 @@ fn a_file_that_is_not_an_identity_is_refused_with_its_line() {
         .err()
         .unwrap();
     assert!(err.contains("line 2"), "{err}");
-    let err = parse_recipient("AGE-SECRET-KEY-1XYZ").unwrap_err();
+    let err = parse_recipient("age1notakey").unwrap_err();
     assert!(err.contains("not an age X25519 recipient"), "{err}");
+    let err = parse_recipient("AGE-SECRET-KEY-1XYZSECRET").unwrap_err();
+    assert!(
+        err.contains("SECRET key") && !err.contains("XYZSECRET"),
+        "{err}"
+    );
 }
