@@ -73,45 +73,46 @@ impl Codec {
     }
 
     /// The stored bytes of one shard: one zstd frame, then one age file with a fresh file key.
-    /// A codec that does neither returns `plain` itself (no copy).
+    /// A codec that does neither returns `plain` itself (no copy). At most two copies of the
+    /// shard are held at once: the plaintext is dropped once compressed, the frame once
+    /// encrypted.
     pub fn encode(&self, plain: Bytes) -> io::Result<Bytes> {
-        let level = match self.compression {
-            Compression::Zstd(level) => Some(level),
-            Compression::None => None,
-        };
-        let out = Vec::with_capacity(stored_bound(plain.len()));
-        let out = match (&self.recipients, level) {
-            (None, None) => return Ok(plain),
-            (None, Some(level)) => compress(&plain, level, out)?,
-            (Some(r), None) => {
-                let mut w = r.encryptor()?.wrap_output(out)?;
-                w.write_all(&plain)?;
-                w.finish()?
+        let compressed = match self.compression {
+            Compression::Zstd(level) => {
+                let frame = compress(&plain, level)?;
+                drop(plain);
+                Bytes::from(frame)
             }
-            (Some(r), Some(level)) => {
-                let w = r.encryptor()?.wrap_output(out)?;
-                compress(&plain, level, w)?.finish()?
-            }
+            Compression::None => plain,
         };
-        Ok(Bytes::from(out))
+        match &self.recipients {
+            None => Ok(compressed),
+            Some(r) => Ok(Bytes::from(encrypt(r, &compressed)?)),
+        }
     }
 }
 
-/// Room for a shard's stored bytes: zstd's bound for incompressible input plus age's header
-/// (about 200 bytes a recipient) and 16 bytes per 64 KiB chunk. Only touched pages count.
-fn stored_bound(len: usize) -> usize {
-    zstd::zstd_safe::compress_bound(len) + len / 4096 + 64 * 1024
+/// `plain` as one zstd frame, its size in the frame header. One call over the whole shard
+/// (`ZSTD_compress2`): zstd's streaming encoder copies its input through a window buffer and
+/// takes the slower external-dictionary match finder (a 1 GiB tar backed up to three
+/// directories: 27.7 CPU-s streaming, 21.5 one-shot).
+/// Single-threaded: the cores are used by the shards in flight encoding at once, and zstd's
+/// multithreaded encoder would copy each shard into job buffers beyond the memory bound.
+fn compress(plain: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut zstd = zstd::bulk::Compressor::new(level)?;
+    zstd.include_contentsize(true)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(plain.len()));
+    zstd.compress_to_buffer(plain, &mut out)?;
+    Ok(out)
 }
 
-/// `plain` as one zstd frame (its size in the frame header) written to `out`. Single-threaded:
-/// the cores are used by the shards in flight encoding at once, and zstd's multithreaded
-/// encoder would copy each shard into job buffers beyond the memory bound.
-fn compress<W: Write>(plain: &[u8], level: i32, out: W) -> io::Result<W> {
-    let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-    enc.set_pledged_src_size(Some(plain.len() as u64))?;
-    enc.include_contentsize(true)?;
-    enc.write_all(plain)?;
-    enc.finish()
+/// `data` as one age file to `r`, with a fresh file key.
+fn encrypt(r: &Recipients, data: &[u8]) -> io::Result<Vec<u8>> {
+    // age adds a header (about 200 bytes a recipient) and 16 bytes per 64 KiB chunk.
+    let room = data.len() + data.len() / 4096 + 64 * 1024;
+    let mut w = r.encryptor()?.wrap_output(Vec::with_capacity(room))?;
+    w.write_all(data)?;
+    w.finish()
 }
 
 /// Why stored bytes did not decode.
@@ -127,41 +128,53 @@ pub enum DecodeError {
     #[error("{0}")]
     Damaged(String),
     /// It decoded to another length than the manifest records.
-    #[error("it decodes to {found}{} bytes, the manifest says {expected}", if *.found > *.expected { "+" } else { "" })]
+    #[error("it decodes to {found} bytes, the manifest says {expected}")]
     WrongLength { found: u64, expected: u64 },
 }
 
 /// The plaintext of a shard stored with `encoding`, which the manifest says is `plain_len`
-/// bytes long (never more is decompressed: a shard cannot blow up memory).
+/// bytes long (never more is decompressed: a shard cannot blow up memory). Each step works on
+/// the whole buffer and drops its input: at most two copies of the shard are held at once.
 pub fn decode(
     encoding: Encoding,
-    stored: &[u8],
+    stored: Bytes,
     plain_len: u64,
     ids: Option<&Identities>,
 ) -> Result<Bytes, DecodeError> {
-    if encoding == Encoding::default() {
-        return check_len(Bytes::copy_from_slice(stored), plain_len);
+    let compressed = match encoding.encryption {
+        None => stored,
+        Some(Encryption::Age) => decrypt(ids.ok_or(DecodeError::NoIdentity)?, stored)?,
+    };
+    match encoding.compression {
+        None => check_len(compressed, plain_len),
+        Some(Kind::Zstd) => decompress(&compressed, plain_len),
     }
-    let reader: Box<dyn Read + '_> = match encoding.encryption {
-        None => Box::new(stored),
-        Some(Encryption::Age) => {
-            let ids = ids.ok_or(DecodeError::NoIdentity)?;
-            Box::new(ids.decrypt(stored)?)
-        }
-    };
-    let reader: Box<dyn Read + '_> = match encoding.compression {
-        None => reader,
-        Some(Kind::Zstd) => Box::new(
-            zstd::stream::read::Decoder::new(reader)
-                .map_err(|e| DecodeError::Damaged(format!("zstd: {e}")))?,
-        ),
-    };
-    let mut out = Vec::with_capacity(plain_len as usize);
-    reader
-        .take(plain_len + 1)
+}
+
+/// The plaintext of one age file (never longer than the file itself).
+fn decrypt(ids: &Identities, stored: Bytes) -> Result<Bytes, DecodeError> {
+    let mut out = Vec::with_capacity(stored.len());
+    ids.decrypt(&stored)?
         .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Damaged(damage(&encoding, &e)))?;
-    check_len(Bytes::from(out), plain_len)
+        .map_err(|e| DecodeError::Damaged(damage(&e)))?;
+    Ok(Bytes::from(out))
+}
+
+/// One zstd frame of `plain_len` bytes, decompressed in one call into a buffer of that size.
+fn decompress(frame: &[u8], plain_len: u64) -> Result<Bytes, DecodeError> {
+    let mut out = Vec::with_capacity(plain_len as usize);
+    let done =
+        zstd::bulk::Decompressor::new().and_then(|mut d| d.decompress_to_buffer(frame, &mut out));
+    match done {
+        Ok(_) => check_len(Bytes::from(out), plain_len),
+        Err(e) => match zstd::zstd_safe::get_frame_content_size(frame) {
+            Ok(Some(found)) if found != plain_len => Err(DecodeError::WrongLength {
+                found,
+                expected: plain_len,
+            }),
+            _ => Err(DecodeError::Damaged(format!("zstd: {e}"))),
+        },
+    }
 }
 
 fn check_len(data: Bytes, expected: u64) -> Result<Bytes, DecodeError> {
@@ -171,12 +184,12 @@ fn check_len(data: Bytes, expected: u64) -> Result<Bytes, DecodeError> {
     }
 }
 
-/// What a read error while decoding means: age's authentication failed, or zstd's frame.
-fn damage(encoding: &Encoding, e: &io::Error) -> String {
-    if encoding.encryption.is_some() && e.kind() == io::ErrorKind::InvalidData {
+/// What a read error while decrypting means: age's authentication failed, or the file is cut.
+fn damage(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::InvalidData {
         format!("age authentication failed (the stored bytes were changed): {e}")
     } else {
-        format!("decoding failed: {e}")
+        format!("decrypting failed: {e}")
     }
 }
 

@@ -68,7 +68,7 @@ pub fn check(parts: Vec<Bytes>, want: &Expected) -> Checked {
         return Checked::Good(parts);
     }
     let stored = concat(parts);
-    let plain = match codec::decode(want.encoding, &stored, want.plain_len, want.ids.as_deref()) {
+    let plain = match codec::decode(want.encoding, stored, want.plain_len, want.ids.as_deref()) {
         Ok(plain) => plain,
         Err(e) => {
             return Checked::Undecodable(format!(
@@ -76,7 +76,6 @@ pub fn check(parts: Vec<Bytes>, want: &Expected) -> Checked {
             ))
         }
     };
-    drop(stored);
     let Some(expected) = &want.plain_sha256 else {
         return Checked::Undecodable(
             "the manifest records no plaintext SHA-256 to check it against".into(),

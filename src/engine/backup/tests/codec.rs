@@ -57,7 +57,7 @@ fn decoded(p: &MemoryProvider, m: &Manifest, ids: Option<&Identities>) -> Vec<u8
     let mut out = Vec::new();
     for s in &m.shards {
         let stored = p.object(&format!("{DIR}/{}", m.object(s))).unwrap();
-        let plain = crate::codec::decode(m.encoding, &stored, s.plain_len(), ids).unwrap();
+        let plain = crate::codec::decode(m.encoding, stored, s.plain_len(), ids).unwrap();
         assert_eq!(
             crate::hashing::sha256(&plain),
             s.plain_sha256.clone().unwrap()
