@@ -332,7 +332,9 @@ fn check_checksum(
 }
 
 /// What two manifests say about the stream: equal when they describe the same backup with the
-/// same shards (their checksums, `created` and `tool` may differ).
+/// same shards, stored with the same encoding to the same recipients (their checksums,
+/// `created` and `tool` may differ, and so may the sealed part: each sealing is a fresh age
+/// file).
 pub fn same_stream(a: &Manifest, b: &Manifest) -> bool {
     let key = |m: &Manifest| {
         (
@@ -341,9 +343,19 @@ pub fn same_stream(a: &Manifest, b: &Manifest) -> bool {
             m.parent.clone(),
             m.snapshot.clone(),
             m.total_bytes,
+            m.encoding,
+            m.recipients.clone(),
         )
     };
-    let shard = |s: &ShardRecord| (s.index, s.offset, s.length, s.sha256.clone());
+    let shard = |s: &ShardRecord| {
+        (
+            s.index,
+            s.offset,
+            s.length,
+            s.sha256.clone(),
+            s.plain_length,
+        )
+    };
     key(a) == key(b)
         && a.shards.len() == b.shards.len()
         && a.shards.iter().zip(&b.shards).all(|(x, y)| {

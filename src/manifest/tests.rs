@@ -161,3 +161,20 @@ fn rejects_gaps_and_bad_totals() {
         .unwrap_err()
         .contains("does not parse"));
 }
+
+#[test]
+fn same_stream_tells_encodings_and_recipients_apart() {
+    let m = sample(&[b"abcd", b"ef"]);
+    let mut later = m.clone();
+    later.created = "2026-12-02T00:00:00Z".into();
+    assert!(same_stream(&m, &later), "only the creation time differs");
+    let mut compressed = m.clone();
+    compressed.encoding.compression = Some(crate::layout::Compression::Zstd);
+    assert!(!same_stream(&m, &compressed));
+    let mut other_keys = m.clone();
+    other_keys.recipients = vec!["age1other".into()];
+    assert!(!same_stream(&m, &other_keys));
+    let mut other_plain = m.clone();
+    other_plain.shards[1].plain_length = Some(3);
+    assert!(!same_stream(&m, &other_plain));
+}

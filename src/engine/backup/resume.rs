@@ -4,12 +4,14 @@
 //!
 //! - Every provider still in the run lists the object at the journaled stored length: nothing
 //!   is encoded or sent, the journaled record is the record.
-//! - Some lack it: the shard is encoded afresh. Bytes equal to the journaled ones (compression
-//!   alone is deterministic) go to those lacking it. Otherwise the journaled object is read
+//! - Some lack it. Unencrypted, the shard is encoded afresh: compression alone is
+//!   deterministic, so bytes equal to the journaled ones go to those lacking it. Otherwise (and
+//!   always when encrypted: a fresh file key gives other bytes) the journaled object is read
 //!   back from a provider that holds it, checked against the journaled SHA-256, and those bytes
 //!   go to the ones lacking it (and to a holder whose copy failed the check).
-//! - No provider serves a good copy: every copy is deleted, the fresh encoding is journaled
-//!   (a later journal line wins) and sent to every provider, and it is the record.
+//! - No provider serves a good copy: every copy is deleted, the shard is encoded afresh, the
+//!   fresh encoding is journaled (a later journal line wins) and sent to every provider, and
+//!   it is the record.
 
 use super::encode::encode;
 use super::lanes::{BackupLane, Delivery, Shipping};
@@ -36,15 +38,25 @@ pub(super) async fn delivery(plain: Bytes, j: ShardRecord, s: &Shipping) -> Resu
     }
     let (index, offset) = (j.index, j.offset);
     let plain_sha = j.plain_sha(s.codec.encoding()).map(str::to_string);
-    let fresh = encode(&s.codec, index, offset, plain, plain_sha)
-        .await
-        .with_context(|| format!("encoding shard {index} (byte {offset})"))?;
-    if fresh.record.sha256 == j.sha256 {
-        return Ok(Delivery {
-            record: j,
-            stored: Some(fresh.stored),
-            send_to: lacking,
-        });
+    let encode_now = |plain| async {
+        encode(&s.codec, index, offset, plain, plain_sha.clone())
+            .await
+            .with_context(|| format!("encoding shard {index} (byte {offset})"))
+    };
+    // Compression alone is deterministic: encoding again is cheaper than reading back. An
+    // encryption never gives the same bytes twice, so a holder's copy is tried first.
+    let mut fresh = None;
+    let mut plain = Some(plain);
+    if s.codec.recipients.is_none() {
+        let again = encode_now(plain.take().expect("not taken yet")).await?;
+        if again.record.sha256 == j.sha256 {
+            return Ok(Delivery {
+                record: j,
+                stored: Some(again.stored),
+                send_to: lacking,
+            });
+        }
+        fresh = Some(again);
     }
     let path = s.path(&j);
     let holders: Vec<usize> = live()
@@ -69,6 +81,11 @@ pub(super) async fn delivery(plain: Bytes, j: ShardRecord, s: &Shipping) -> Resu
             }
         }
     }
+    let fresh = match (fresh, plain) {
+        (Some(fresh), _) => fresh,
+        (None, Some(plain)) => encode_now(plain).await?,
+        (None, None) => unreachable!("the plaintext is encoded at most once"),
+    };
     store_afresh(&path, fresh.record, fresh.stored, s).await
 }
 
@@ -95,7 +112,9 @@ async fn fetch(lane: &BackupLane, path: &str, j: &ShardRecord) -> Result<Bytes, 
 }
 
 /// No provider serves the journaled bytes: delete every copy (so no provider keeps another
-/// encoding at the same length), journal the fresh record, and send it to every lane.
+/// encoding at the same length), journal the fresh record, and send it to every lane. A
+/// provider that dropped out of the run keeps its old copy, which a listing by size would take
+/// for the new one: a warning names it.
 async fn store_afresh(
     path: &str,
     record: ShardRecord,
@@ -103,9 +122,15 @@ async fn store_afresh(
     s: &Shipping,
 ) -> Result<Delivery> {
     let name = record.name(s.codec.encoding());
-    let listed = |l: &&BackupLane| !l.is_down() && l.present.size(&name).is_some();
+    let listed = |l: &&BackupLane| l.present.size(&name).is_some();
     let deletes = s.lanes.iter().filter(listed).map(|lane| async move {
-        if let Err(e) = lane.provider.delete(path).await {
+        if lane.is_down() {
+            tracing::warn!(
+                "provider {}: its copy of {path} is from before the resume and stays there; once \
+                 the provider is back, `offsite sync --deep` replaces it",
+                lane.name()
+            );
+        } else if let Err(e) = lane.provider.delete(path).await {
             lane.drop_out(&e);
         }
     });
