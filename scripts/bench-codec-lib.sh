@@ -95,6 +95,25 @@ stat_ticks() {
         print pfx name, f[12] + f[13] }'
 }
 
+# servers_ticks : CPU ticks (user + sys) used so far by the webdav servers (SERVER_PIDS).
+servers_ticks() {
+    local pid sum=0 t
+    for pid in "${SERVER_PIDS[@]}"; do
+        t=$(stat_ticks '' 2>/dev/null <"/proc/$pid/stat" | awk '{ print $2 }') || t=0
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
+
+ticks_secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+
+# The median of the servers' CPU seconds over the runs of VARIANT (wan section).
+servers_cpu() {
+    awk -F'|' -v v="$1" '$1 == v { print $2 }' "$WORK/server_cpu" 2>/dev/null | sort -n |
+        awk '{ a[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2];
+            else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
 # add_row SECTION VARIANT OP RUN BYTES STORED NOTE : one measurement, from the last `timed`.
 add_row() {
     printf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" "$5" "$SECS" "$CPU" "$RSS" \
@@ -140,20 +159,24 @@ table_wan() {
     echo
     echo "### WAN: backup of a compressible stream (3 webdav servers at ${WAN_LIMITS[*]} MiB/s)"
     echo
-    echo "| variant | stream | stored, one provider | ratio | seconds (median) | runs: s (load) | CPU s | target s | s / target | peak RSS MiB |"
-    echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+    echo "| variant | stream | stored, one provider | ratio | seconds (median) | runs: s (load) | CPU s | servers' CPU s | CPU floor s | target s | s / target | peak RSS MiB |"
+    echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
     while IFS='|' read -r s v op b secs runs cpu rss stored notes; do
         [[ $s == wan ]] || continue
         target=$(awk -v b="$stored" -v l="${WAN_LIMITS[0]}" 'BEGIN { printf "%.2f", b / 2^20 / l * 1.05 }')
-        printf '| %s | %s | %s MiB | %s | %s | %s | %s | %s | %s | %s |\n' "$v" "$(human "$b")" \
+        srv=$(servers_cpu "$v")
+        printf '| %s | %s | %s MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$v" "$(human "$b")" \
             "$(mib "$stored")" "$(awk -v b="$b" -v s="$stored" 'BEGIN { printf "%.2f", b / s }')" \
-            "$secs" "$runs" "$cpu" "$target" \
+            "$secs" "$runs" "$cpu" "$srv" \
+            "$(awk -v c="$cpu" -v s="$srv" -v n="$(nproc)" 'BEGIN { printf "%.2f", (c + s) / n }')" "$target" \
             "$(awk -v s="$secs" -v t="$target" 'BEGIN { printf "%.2f", s / t }')" "$(mib "$((rss << 10))")"
         [[ -z $notes ]] || NOTES+=("wan / $v: $notes")
     done < <(groups)
     echo
     echo "ratio: stream bytes / stored bytes (one provider's objects, manifest included)."
     echo "target: stored bytes / ${WAN_LIMITS[0]} MiB/s x 1.05 (every byte must reach the slowest server)."
+    echo "servers' CPU: user + sys of the three webdav servers during the run (same machine)."
+    echo "CPU floor: (CPU + servers' CPU) / $(nproc) cores, the run's time if every core were busy throughout."
 }
 
 table_local() {
@@ -164,20 +187,22 @@ table_local() {
     size=$(awk -F'|' '$1 == "local" { print $5; exit }' "$WORK/rows")
     echo "### Local: $(human "$size") of random data, three directories"
     echo
-    echo "| variant | operation | seconds (median) | runs: s (load) | MiB/s | share of plain | CPU s | peak RSS MiB |"
-    echo "|---|---|---:|---|---:|---:|---:|---:|"
+    echo "| variant | operation | seconds (median) | runs: s (load) | MiB/s | share of plain | CPU s | CPU floor s | peak RSS MiB |"
+    echo "|---|---|---:|---|---:|---:|---:|---:|---:|"
     while IFS='|' read -r s v op b secs runs cpu rss stored notes; do
         [[ $s == local ]] || continue
         [[ $v == plain ]] && plain[$op]=$secs
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$v" "$op" "$secs" "$runs" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$v" "$op" "$secs" "$runs" \
             "$(awk -v b="$b" -v s="$secs" 'BEGIN { printf "%.1f", b / 2^20 / s }')" \
             "$(awk -v p="${plain[$op]:-}" -v s="$secs" \
                 'BEGIN { if (p == "") print "-"; else printf "%.0f%%", p / s * 100 }')" \
-            "$cpu" "$(mib "$((rss << 10))")"
+            "$cpu" "$(awk -v c="$cpu" -v n="$(nproc)" 'BEGIN { printf "%.2f", c / n }')" \
+            "$(mib "$((rss << 10))")"
         [[ -z $notes ]] || NOTES+=("local / $v / $op: $notes")
     done < <(groups)
     echo
     echo "share of plain: plain's seconds / this row's seconds for the same operation (target >= 80%)."
+    echo "CPU floor: CPU / $(nproc) cores, the row's time if every core were busy throughout."
 }
 
 table_rss() {

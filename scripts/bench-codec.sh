@@ -14,9 +14,12 @@
 #   wan     a compressible 1 GiB stream (`tar -c /usr/lib`, cut to 1 GiB, made once, streamed
 #           with `cat`) backed up to three `rclone serve webdav` servers capped at 40/60/80
 #           MiB/s, plain vs zstd+age. Target: zstd+age seconds <= stored / 40 MiB/s x 1.05.
+#           Also the servers' CPU seconds and the CPU floor ((CPU + servers') / cores): the
+#           servers share this machine's cores. Between runs the servers' folders are purged
+#           through rclone (`rclone serve` caches listings: deleting behind it leaves them stale).
 #   local   1 GiB of random data to three directories: backup, restore to /dev/null and restore
 #           to a file (compared with the stream), per variant. Target: encrypted >= 80% of
-#           plain's MiB/s, backup and restore.
+#           plain's MiB/s, backup and restore. The CPU floor column is CPU / cores.
 #   rss     zstd+age backup of random streams of 512 MiB and 2 GiB to three directories: peak
 #           RSS against shards_in_flight x shard_size x 2 + 64 MiB (576 MiB here).
 #   restic  the wan section's tar stream: `restic backup --stdin` into a local repository vs
@@ -129,7 +132,13 @@ check_encoding() {
 offsite_backup() {
     local section=$1 variant=$2 run=$3 dir=$4 bytes=$5 note
     log "$section / $variant / backup, run $run: $(human "$bytes")"
+    local servers_before
+    servers_before=$(servers_ticks)
     timed "$dir/backup.log" "$OFFSITE" --config "$dir/offsite.toml" --no-progress backup --once
+    if [[ $section == wan ]]; then
+        printf '%s|%s\n' "$variant" "$(ticks_secs "$(($(servers_ticks) - servers_before))")" \
+            >>"$WORK/server_cpu"
+    fi
     note=$(run_note "$dir/backup.log")
     [[ -n $note ]] || note=$(check_encoding "$variant" "${DIRS[0]}")
     add_row "$section" "$variant" backup "$run" "$bytes" "$(dir_bytes "${DIRS[0]}")" "$note"
@@ -187,7 +196,11 @@ section_wan() {
     DIRS=("$WORK/wan/dir1" "$WORK/wan/dir2" "$WORK/wan/dir3")
     for ((run = 1; run <= RUNS; run++)); do
         for variant in $(ordered "$run" plain zstd+age); do
-            wipe "${DIRS[@]}"
+            # Through the servers, not behind their backs: `rclone serve` caches listings, and
+            # objects deleted under it stay listed (their reads then fail and are retried).
+            for n in "${remotes[@]}"; do
+                rclone --config "$WORK/rclone.conf" purge "${n}bench" 2>/dev/null || true
+            done
             write_config "$WORK/cfg-wan" "$variant" "$stream" "${remotes[@]}"
             offsite_backup wan "$variant" "$run" "$WORK/cfg-wan" "$bytes"
         done
