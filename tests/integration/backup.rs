@@ -33,7 +33,9 @@ pub(crate) fn assert_consistent(remote: &RemoteDir, dataset: &str) -> (Manifest,
         assert_eq!(rec.sha256, hex(&Sha256::digest(bytes)), "{name} on {at}");
         offset += rec.plain_len();
         if !m.encoding.is_encrypted() {
-            let plain = offsite::codec::decode(m.encoding, bytes, rec.plain_len(), None).unwrap();
+            let plain =
+                offsite::codec::decode(m.encoding, bytes.clone().into(), rec.plain_len(), None)
+                    .unwrap();
             stream.extend_from_slice(&plain);
         }
     }
