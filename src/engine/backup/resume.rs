@@ -113,8 +113,8 @@ async fn fetch(lane: &BackupLane, path: &str, j: &ShardRecord) -> Result<Bytes, 
 
 /// No provider serves the journaled bytes: delete every copy (so no provider keeps another
 /// encoding at the same length), journal the fresh record, and send it to every lane. A
-/// provider that dropped out of the run keeps its old copy, which a listing by size would take
-/// for the new one: a warning names it.
+/// provider that dropped out of the run, or fails the delete, keeps its old copy, which a
+/// listing by size would take for the new one: a warning names it.
 async fn store_afresh(
     path: &str,
     record: ShardRecord,
@@ -123,15 +123,19 @@ async fn store_afresh(
 ) -> Result<Delivery> {
     let name = record.name(s.codec.encoding());
     let listed = |l: &&BackupLane| l.present.size(&name).is_some();
+    let stale = |lane: &BackupLane| {
+        tracing::warn!(
+            "provider {}: its copy of {path} is from before the resume and stays there; once \
+             the provider is back, `offsite sync --deep` replaces it",
+            lane.name()
+        )
+    };
     let deletes = s.lanes.iter().filter(listed).map(|lane| async move {
         if lane.is_down() {
-            tracing::warn!(
-                "provider {}: its copy of {path} is from before the resume and stays there; once \
-                 the provider is back, `offsite sync --deep` replaces it",
-                lane.name()
-            );
+            stale(lane);
         } else if let Err(e) = lane.provider.delete(path).await {
             lane.drop_out(&e);
+            stale(lane);
         }
     });
     futures::future::join_all(deletes).await;
