@@ -162,7 +162,12 @@ fn decrypt(ids: &Identities, stored: Bytes) -> Result<Bytes, DecodeError> {
 
 /// One zstd frame of `plain_len` bytes, decompressed in one call into a buffer of that size.
 fn decompress(frame: &[u8], plain_len: u64) -> Result<Bytes, DecodeError> {
-    let mut out = Vec::with_capacity(plain_len as usize);
+    let mut out = Vec::new();
+    out.try_reserve_exact(plain_len as usize).map_err(|_| {
+        DecodeError::Damaged(format!(
+            "no memory for the {plain_len} bytes the manifest records"
+        ))
+    })?;
     let done =
         zstd::bulk::Decompressor::new().and_then(|mut d| d.decompress_to_buffer(frame, &mut out));
     match done {
@@ -172,7 +177,9 @@ fn decompress(frame: &[u8], plain_len: u64) -> Result<Bytes, DecodeError> {
                 found,
                 expected: plain_len,
             }),
-            _ => Err(DecodeError::Damaged(format!("zstd: {e}"))),
+            _ => Err(DecodeError::Damaged(format!(
+                "the zstd frame is damaged or cut: {e}"
+            ))),
         },
     }
 }

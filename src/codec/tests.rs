@@ -198,3 +198,28 @@ fn a_file_that_is_not_an_identity_is_refused_with_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cut_shard_is_damaged_for_every_encoding_and_frames_carry_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, r) = keypair(dir.path());
+    let plain = text(100_000);
+    for (compression, recipients) in [
+        (Compression::Zstd(3), None),
+        (Compression::None, Some(r.clone())),
+        (Compression::Zstd(3), Some(r.clone())),
+    ] {
+        let codec = Codec {
+            compression,
+            recipients,
+        };
+        let stored = codec.encode(plain.clone()).unwrap();
+        if codec.recipients.is_none() {
+            let size = zstd::zstd_safe::get_frame_content_size(&stored).ok();
+            assert_eq!(size, Some(Some(100_000)), "the frame names its size");
+        }
+        let cut = stored.slice(..stored.len() - 10);
+        let err = decode(codec.encoding(), cut, 100_000, Some(&ids)).unwrap_err();
+        assert!(matches!(err, DecodeError::Damaged(_)), "{codec:?}: {err}");
+    }
+}
