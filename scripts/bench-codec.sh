@@ -201,6 +201,8 @@ section_wan() {
             for n in "${remotes[@]}"; do
                 rclone --config "$WORK/rclone.conf" purge "${n}bench" 2>/dev/null || true
             done
+            [[ -z $(find "${DIRS[@]}" -mindepth 1 -print -quit) ]] ||
+                die "the webdav servers' folders are not empty after rclone purge"
             write_config "$WORK/cfg-wan" "$variant" "$stream" "${remotes[@]}"
             offsite_backup wan "$variant" "$run" "$WORK/cfg-wan" "$bytes"
         done
