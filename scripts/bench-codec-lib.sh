@@ -4,21 +4,6 @@
 # bench-lib.sh; it defines functions, nothing runs. Uses WORK, DIRS, RUNS, SIF, SHARD_MIB and
 # WAN_LIMITS of the caller.
 
-# Total size of the regular files under each directory given, one line per directory.
-dir_bytes() {
-    local d
-    for d; do
-        find "$d" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
-    done
-}
-
-wipe() {
-    local d
-    for d; do
-        find "$d" -mindepth 1 -delete
-    done
-}
-
 # The suffixes of the shard objects under DIR: "plain", ".zst", ".age", ".zst.age", or several
 # of them space-separated (a mix), or "none" (no shard).
 object_suffixes() {

@@ -38,6 +38,21 @@ toml_str() {
 
 now() { date +%s.%N; }
 
+# Total size of the regular files under each directory given, one line per directory.
+dir_bytes() {
+    local d
+    for d; do
+        find "$d" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
+    done
+}
+
+wipe() {
+    local d
+    for d; do
+        find "$d" -mindepth 1 -delete
+    done
+}
+
 SERVER_PIDS=()
 
 # start_webdav DIR LIMIT_MIB : starts `rclone serve webdav DIR` on a free loopback port with

@@ -48,21 +48,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 
 
-# Total size of the regular files under each directory given, one line per directory.
-dir_bytes() {
-    local d
-    for d; do
-        find "$d" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
-    done
-}
-
-wipe() {
-    local d
-    for d; do
-        find "$d" -mindepth 1 -delete
-    done
-}
-
 # ---- the seed tool's loop (run as `bench.sh __seed_loop ...` so that time(1) can measure it) ----
 
 # seed_loop RCLONE_CONFIG STREAMFILE TMPFILE DEST... : one shard at a time, to each DEST in turn.
