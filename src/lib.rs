@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod erasure;
 pub mod error;
 pub mod gaps;
 pub mod hashing;
