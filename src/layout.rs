@@ -275,12 +275,65 @@ pub fn shard_name(index: u64, offset: u64) -> String {
     format!("s{index:0INDEX_WIDTH$}-b{offset:0OFFSET_WIDTH$}")
 }
 
-/// Parses a shard object name back into (index, offset), whatever its encoding.
-pub fn parse_shard_name(name: &str) -> Option<(u64, u64)> {
-    parse_shard_object(name).map(|(i, o, _)| (i, o))
+/// One piece of an erasure-coded shard: `number` (1-based; data pieces first, then parity) of
+/// `of` (`k + m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PieceName {
+    pub number: usize,
+    pub of: usize,
 }
 
-/// Parses a shard object name back into (index, offset, encoding).
+/// The object name of piece `piece` (0-based) of `total` of a stored shard named `shard`:
+/// `s0000000003-b0000000201326592.zst.age.p2of3`.
+pub fn piece_object(shard: &str, piece: usize, total: usize) -> String {
+    format!("{shard}.p{}of{total}", piece + 1)
+}
+
+/// What an object name of a backup's folder says: the shard, its encoding and, for a piece of
+/// an erasure-coded shard, which piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectName {
+    pub index: u64,
+    pub offset: u64,
+    pub encoding: Encoding,
+    pub piece: Option<PieceName>,
+}
+
+/// Parses a shard's or a piece's object name.
+pub fn parse_object(name: &str) -> Option<ObjectName> {
+    let (shard, piece) = match split_piece(name) {
+        Some((shard, piece)) => (shard, Some(piece)),
+        None => (name, None),
+    };
+    let (index, offset, encoding) = parse_shard_object(shard)?;
+    Some(ObjectName {
+        index,
+        offset,
+        encoding,
+        piece,
+    })
+}
+
+/// `(shard name, piece)` of a name ending in `.p<number>of<total>` (canonical digits only).
+fn split_piece(name: &str) -> Option<(&str, PieceName)> {
+    let (shard, tail) = name.rsplit_once(".p")?;
+    let (number, of) = tail.split_once("of")?;
+    let num = |x: &str| {
+        let ok = !x.is_empty() && !x.starts_with('0') && x.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| x.parse::<usize>().ok()).flatten()
+    };
+    let (number, of) = (num(number)?, num(of)?);
+    (number <= of && of <= crate::erasure::MAX_PIECES).then_some((shard, PieceName { number, of }))
+}
+
+/// Parses a shard's or a piece's object name back into the shard's (index, offset), whatever
+/// its encoding.
+pub fn parse_shard_name(name: &str) -> Option<(u64, u64)> {
+    parse_object(name).map(|o| (o.index, o.offset))
+}
+
+/// Parses a (whole) shard's object name back into (index, offset, encoding); `None` for a
+/// piece.
 pub fn parse_shard_object(name: &str) -> Option<(u64, u64, Encoding)> {
     let base_len = 1 + INDEX_WIDTH + 2 + OFFSET_WIDTH;
     let (base, suffix) = name.split_at_checked(base_len).unwrap_or((name, ""));
@@ -450,6 +503,30 @@ mod tests {
         assert_eq!(parse_shard_name(&names[2]), Some((10, 10 << 20)));
         assert_eq!(parse_shard_name("s1-b2"), None);
         assert_eq!(parse_shard_name(MANIFEST), None);
+    }
+
+    #[test]
+    fn piece_names_round_trip() {
+        let shard = shard_object(3, 3 << 26, Encoding::default());
+        let name = piece_object(&shard, 1, 3);
+        assert_eq!(name, "s0000000003-b0000000201326592.p2of3");
+        let parsed = parse_object(&name).unwrap();
+        assert_eq!((parsed.index, parsed.offset), (3, 3 << 26));
+        assert_eq!(parsed.piece, Some(PieceName { number: 2, of: 3 }));
+        assert_eq!(parse_shard_name(&name), Some((3, 3 << 26)));
+        assert_eq!(parse_shard_object(&name), None);
+        assert_eq!(parse_object(&shard).unwrap().piece, None);
+        let enc = Encoding {
+            compression: Some(Compression::Zstd),
+            encryption: Some(Encryption::Age),
+        };
+        let parsed = parse_object(&piece_object(&shard_object(0, 0, enc), 5, 6)).unwrap();
+        assert_eq!((parsed.encoding, parsed.piece.unwrap().number), (enc, 6));
+        for bad in [
+            ".p0of3", ".p4of3", ".p01of3", ".p1of", ".pof3", ".p1of65", ".p+1of3",
+        ] {
+            assert_eq!(parse_object(&format!("{shard}{bad}")), None, "{bad}");
+        }
     }
 
     #[test]

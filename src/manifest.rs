@@ -50,6 +50,10 @@ pub struct Manifest {
     /// then empty and no shard has a `plain_sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
+    /// Erasure-coded backups: the code and the providers the pieces were placed on
+    /// ([`crate::erasure::placement`]); absent: every provider holds every shard whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<ErasureRecord>,
     // Format 2's `checksum` is not a field: [`Manifest::to_json`] adds it and
     // [`Manifest::from_json`] checks and drops it.
 }
@@ -83,6 +87,48 @@ pub struct ShardRecord {
     /// its sealed part, never in the clear; it is here once [`Manifest::unseal`] opened it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plain_sha256: Option<String>,
+    /// Erasure-coded backups: the shard's `k + m` pieces, data first, each one object of
+    /// [`crate::erasure::Scheme::piece_len`] bytes. `length` and `sha256` above are then the
+    /// whole stored shard's (checked after decoding) and no object has `md5`/`sha1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<PieceRecord>,
+}
+
+/// How an erasure-coded backup was cut and placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureRecord {
+    /// Data pieces per shard.
+    pub k: usize,
+    /// Parity pieces per shard.
+    pub m: usize,
+    /// The dataset's providers at backup time, in the order placement counts them: piece `p`
+    /// (0-based) of shard `s` went to `providers[(s + p) % providers.len()]`.
+    pub providers: Vec<String>,
+}
+
+impl ErasureRecord {
+    pub fn scheme(&self) -> crate::erasure::Scheme {
+        crate::erasure::Scheme {
+            k: self.k,
+            m: self.m,
+        }
+    }
+
+    /// The provider that should hold piece `piece` (0-based) of shard `shard`.
+    pub fn holder(&self, shard: u64, piece: usize) -> &str {
+        &self.providers[crate::erasure::placement(shard, piece, self.providers.len())]
+    }
+}
+
+/// One piece of an erasure-coded shard, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceRecord {
+    pub length: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
 }
 
 impl ShardRecord {
@@ -118,9 +164,21 @@ impl Manifest {
         BackupId::parse(&self.backup_id)
     }
 
-    /// The object name of `shard` in this backup.
+    /// The object name of `shard` in this backup (of the whole shard: an erasure-coded one is
+    /// stored as [`Manifest::piece_object`]s).
     pub fn object(&self, shard: &ShardRecord) -> String {
         shard.name(self.encoding)
+    }
+
+    /// The object name of piece `piece` (0-based) of `shard` in an erasure-coded backup.
+    pub fn piece_object(&self, shard: &ShardRecord, piece: usize) -> String {
+        let total = self.erasure.as_ref().map_or(0, |e| e.k + e.m);
+        layout::piece_object(&self.object(shard), piece, total)
+    }
+
+    /// The code of an erasure-coded backup.
+    pub fn scheme(&self) -> Option<crate::erasure::Scheme> {
+        self.erasure.as_ref().map(ErasureRecord::scheme)
     }
 
     /// Whether the sealed part still has to be opened ([`Manifest::unseal`]) before the
@@ -226,6 +284,7 @@ impl Manifest {
         }
         m.check_shards()?;
         m.check_encoding()?;
+        m.check_erasure()?;
         Ok(m)
     }
 
@@ -251,6 +310,47 @@ impl Manifest {
                 "manifest of an encrypted backup shows its source or plaintext hashes in the clear"
                     .into(),
             );
+        }
+        Ok(())
+    }
+
+    /// An erasure-coded backup names a usable code and at least `k + m` distinct providers, and
+    /// every shard has `k + m` pieces of the right length; a mirrored one has no pieces.
+    fn check_erasure(&self) -> Result<(), String> {
+        let Some(e) = &self.erasure else {
+            return match self.shards.iter().position(|s| !s.pieces.is_empty()) {
+                Some(i) => Err(format!(
+                    "manifest shard {i} lists erasure-coded pieces but the backup names no code"
+                )),
+                None => Ok(()),
+            };
+        };
+        let scheme: crate::erasure::Scheme = format!("{}+{}", e.k, e.m).parse()?;
+        let distinct: std::collections::BTreeSet<&String> = e.providers.iter().collect();
+        if e.providers.len() < scheme.total()
+            || distinct.len() != e.providers.len()
+            || e.providers.iter().any(|p| p.is_empty())
+        {
+            return Err(format!(
+                "manifest of a {scheme} erasure-coded backup does not list {} distinct providers",
+                scheme.total()
+            ));
+        }
+        for (i, s) in self.shards.iter().enumerate() {
+            let want = scheme.piece_len(s.length);
+            let bad = s.pieces.len() != scheme.total()
+                || s.pieces.iter().any(|p| {
+                    p.length != want
+                        || !is_hex(&p.sha256, 64)
+                        || p.md5.as_ref().is_some_and(|h| !is_hex(h, 32))
+                        || p.sha1.as_ref().is_some_and(|h| !is_hex(h, 40))
+                });
+            if bad {
+                return Err(format!(
+                    "manifest shard {i} does not list {} well-formed pieces of {want} bytes",
+                    scheme.total()
+                ));
+            }
         }
         Ok(())
     }
@@ -345,6 +445,7 @@ pub fn same_stream(a: &Manifest, b: &Manifest) -> bool {
             m.total_bytes,
             m.encoding,
             m.recipients.clone(),
+            m.erasure.clone(),
         )
     };
     let shard = |s: &ShardRecord| {
@@ -354,6 +455,10 @@ pub fn same_stream(a: &Manifest, b: &Manifest) -> bool {
             s.length,
             s.sha256.clone(),
             s.plain_length,
+            s.pieces
+                .iter()
+                .map(|p| (p.length, p.sha256.clone()))
+                .collect::<Vec<_>>(),
         )
     };
     key(a) == key(b)
@@ -423,6 +528,7 @@ pub(crate) fn sample(shards: &[&[u8]]) -> Manifest {
             sha1: Some(d.sha1),
             plain_length: None,
             plain_sha256: None,
+            pieces: Vec::new(),
         });
         offset += s.len() as u64;
     }
@@ -444,6 +550,7 @@ pub(crate) fn sample(shards: &[&[u8]]) -> Manifest {
         encoding: Encoding::default(),
         recipients: Vec::new(),
         sealed: None,
+        erasure: None,
     }
 }
 

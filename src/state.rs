@@ -209,6 +209,7 @@ mod tests {
             sha1: None,
             plain_length: None,
             plain_sha256: None,
+            pieces: Vec::new(),
         }
     }
 

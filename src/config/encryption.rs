@@ -91,6 +91,20 @@ fn recipients_file(path: &Path) -> Result<Vec<age::x25519::Recipient>, String> {
     Ok(out)
 }
 
+/// `erasure = "k+m"`; `None` when the key is absent.
+pub(super) fn erasure(
+    file: &SourceFile,
+    raw: Option<&Spanned<String>>,
+) -> Result<Option<crate::erasure::Scheme>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    raw.get_ref()
+        .parse()
+        .map(Some)
+        .map_err(|e| file.err(raw.span(), e))
+}
+
 /// A dataset's `compression` and `encrypt`, over the top level's.
 pub(super) fn dataset_codec(
     file: &SourceFile,

@@ -143,6 +143,10 @@ pub struct Dataset {
     pub compression: Compression,
     /// `encrypt`: true by default when `[encryption]` exists.
     pub encrypt: bool,
+    /// `erasure = "k+m"` (the dataset's, else the top level's): each stored shard cut into k
+    /// data and m parity pieces on different providers; `None`: every provider holds every
+    /// shard.
+    pub erasure: Option<crate::erasure::Scheme>,
 }
 
 impl Config {
@@ -193,6 +197,7 @@ impl Config {
         let limits = validate::limits(&file, &raw)?;
         let compression =
             encryption::compression(&file, raw.compression.as_ref())?.unwrap_or_default();
+        let erasure = encryption::erasure(&file, raw.erasure.as_ref())?;
         let encryption = match &raw.encryption {
             Some(e) => Some(encryption::encryption(&file, e, base)?),
             None => None,
@@ -203,8 +208,7 @@ impl Config {
             &providers,
             limits.min_providers,
             &providers_dir,
-            compression,
-            encryption.is_some(),
+            (compression, encryption.is_some(), erasure),
         )?;
         let (host, foreign_host) = validate::host(path, raw.host, host_override)?;
         Ok(Config {

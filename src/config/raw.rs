@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub retry_delay: Option<Span>,
     pub timeout: Option<Spanned<Span>>,
     pub compression: Option<Spanned<String>>,
+    pub erasure: Option<Spanned<String>>,
     pub encryption: Option<Spanned<RawEncryption>>,
     #[serde(default)]
     pub dataset: Vec<Spanned<RawDataset>>,
@@ -51,6 +52,7 @@ pub(super) struct RawDataset {
     pub receive_flags: Option<Vec<String>>,
     pub compression: Option<Spanned<String>>,
     pub encrypt: Option<Spanned<bool>>,
+    pub erasure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

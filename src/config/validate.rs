@@ -165,6 +165,10 @@ pub(super) fn host(
     Ok((host, foreign_host))
 }
 
+/// What a dataset inherits from the top level: compression, whether `[encryption]` exists,
+/// erasure.
+pub(super) type Defaults = (Compression, bool, Option<crate::erasure::Scheme>);
+
 /// Validates every `[[dataset]]`: each on its own, then that names are unique and that each
 /// has at least `min_providers` enabled providers.
 pub(super) fn datasets(
@@ -173,22 +177,20 @@ pub(super) fn datasets(
     providers: &[ProviderConfig],
     min_providers: usize,
     providers_dir: &Path,
-    compression: Compression,
-    have_encryption: bool,
+    defaults: Defaults,
 ) -> Result<Vec<Dataset>, ConfigError> {
     let enabled: Vec<&ProviderConfig> = providers.iter().filter(|p| p.enabled).collect();
     let mut datasets = Vec::new();
     let mut names = BTreeSet::new();
     for d in raw {
         let span = d.span();
-        let (c, e) = (compression, have_encryption);
         let ds = dataset(
             file,
             span.clone(),
             d.into_inner(),
             providers,
             &enabled,
-            (c, e),
+            defaults,
         )?;
         if !names.insert(ds.name.clone()) {
             return Err(file.err(
@@ -205,6 +207,13 @@ pub(super) fn datasets(
                 ds.name, ds.providers.len(), providers_dir.display()
             )));
         }
+        if let Some(e) = ds.erasure.filter(|e| ds.providers.len() < e.total()) {
+            return Err(file.err(span, format!(
+                "dataset {:?} has erasure = \"{e}\", which puts each shard's {} pieces on {} different providers, \
+                 but it has {} enabled provider(s); add or enable providers in {}, or choose a smaller erasure (or none)",
+                ds.name, e.total(), e.total(), ds.providers.len(), providers_dir.display()
+            )));
+        }
         datasets.push(ds);
     }
     Ok(datasets)
@@ -217,7 +226,7 @@ fn dataset(
     d: RawDataset,
     all: &[ProviderConfig],
     enabled: &[&ProviderConfig],
-    (compression, have_encryption): (Compression, bool),
+    (compression, have_encryption, erasure): Defaults,
 ) -> Result<Dataset, ConfigError> {
     let at = |msg: String| file.err(span.clone(), msg);
     let name = dataset_name(file, &d.name)?;
@@ -229,6 +238,7 @@ fn dataset(
         compression,
         have_encryption,
     )?;
+    let erasure = super::encryption::erasure(file, d.erasure.as_ref())?.or(erasure);
     snapshot_keys_fit_source(&d, &name).map_err(at)?;
     let source = source(&name, &d).map_err(at)?;
     if let Some(why) = names::too_long(&name, &source) {
@@ -256,6 +266,7 @@ fn dataset(
         receive_flags: d.receive_flags.unwrap_or_default(),
         compression,
         encrypt,
+        erasure,
     })
 }
 

@@ -252,6 +252,7 @@ async fn manifest(job: &BackupJob, records: Vec<ShardRecord>) -> Result<Manifest
         encoding: job.codec.encoding(),
         recipients: Vec::new(),
         sealed: None,
+        erasure: None,
     };
     let Some(recipients) = job.codec.recipients.clone() else {
         return Ok(m);

@@ -67,3 +67,61 @@ pub(crate) fn config(providers: &[&str]) -> (tempfile::TempDir, crate::config::C
     let cfg = crate::config::Config::load(&path, None).unwrap();
     (dir, cfg)
 }
+
+/// `m` (mirrored, with its `stored` shards) made erasure-coded with `scheme` over `providers`:
+/// the manifest as every provider holds it, and each shard's pieces (data first).
+pub(crate) fn erasure(
+    mut m: Manifest,
+    stored: &[Bytes],
+    scheme: crate::erasure::Scheme,
+    providers: &[&str],
+) -> (Manifest, Vec<Vec<Bytes>>) {
+    let mut all = Vec::new();
+    for (rec, bytes) in m.shards.iter_mut().zip(stored) {
+        let pieces = crate::erasure::split(scheme, bytes).unwrap();
+        (rec.md5, rec.sha1) = (None, None);
+        rec.pieces = pieces
+            .iter()
+            .map(|p| {
+                let d = crate::hashing::digests(p);
+                crate::manifest::PieceRecord {
+                    length: p.len() as u64,
+                    sha256: d.sha256,
+                    md5: Some(d.md5),
+                    sha1: Some(d.sha1),
+                }
+            })
+            .collect();
+        all.push(pieces);
+    }
+    m.erasure = Some(crate::manifest::ErasureRecord {
+        k: scheme.k,
+        m: scheme.m,
+        providers: providers.iter().map(|p| p.to_string()).collect(),
+    });
+    let m = Manifest::from_json(&m.to_json()).expect("the fixture is a valid manifest");
+    (m, all)
+}
+
+/// Puts an erasure-coded backup on `providers` (named as in its manifest): each piece where
+/// placement puts it, then the manifest on every one.
+pub(crate) fn store_pieces(
+    providers: &[(&str, &crate::provider::MemoryProvider)],
+    m: &Manifest,
+    pieces: &[Vec<Bytes>],
+) {
+    let e = m.erasure.as_ref().expect("an erasure-coded backup");
+    for (s, shard_pieces) in m.shards.iter().zip(pieces) {
+        for (p, bytes) in shard_pieces.iter().enumerate() {
+            let holder = e.holder(s.index, p);
+            let (_, provider) = providers
+                .iter()
+                .find(|(n, _)| *n == holder)
+                .expect("every placed provider is given");
+            provider.set_object(&path(m, &m.piece_object(s, p)), bytes.clone());
+        }
+    }
+    for (_, provider) in providers {
+        provider.set_object(&path(m, crate::layout::MANIFEST), Bytes::from(m.to_json()));
+    }
+}

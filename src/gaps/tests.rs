@@ -330,6 +330,7 @@ fn scales_to_100k_shards_on_three_providers() {
             sha1: None,
             plain_length: None,
             plain_sha256: None,
+            pieces: Vec::new(),
         })
         .collect();
     m.total_bytes = N << 20;

@@ -178,3 +178,75 @@ fn same_stream_tells_encodings_and_recipients_apart() {
     other_plain.shards[1].plain_length = Some(3);
     assert!(!same_stream(&m, &other_plain));
 }
+
+#[test]
+fn an_erasure_coded_manifest_round_trips_and_is_checked() {
+    let shards: [&[u8]; 2] = [b"first shard bytes", b"second"];
+    let mut stored = Vec::new();
+    for s in shards {
+        stored.push(bytes::Bytes::copy_from_slice(s));
+    }
+    let scheme = crate::erasure::Scheme { k: 2, m: 1 };
+    let (m, pieces) =
+        crate::gaps::fixture::erasure(sample(&shards), &stored, scheme, &["a", "b", "c", "d"]);
+    assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+    assert_eq!(m.scheme(), Some(scheme));
+    assert_eq!(pieces[0].len(), 3);
+    assert_eq!(
+        m.piece_object(&m.shards[1], 2),
+        format!("{}.p3of3", m.object(&m.shards[1]))
+    );
+    let e = m.erasure.as_ref().unwrap();
+    assert_eq!(
+        (e.holder(0, 0), e.holder(1, 2), e.holder(3, 1)),
+        ("a", "d", "a")
+    );
+
+    let broken = |f: &dyn Fn(&mut Manifest)| {
+        let mut bad = m.clone();
+        f(&mut bad);
+        Manifest::from_json(&bad.to_json()).unwrap_err()
+    };
+    let e = broken(&|b| b.shards[0].pieces.pop().map(drop).unwrap_or(()));
+    assert!(e.contains("does not list 3 well-formed pieces"), "{e}");
+    let e = broken(&|b| b.shards[1].pieces[0].length += 2);
+    assert!(e.contains("pieces of 4 bytes"), "{e}");
+    let e = broken(&|b| {
+        b.erasure.as_mut().unwrap().providers = vec!["a".into(), "a".into(), "b".into()]
+    });
+    assert!(e.contains("does not list 3 distinct providers"), "{e}");
+    let e = broken(&|b| b.erasure = None);
+    assert!(
+        e.contains("lists erasure-coded pieces but the backup names no code"),
+        "{e}"
+    );
+    let e = broken(&|b| b.erasure.as_mut().unwrap().m = 0);
+    assert!(e.contains("is not \"k+m\""), "{e}");
+    let mut other = m.clone();
+    other.shards[0].pieces[2].sha256 = "0".repeat(64);
+    assert!(!same_stream(&m, &other));
+}
+
+#[test]
+fn erasure_fixture_places_one_piece_of_a_shard_per_provider() {
+    use crate::provider::MemoryProvider;
+    let shards: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cc"];
+    let stored: Vec<bytes::Bytes> = shards
+        .iter()
+        .map(|s| bytes::Bytes::copy_from_slice(s))
+        .collect();
+    let scheme = crate::erasure::Scheme { k: 2, m: 1 };
+    let names = ["a", "b", "c", "d"];
+    let (m, pieces) = crate::gaps::fixture::erasure(sample(&shards), &stored, scheme, &names);
+    let mem: Vec<MemoryProvider> = names.iter().map(|n| MemoryProvider::new(n)).collect();
+    let pairs: Vec<(&str, &MemoryProvider)> = names.iter().copied().zip(&mem).collect();
+    crate::gaps::fixture::store_pieces(&pairs, &m, &pieces);
+    let counts: Vec<usize> = mem.iter().map(|p| p.paths().len()).collect();
+    // 9 pieces over 4 providers (2 + 2 + 3 + 2... by rotation), plus a manifest each.
+    assert_eq!(counts.iter().sum::<usize>(), 9 + 4);
+    assert!(
+        mem[3].paths().iter().any(|p| p.ends_with(".p3of3")),
+        "{:?}",
+        mem[3].paths()
+    );
+}

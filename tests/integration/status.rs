@@ -144,6 +144,7 @@ fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
             sha1: None,
             plain_length: None,
             plain_sha256: None,
+            pieces: Vec::new(),
         });
     }
     let m = Manifest {
@@ -164,6 +165,7 @@ fn synthetic_backup(root: &Path, dataset: &str, n: u64) -> String {
         encoding: Default::default(),
         recipients: Vec::new(),
         sealed: None,
+        erasure: None,
     };
     std::fs::write(dir.join(MANIFEST), m.to_json()).unwrap();
     id.to_string()

@@ -202,3 +202,53 @@ fn the_readme_encryption_example_loads() {
     let scratch = cfg.dataset("scratch").unwrap();
     assert_eq!(cfg.codec(scratch).encoding().suffix(), ".zst");
 }
+
+const THREE: &[(&str, &str)] = &[
+    ("a", "remote = \"/mnt/a\"\n"),
+    ("b", "remote = \"b2:bkt\"\n"),
+    ("c", "remote = \"/mnt/c\"\n"),
+];
+
+#[test]
+fn erasure_is_inherited_and_overridden_per_dataset() {
+    let body = format!(
+        "erasure = \"2+1\"\n{}{}",
+        dataset("command = \"x\"\n"),
+        dataset("command = \"y\"\nerasure = \"1+2\"\n").replace("\"d\"", "\"e\"")
+    );
+    let cfg = load(&body, THREE).unwrap();
+    let schemes: Vec<String> = cfg
+        .datasets
+        .iter()
+        .map(|d| d.erasure.unwrap().to_string())
+        .collect();
+    assert_eq!(schemes, ["2+1", "1+2"]);
+    let cfg = load(&dataset("command = \"x\"\n"), THREE).unwrap();
+    assert_eq!(cfg.datasets[0].erasure, None, "absent: mirrored");
+}
+
+#[test]
+fn a_bad_erasure_is_refused_with_its_line() {
+    let e = err(&dataset("command = \"x\"\nerasure = \"2:1\"\n"));
+    assert!(
+        e.starts_with("DIR/offsite.toml:6: erasure = \"2:1\" is not \"k+m\""),
+        "{e}"
+    );
+    let e = err("\nerasure = \"0+1\"\n");
+    assert!(
+        e.starts_with("DIR/offsite.toml:4: erasure = \"0+1\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn erasure_needs_k_plus_m_providers() {
+    let e = err(&format!(
+        "erasure = \"2+1\"\n{}",
+        dataset("command = \"x\"\n")
+    ));
+    assert!(
+        e.contains("erasure = \"2+1\", which puts each shard's 3 pieces on 3 different providers, but it has 2 enabled provider(s); add or enable providers in DIR/providers.d"),
+        "{e}"
+    );
+}

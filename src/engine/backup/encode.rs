@@ -61,6 +61,7 @@ fn encode_now(
         sha1: Some(d.sha1),
         plain_length: encoded.then_some(plain_len),
         plain_sha256: plain_sha,
+        pieces: Vec::new(),
     };
     Ok(Encoded { record, stored })
 }

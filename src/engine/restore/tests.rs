@@ -52,6 +52,7 @@ fn manifest_for(id: &str, bytes: &[u8], shard: usize, parent: Option<&str>) -> M
             sha1: None,
             plain_length: None,
             plain_sha256: None,
+            pieces: Vec::new(),
         });
     }
     Manifest {
@@ -75,6 +76,7 @@ fn manifest_for(id: &str, bytes: &[u8], shard: usize, parent: Option<&str>) -> M
         encoding: Default::default(),
         recipients: Vec::new(),
         sealed: None,
+        erasure: None,
     }
 }
 

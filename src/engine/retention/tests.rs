@@ -22,6 +22,7 @@ fn zfs() -> Dataset {
         receive_flags: vec![],
         compression: Default::default(),
         encrypt: false,
+        erasure: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn zfs() -> Dataset {
         receive_flags: vec![],
         compression: Default::default(),
         encrypt: false,
+        erasure: None,
     }
 }
 
