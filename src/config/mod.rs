@@ -46,6 +46,8 @@ pub struct Config {
     pub datasets: Vec<Dataset>,
     /// `[encryption]`: absent, shards are stored unencrypted.
     pub encryption: Option<EncryptionConfig>,
+    /// The folder of the provider files.
+    pub providers_dir: PathBuf,
 }
 
 /// The `[encryption]` table: whom backups are encrypted to, and where a restore finds its key.
@@ -229,7 +231,27 @@ impl Config {
             providers,
             datasets,
             encryption,
+            providers_dir,
         })
+    }
+
+    /// A dataset with `erasure = "k+m"` can be backed up only to at least k+m enabled
+    /// providers. Checked by `backup`, not when the config is read: a restore, status or sync
+    /// after a provider was disabled must still run.
+    pub fn check_erasure(&self, ds: &Dataset) -> Result<(), ConfigError> {
+        let Some(e) = ds.erasure.filter(|e| ds.providers.len() < e.total()) else {
+            return Ok(());
+        };
+        Err(ConfigError(format!(
+            "{}: dataset {:?} has erasure = \"{e}\", which puts each shard's {} pieces on {} different providers, \
+             but it has {} enabled provider(s); add or enable providers in {}, or choose a smaller erasure (or none)",
+            self.path.display(),
+            ds.name,
+            e.total(),
+            e.total(),
+            ds.providers.len(),
+            self.providers_dir.display()
+        )))
     }
 
     /// What a backup of `ds` does to each shard: its compression, and encryption to the

@@ -207,13 +207,6 @@ pub(super) fn datasets(
                 ds.name, ds.providers.len(), providers_dir.display()
             )));
         }
-        if let Some(e) = ds.erasure.filter(|e| ds.providers.len() < e.total()) {
-            return Err(file.err(span, format!(
-                "dataset {:?} has erasure = \"{e}\", which puts each shard's {} pieces on {} different providers, \
-                 but it has {} enabled provider(s); add or enable providers in {}, or choose a smaller erasure (or none)",
-                ds.name, e.total(), e.total(), ds.providers.len(), providers_dir.display()
-            )));
-        }
         datasets.push(ds);
     }
     Ok(datasets)

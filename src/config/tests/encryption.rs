@@ -242,11 +242,16 @@ fn a_bad_erasure_is_refused_with_its_line() {
 }
 
 #[test]
-fn erasure_needs_k_plus_m_providers() {
-    let e = err(&format!(
-        "erasure = \"2+1\"\n{}",
-        dataset("command = \"x\"\n")
-    ));
+fn erasure_needs_k_plus_m_providers_to_back_up() {
+    let body = format!("erasure = \"2+1\"\n{}", dataset("command = \"x\"\n"));
+    let cfg = load(&body, TWO).expect("a restore with a provider disabled still loads");
+    let e = cfg.check_erasure(&cfg.datasets[0]).unwrap_err().to_string();
+    let dir = cfg.providers_dir.parent().unwrap().display().to_string();
+    let e = e.replace(&dir, "DIR");
+    assert!(
+        e.starts_with("DIR/offsite.toml: dataset \"d\" has erasure"),
+        "{e}"
+    );
     assert!(
         e.contains("erasure = \"2+1\", which puts each shard's 3 pieces on 3 different providers, but it has 2 enabled provider(s); add or enable providers in DIR/providers.d"),
         "{e}"
