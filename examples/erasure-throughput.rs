@@ -39,7 +39,15 @@ fn measure(scheme: Scheme, shard: &[u8], threads: usize) -> (f64, f64) {
     let start = Instant::now();
     let pieces = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| s.spawn(|| (0..ROUNDS).map(|_| split(scheme, shard).unwrap()).last()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut last = None;
+                    for _ in 0..ROUNDS {
+                        last = Some(split(scheme, shard).unwrap());
+                    }
+                    last
+                })
+            })
             .collect();
         handles
             .into_iter()
