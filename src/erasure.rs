@@ -104,6 +104,12 @@ pub fn placement(shard: u64, piece: usize, n: usize) -> usize {
     ((shard % n as u64) as usize + piece) % n
 }
 
+/// The piece (0-based, `n` or more: none of this shard's) that the provider at index `slot`
+/// of `n` holds of shard `shard`: the inverse of [`placement`].
+pub fn piece_at(shard: u64, slot: usize, n: usize) -> usize {
+    (slot + n - (shard % n as u64) as usize) % n
+}
+
 /// Cuts a stored shard into `k + m` pieces of [`Scheme::piece_len`] bytes: data pieces first
 /// (zero-padded at the end), then parity. Runs the code on the calling thread.
 pub fn split(scheme: Scheme, stored: &[u8]) -> Result<Vec<Bytes>, ErasureError> {

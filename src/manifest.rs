@@ -118,6 +118,14 @@ impl ErasureRecord {
     pub fn holder(&self, shard: u64, piece: usize) -> &str {
         &self.providers[crate::erasure::placement(shard, piece, self.providers.len())]
     }
+
+    /// The piece (0-based) of shard `shard` that `provider` should hold, if any: a provider
+    /// not in the list, or one of more than `k + m`, holds none of some shards.
+    pub fn piece_on(&self, shard: u64, provider: &str) -> Option<usize> {
+        let slot = self.providers.iter().position(|p| p == provider)?;
+        let piece = crate::erasure::piece_at(shard, slot, self.providers.len());
+        (piece < self.k + self.m).then_some(piece)
+    }
 }
 
 /// One piece of an erasure-coded shard, as stored.

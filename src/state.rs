@@ -46,6 +46,9 @@ pub struct Unfinished {
     /// An encrypted backup's recipients (`age1...`): a resume encrypts to the same ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// An erasure-coded backup's code and placement: a resume keeps both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<crate::manifest::ErasureRecord>,
 }
 
 impl Unfinished {
@@ -227,6 +230,7 @@ mod tests {
             gaps_retry: false,
             encoding: Encoding::default(),
             recipients: Vec::new(),
+            erasure: None,
         };
         let j = st.begin(&u).unwrap();
         j.record(&rec(0)).unwrap();
@@ -283,6 +287,7 @@ mod tests {
                 encryption: Some(crate::layout::Encryption::Age),
             },
             recipients: vec!["age1xyz".into()],
+            erasure: None,
         };
         let j = st.begin(&u).unwrap();
         let first = ShardRecord {

@@ -55,11 +55,14 @@ impl DatasetBackup {
             .iter()
             .filter(|p| !p.missing_shards.is_empty() || !p.manifest_written)
             .map(|p| {
+                let of = match p.pieces {
+                    Some(n) => format!("its {n} pieces"),
+                    None => format!("{} shards", self.shards),
+                };
                 let mut s = format!(
-                    "provider {} misses {} of {} shards{}",
+                    "provider {} misses {} of {of}{}",
                     p.provider,
                     p.missing_shards.len(),
-                    self.shards,
                     if p.manifest_written {
                         ""
                     } else {

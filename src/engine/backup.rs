@@ -1,17 +1,21 @@
 //! The backup pipeline: a source stream cut into shards, each shard compressed and encrypted
 //! once (the job's [`Codec`]) and the same stored bytes uploaded to every provider in
 //! parallel, then a size check from one listing per provider, then the manifests.
+//! Erasure-coded (`erasure = "k+m"`), each stored shard is cut into `k + m` pieces and each
+//! provider gets only the piece placement puts there (`ErasureRecord::piece_on`).
 //!
 //! Guarantees:
 //! - Memory: at most `shards_in_flight` shards are held at once, each as its plaintext and its
-//!   stored bytes at most (the plaintext is dropped once encoded); the reader waits for a free
+//!   stored bytes at most (the plaintext is dropped once encoded; erasure-coded, the stored
+//!   bytes are dropped once cut, and the padded data pieces and the parity stay); the reader waits for a free
 //!   slot before it reads the next shard (a bounded, `head -c`-style read). How many uploads
 //!   run on one provider at once is the provider's own limit (`provider::Limit`), not this
 //!   pipeline's.
 //! - A shard is kept in memory until every provider has it (or gave up), so a retry never
 //!   re-reads the source.
 //! - A provider whose upload fails after all retries is dropped for the rest of the run; the
-//!   others go on. A shard that reaches fewer than `min_providers` providers fails the run.
+//!   others go on. A shard that reaches fewer than `min_providers` providers (erasure-coded:
+//!   fewer than `k` of its pieces stored) fails the run.
 //! - An object only counts once a listing shows it with the right size: rclone `rcat` reports
 //!   success at end of input, so a truncated object is caught here, not trusted.
 //! - No manifest is written unless the source exited 0 and every shard is on `min_providers`.
@@ -44,7 +48,7 @@ pub use plan::BackupRequest;
 use crate::codec::Codec;
 use crate::error::Interrupted;
 use crate::layout::{self, BackupId, BackupKind};
-use crate::manifest::{Manifest, ParentRef, ShardRecord, FORMAT_VERSION};
+use crate::manifest::{ErasureRecord, Manifest, ParentRef, ShardRecord, FORMAT_VERSION};
 use crate::process::ChildProc;
 use crate::progress::Progress;
 use crate::provider::DynProvider;
@@ -95,13 +99,20 @@ pub struct BackupJob {
     pub journal: Option<Arc<Journal>>,
     /// How each shard is stored: compressed, encrypted, both or neither.
     pub codec: Codec,
+    /// Erasure-coded: the code and the providers placement counts (in this order); `None`
+    /// mirrors every shard to every provider.
+    pub erasure: Option<ErasureRecord>,
 }
 
 /// What one provider ended up with.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProviderOutcome {
     pub provider: String,
-    /// Indexes of the shards this provider does not hold.
+    /// Erasure-coded: how many pieces (one per shard at most) placement puts here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u64>,
+    /// Indexes of the shards this provider does not hold (erasure-coded: whose piece it
+    /// should hold but does not).
     pub missing_shards: Vec<u64>,
     pub manifest_written: bool,
     /// Why it was dropped from the run, if it was.
@@ -153,7 +164,11 @@ pub async fn run(
     let shipping = Arc::new(Shipping {
         dir: dir.clone(),
         lanes: lanes.clone(),
-        codec: job.codec.clone(),
+        encoder: encode::Encoder {
+            codec: job.codec.clone(),
+            erasure: job.erasure.as_ref().map(ErasureRecord::scheme),
+        },
+        erasure: job.erasure.clone(),
         min_providers: job.min_providers,
         progress: progress.clone(),
         journal: job.journal.clone(),
@@ -167,9 +182,8 @@ pub async fn run(
             job.source_kind
         );
     }
-    let encoding = job.codec.encoding();
-    let confirmed = seal::confirm_sizes(&dir, encoding, &records, &lanes, &cancel).await?;
-    seal::check_min_providers(&job, &records, &confirmed)?;
+    let confirmed = seal::confirm_sizes(&shipping, &records, &cancel).await?;
+    seal::check_min_providers(&shipping, &records, &confirmed)?;
     let rewrite = restored_afresh(&job, &records);
     let manifest = manifest(&job, records).await?;
     let written = seal::write_manifests(&dir, &manifest, &lanes, rewrite, &cancel).await?;
@@ -252,7 +266,7 @@ async fn manifest(job: &BackupJob, records: Vec<ShardRecord>) -> Result<Manifest
         encoding: job.codec.encoding(),
         recipients: Vec::new(),
         sealed: None,
-        erasure: None,
+        erasure: job.erasure.clone(),
     };
     let Some(recipients) = job.codec.recipients.clone() else {
         return Ok(m);

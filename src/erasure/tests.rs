@@ -116,3 +116,14 @@ fn placement_rotates_and_never_repeats_within_a_shard() {
     assert_eq!(load, [300; 4]);
     assert_eq!(placement(u64::MAX, 2, 5), ((u64::MAX % 5) as usize + 2) % 5);
 }
+
+#[test]
+fn piece_at_is_the_inverse_of_placement() {
+    for n in 3..=7 {
+        for shard in [0u64, 1, 2, 5, 11, u64::MAX] {
+            for piece in 0..n {
+                assert_eq!(piece_at(shard, placement(shard, piece, n), n), piece);
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::engine::{discard, probe, retention, scan};
 use crate::error::ConfigError;
 use crate::layout;
 use crate::lock::DatasetLock;
-use crate::manifest::ShardRecord;
+use crate::manifest::{ErasureRecord, ShardRecord};
 use crate::progress::Progress;
 use crate::provider::DynProvider;
 use crate::schedule::Decision;
@@ -51,6 +51,7 @@ pub async fn back_up_dataset(
 ) -> Result<Option<BackupReport>> {
     let (cfg, ds) = (run.cfg, run.dataset);
     snapshots::check_send_flags(ds).await?;
+    cfg.check_erasure(ds)?;
     let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
     if req.dry_run {
         dry_run(&run, &req, &state).await?;
@@ -60,7 +61,9 @@ pub async fn back_up_dataset(
     if req.restart {
         restart(&run, &state).await?;
     }
-    let providers = probe::distinct_storage(run.providers, cfg.min_providers, run.cancel).await?;
+    // Two provider files on one storage must not hold two pieces of a shard either.
+    let distinct = ds.erasure.map_or(0, |e| e.total()).max(cfg.min_providers);
+    let providers = probe::distinct_storage(run.providers, distinct, run.cancel).await?;
     let run = DatasetRun { providers, ..run };
     let Some(started) = start(&run, &req, &state).await? else {
         return Ok(None);
@@ -98,10 +101,14 @@ async fn dry_run(run: &DatasetRun<'_>, req: &BackupRequest, state: &DatasetState
         _ => match decide(run, req).await?.action {
             Action::NotDue { next_due } => not_due(ds, next_due),
             Action::Make(new) => tracing::info!(
-                "dry run: would make {} of {:?} to {}",
+                "dry run: would make {} of {:?} to {}{}",
                 plan::describe(&new.decision),
                 ds.name,
-                ds.providers.join(", ")
+                ds.providers.join(", "),
+                ds.erasure.map_or(String::new(), |e| format!(
+                    " (erasure = \"{e}\": each shard cut into {} pieces, one per provider)",
+                    e.total()
+                ))
             ),
         },
     }
@@ -174,14 +181,42 @@ async fn start(
     let ToSend::Snapshot(snapshot) = snapshot_for(run.dataset, &new).await? else {
         return Ok(None);
     };
+    let unfinished = new.unfinished(
+        snapshot,
+        run.cfg.shard_size,
+        now,
+        &run.cfg.codec(run.dataset),
+    );
     Ok(Some(Started {
-        unfinished: new.unfinished(
-            snapshot,
-            run.cfg.shard_size,
-            now,
-            &run.cfg.codec(run.dataset),
-        ),
+        unfinished: Unfinished {
+            erasure: erasure_record(run)?,
+            ..unfinished
+        },
         resume: None,
+    }))
+}
+
+/// A new backup's erasure code and placement: the dataset's code over the providers of this
+/// run, in priority order (a resume keeps both, from its unfinished state).
+fn erasure_record(run: &DatasetRun<'_>) -> Result<Option<ErasureRecord>, ConfigError> {
+    let Some(scheme) = run.dataset.erasure else {
+        return Ok(None);
+    };
+    let providers: Vec<String> = run.providers.iter().map(|p| p.name().to_string()).collect();
+    if providers.len() < scheme.total() {
+        return Err(ConfigError(format!(
+            "dataset {:?} has erasure = \"{scheme}\" but only {} distinct provider(s) ({}) are left for this backup; \
+             each of a shard's {} pieces needs its own provider",
+            run.dataset.name,
+            providers.len(),
+            providers.join(", "),
+            scheme.total()
+        )));
+    }
+    Ok(Some(ErasureRecord {
+        k: scheme.k,
+        m: scheme.m,
+        providers,
     }))
 }
 
@@ -212,6 +247,19 @@ async fn resume(
         ds.name,
         recorded.len()
     );
+    let started = u.erasure.as_ref().map(ErasureRecord::scheme);
+    if started != ds.erasure {
+        let text = |e: Option<crate::erasure::Scheme>| {
+            e.map_or("mirrored".to_string(), |e| format!("erasure = \"{e}\""))
+        };
+        tracing::warn!(
+            "unfinished backup {} of {:?} is resumed {}, as it started; the configured {} applies from the next backup",
+            u.backup_id,
+            ds.name,
+            text(started),
+            text(ds.erasure)
+        );
+    }
     Ok(Started {
         unfinished: u,
         resume: Some(recorded),
@@ -329,6 +377,7 @@ async fn pipeline(
         resume,
         journal: Some(journal),
         codec,
+        erasure: u.erasure.clone(),
     };
     super::run(job, proc, run.progress.clone(), run.cancel.clone()).await
 }

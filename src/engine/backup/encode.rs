@@ -5,37 +5,92 @@
 //!
 //! A plain codec stores the plaintext itself: the record then has no plaintext fields and is
 //! byte for byte the record of a backup made before encodings existed.
+//!
+//! An erasure-coded backup then cuts the stored bytes into `k + m` pieces ([`erasure::split`])
+//! in the same task, hashes each piece, and drops the stored shard: what stays in flight is
+//! the padded data pieces plus the parity.
 
 use crate::codec::{Codec, Encoding};
+use crate::erasure::{self, Scheme};
 use crate::hashing;
-use crate::manifest::ShardRecord;
+use crate::manifest::{PieceRecord, ShardRecord};
 use bytes::Bytes;
 use std::io;
 
 /// A shard's stored bytes (what every provider gets) and its record.
 pub(super) struct Encoded {
     pub record: ShardRecord,
-    pub stored: Bytes,
+    pub payload: Payload,
+}
+
+/// What the providers get of one shard.
+pub(super) enum Payload {
+    /// Mirrored: the same stored bytes to every provider.
+    Whole(Bytes),
+    /// Erasure-coded: piece `p` (0-based, data first) to the provider placement names.
+    Pieces(Vec<Bytes>),
+}
+
+impl Payload {
+    /// The bytes of the object `piece` names (`None`: the whole stored shard).
+    pub fn part(&self, piece: Option<usize>) -> Bytes {
+        match (self, piece) {
+            (Payload::Whole(b), None) => b.clone(),
+            (Payload::Pieces(p), Some(i)) => p[i].clone(),
+            _ => unreachable!("a shard's placement and its payload agree on erasure coding"),
+        }
+    }
+}
+
+/// How one shard is encoded: the job's codec, and its erasure code if any.
+#[derive(Clone)]
+pub(super) struct Encoder {
+    pub codec: Codec,
+    pub erasure: Option<Scheme>,
 }
 
 /// Encodes one shard on the blocking pool. `plain_sha` is the plaintext's SHA-256 when already
 /// known (a resumed shard checked against the journal), so it is not hashed twice.
 pub(super) async fn encode(
-    codec: &Codec,
+    encoder: &Encoder,
     index: u64,
     offset: u64,
     plain: Bytes,
     plain_sha: Option<String>,
 ) -> io::Result<Encoded> {
-    let codec = codec.clone();
-    tokio::task::spawn_blocking(move || encode_now(&codec, index, offset, plain, plain_sha))
+    let encoder = encoder.clone();
+    tokio::task::spawn_blocking(move || encode_now(&encoder, index, offset, plain, plain_sha))
         .await
         .map_err(io::Error::other)?
 }
 
+/// Cuts an encoded shard into its pieces and records their hashes; the shard's own record keeps
+/// its stored length and SHA-256 (checked after a restore joins the pieces) and no MD5/SHA-1,
+/// since no provider holds the whole object.
+fn cut(scheme: Scheme, mut record: ShardRecord, stored: Bytes) -> io::Result<Encoded> {
+    let pieces = erasure::split(scheme, &stored).map_err(io::Error::other)?;
+    drop(stored);
+    record.pieces = pieces
+        .iter()
+        .map(|p| {
+            let d = hashing::digests_two_threads(p);
+            PieceRecord {
+                length: p.len() as u64,
+                sha256: d.sha256,
+                md5: Some(d.md5),
+                sha1: Some(d.sha1),
+            }
+        })
+        .collect();
+    Ok(Encoded {
+        record,
+        payload: Payload::Pieces(pieces),
+    })
+}
+
 /// [`encode`], on the calling thread.
 fn encode_now(
-    codec: &Codec,
+    encoder: &Encoder,
     index: u64,
     offset: u64,
     plain: Bytes,
@@ -43,6 +98,7 @@ fn encode_now(
 ) -> io::Result<Encoded> {
     #[cfg(test)]
     ENCODED_HERE.with(|n| n.set(n.get() + 1));
+    let codec = &encoder.codec;
     let plain_len = plain.len() as u64;
     let encoded = codec.encoding() != Encoding::default();
     let plain_sha = match encoded {
@@ -51,19 +107,25 @@ fn encode_now(
     };
     // `encode` consumes the plaintext: once it returns, only the stored bytes are held.
     let stored = codec.encode(plain)?;
-    let d = hashing::digests_two_threads(&stored);
-    let record = ShardRecord {
+    let mut record = ShardRecord {
         index,
         offset,
         length: stored.len() as u64,
-        sha256: d.sha256,
-        md5: Some(d.md5),
-        sha1: Some(d.sha1),
+        sha256: String::new(),
+        md5: None,
+        sha1: None,
         plain_length: encoded.then_some(plain_len),
         plain_sha256: plain_sha,
         pieces: Vec::new(),
     };
-    Ok(Encoded { record, stored })
+    let Some(scheme) = encoder.erasure else {
+        let d = hashing::digests_two_threads(&stored);
+        (record.sha256, record.md5, record.sha1) = (d.sha256, Some(d.md5), Some(d.sha1));
+        let payload = Payload::Whole(stored);
+        return Ok(Encoded { record, payload });
+    };
+    record.sha256 = hashing::sha256(&stored);
+    cut(scheme, record, stored)
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! A provider's part of a backup run: its [`Lane`] (dropped out or not), what it has been sent,
 //! and, when resuming, what it already held. [`ship`] encodes one shard once and uploads the
-//! same stored bytes to every lane.
+//! same stored bytes to every lane, or, erasure-coded, each lane the piece placed on it.
 
-use super::encode::encode;
+use super::encode::{encode, Encoder, Payload};
 use super::BackupJob;
-use crate::codec::Codec;
 use crate::engine::confirm::Listed;
 use crate::engine::lane::Lane;
 use crate::error::Interrupted;
-use crate::manifest::ShardRecord;
+use crate::layout;
+use crate::manifest::{ErasureRecord, ShardRecord};
 use crate::progress::Progress;
 use crate::provider::ProgressFn;
 use crate::state::Journal;
@@ -90,16 +90,52 @@ pub(super) struct Shipping {
     /// The backup's folder on every provider.
     pub dir: String,
     pub lanes: Arc<Vec<BackupLane>>,
-    pub codec: Codec,
+    pub encoder: Encoder,
+    /// Erasure-coded: the code and the providers placement counts.
+    pub erasure: Option<ErasureRecord>,
     pub min_providers: usize,
     pub progress: Arc<dyn Progress>,
     pub journal: Option<Arc<Journal>>,
 }
 
+/// The object a provider holds of one shard.
+pub(super) struct Placed {
+    /// Its name in the backup's folder.
+    pub name: String,
+    pub length: u64,
+    /// Erasure-coded: which piece (0-based).
+    pub piece: Option<usize>,
+}
+
 impl Shipping {
-    /// The path of `rec`'s stored object on every provider.
-    pub fn path(&self, rec: &ShardRecord) -> String {
-        format!("{}/{}", self.dir, rec.name(self.codec.encoding()))
+    /// What `provider` holds of shard `rec`: the whole stored shard, or the piece placement
+    /// puts there; `None` when it holds no piece of this shard.
+    pub fn placed(&self, rec: &ShardRecord, provider: &str) -> Option<Placed> {
+        let name = rec.name(self.encoder.codec.encoding());
+        let Some(e) = &self.erasure else {
+            let length = rec.length;
+            return Some(Placed {
+                name,
+                length,
+                piece: None,
+            });
+        };
+        let piece = e.piece_on(rec.index, provider)?;
+        Some(Placed {
+            name: layout::piece_object(&name, piece, e.k + e.m),
+            length: rec.pieces.get(piece)?.length,
+            piece: Some(piece),
+        })
+    }
+
+    /// The path of an object in the backup's folder.
+    pub fn path(&self, placed: &Placed) -> String {
+        format!("{}/{}", self.dir, placed.name)
+    }
+
+    /// How many providers (mirrored) or pieces (erasure-coded) must hold a shard.
+    pub fn needed(&self) -> usize {
+        self.erasure.as_ref().map_or(self.min_providers, |e| e.k)
     }
 
     /// Records `rec` in the resume journal, if there is one.
@@ -111,22 +147,22 @@ impl Shipping {
     }
 }
 
-/// What a shard's upload tasks do: the record the manifest gets, the stored bytes, and the
-/// lanes to send them to. A lane up and not in `send_to` already holds the object whole.
+/// What a shard's upload tasks do: the record the manifest gets, the stored bytes (or pieces),
+/// and the lanes to send them to. A lane up and not in `send_to` already holds its object whole.
 pub(super) struct Delivery {
     pub record: ShardRecord,
-    pub stored: Option<Bytes>,
+    pub payload: Option<Payload>,
     pub send_to: BTreeSet<usize>,
 }
 
-/// Encodes one shard (on the blocking pool) and uploads the same stored bytes to every
-/// provider still in the run that lacks them.
+/// Encodes one shard (on the blocking pool) and uploads the same stored bytes (or each its
+/// piece) to every provider still in the run that lacks them.
 pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
     let (index, offset) = (shard.index, shard.offset);
     let delivery = match shard.journaled {
         Some(j) => super::resume::delivery(shard.data, j, s).await?,
         None => {
-            let enc = encode(&s.codec, index, offset, shard.data, None)
+            let enc = encode(&s.encoder, index, offset, shard.data, None)
                 .await
                 .with_context(|| format!("encoding shard {index} (byte {offset})"))?;
             // The journal describes the source, not the uploads: a shard is recorded as soon
@@ -135,64 +171,75 @@ pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
             s.journal(&enc.record)?;
             Delivery {
                 record: enc.record,
-                stored: Some(enc.stored),
+                payload: Some(enc.payload),
                 send_to: (0..s.lanes.len()).collect(),
             }
         }
     };
-    let path = s.path(&delivery.record);
     let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
         let send = delivery.send_to.contains(&i);
-        upload(lane, &delivery, send, &path, s.progress.clone())
+        upload(lane, s, &delivery, send)
     });
     let results = futures::future::join_all(uploads).await;
-    let held = results.iter().filter(|r| r.is_ok()).count();
-    if held < s.min_providers {
+    let held = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    if held < s.needed() {
         let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
-        bail!(
-            "shard {index} (byte {offset}) reached {held} provider(s), fewer than min_providers = {}: {}",
-            s.min_providers,
-            why.join("; ")
-        );
+        bail!("{}: {}", too_few(s, index, offset, held), why.join("; "));
     }
     Ok(delivery.record)
 }
 
-/// Sends the stored bytes to one lane when `send`; else the lane already holds them. `Err` is
-/// why the lane does not hold the shard.
-async fn upload(
-    lane: &BackupLane,
-    d: &Delivery,
-    send: bool,
-    path: &str,
-    progress: Arc<dyn Progress>,
-) -> Result<(), String> {
+/// Why a shard that reached only `held` providers (or pieces) fails the backup.
+pub(super) fn too_few(s: &Shipping, index: u64, offset: u64, held: usize) -> String {
+    match &s.erasure {
+        None => format!(
+            "shard {index} (byte {offset}) reached {held} provider(s), fewer than min_providers = {}",
+            s.min_providers
+        ),
+        Some(e) => format!(
+            "shard {index} (byte {offset}): {held} of its {} pieces are stored, fewer than the {} \
+             any restore needs (erasure = \"{}\")",
+            e.k + e.m,
+            e.k,
+            e.scheme()
+        ),
+    }
+}
+
+/// Sends one lane its object of the shard when `send`; else the lane already holds it.
+/// `Ok(false)`: placement puts no piece of this shard there. `Err` is why the lane does not
+/// hold its object.
+async fn upload(lane: &BackupLane, s: &Shipping, d: &Delivery, send: bool) -> Result<bool, String> {
+    let Some(placed) = s.placed(&d.record, lane.name()) else {
+        return Ok(false);
+    };
     if lane.is_down() {
         return Err(lane.down_error());
     }
     let index = d.record.index;
-    let stored = match (&d.stored, send) {
-        (Some(stored), true) => stored.clone(),
+    let bytes = match (&d.payload, send) {
+        (Some(payload), true) => payload.part(placed.piece),
         _ => {
             lane.uploaded.lock().unwrap().insert(index);
-            progress.provider(lane.name(), d.record.length);
-            return Ok(());
+            s.progress.provider(lane.name(), placed.length);
+            return Ok(true);
         }
     };
     // How many uploads run on one provider at once is the provider's own limit
     // (`provider::Limit`); the memory bound is `shards_in_flight`, held by the caller.
     // An upload waiting for its turn (or retrying) ends when another shard's upload drops the
     // provider: it would only spend its own retries on a provider that is gone.
-    let on_sent = provider_progress(progress, lane.name());
+    let on_sent = provider_progress(s.progress.clone(), lane.name());
+    let path = s.path(&placed);
     let put = tokio::select! {
         biased;
         _ = lane.dropped() => return Err(lane.down_error()),
-        r = lane.provider.put(path, stored, Some(on_sent)) => r,
+        r = lane.provider.put(&path, bytes, Some(on_sent)) => r,
     };
     match put {
         Ok(()) => {
             lane.uploaded.lock().unwrap().insert(index);
-            Ok(())
+            Ok(true)
         }
         Err(e) => {
             lane.drop_out(&e);

@@ -202,6 +202,7 @@ impl NewBackup {
                 .recipients
                 .as_ref()
                 .map_or_else(Vec::new, |r| r.to_strings()),
+            erasure: None,
         }
     }
 }

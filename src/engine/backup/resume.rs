@@ -2,19 +2,23 @@
 //! SHA-256: which stored bytes go where, so that one backup never holds two encodings of one
 //! shard (an encryption has a fresh file key each time, so re-encoding gives other bytes).
 //!
-//! - Every provider still in the run lists the object at the journaled stored length: nothing
-//!   is encoded or sent, the journaled record is the record.
+//! - Every provider still in the run lists its object (the stored shard, or the piece placed
+//!   there) at the journaled length: nothing is encoded or sent, the journaled record is the
+//!   record.
 //! - Some lack it. Unencrypted, the shard is encoded afresh: compression alone is
-//!   deterministic, so bytes equal to the journaled ones go to those lacking it. Otherwise (and
-//!   always when encrypted: a fresh file key gives other bytes) the journaled object is read
-//!   back from a provider that holds it, checked against the journaled SHA-256, and those bytes
-//!   go to the ones lacking it (and to a holder whose copy failed the check).
-//! - No provider serves a good copy: every copy is deleted, the shard is encoded afresh, the
-//!   fresh encoding is journaled (a later journal line wins) and sent to every provider, and
-//!   it is the record.
+//!   deterministic (and so is the erasure code), so bytes equal to the journaled ones go to
+//!   those lacking it. Otherwise (and always when encrypted: a fresh file key gives other
+//!   bytes) the journaled object is read back from a provider that holds it, checked against
+//!   the journaled SHA-256, and those bytes go to the ones lacking it (and to a holder whose
+//!   copy failed the check); erasure-coded, `k` checked pieces are read back and the missing
+//!   ones rebuilt from them.
+//! - No provider serves a good copy (or `k` good pieces): every copy is deleted, the shard is
+//!   encoded afresh, the fresh encoding is journaled (a later journal line wins) and sent to
+//!   every provider, and it is the record.
 
-use super::encode::encode;
-use super::lanes::{BackupLane, Delivery, Shipping};
+use super::encode::{encode, Payload};
+use super::lanes::{BackupLane, Delivery, Placed, Shipping};
+use crate::erasure;
 use crate::hashing;
 use crate::manifest::ShardRecord;
 use anyhow::{Context, Result};
@@ -23,23 +27,24 @@ use std::collections::BTreeSet;
 
 /// What the upload tasks do with journaled shard `j`, whose plaintext `plain` matched it.
 pub(super) async fn delivery(plain: Bytes, j: ShardRecord, s: &Shipping) -> Result<Delivery> {
-    let name = j.name(s.codec.encoding());
-    let live = || s.lanes.iter().enumerate().filter(|(_, l)| !l.is_down());
-    let mut lacking: BTreeSet<usize> = live()
-        .filter(|(_, l)| l.present.size(&name) != Some(j.length))
-        .map(|(i, _)| i)
+    let mut lacking: BTreeSet<usize> = live(s)
+        .filter(|&i| {
+            let lane = &s.lanes[i];
+            s.placed(&j, lane.name())
+                .is_some_and(|p| lane.present.size(&p.name) != Some(p.length))
+        })
         .collect();
     if lacking.is_empty() {
         return Ok(Delivery {
             record: j,
-            stored: None,
+            payload: None,
             send_to: lacking,
         });
     }
     let (index, offset) = (j.index, j.offset);
-    let plain_sha = j.plain_sha(s.codec.encoding()).map(str::to_string);
+    let plain_sha = j.plain_sha(s.encoder.codec.encoding()).map(str::to_string);
     let encode_now = |plain| async {
-        encode(&s.codec, index, offset, plain, plain_sha.clone())
+        encode(&s.encoder, index, offset, plain, plain_sha.clone())
             .await
             .with_context(|| format!("encoding shard {index} (byte {offset})"))
     };
@@ -47,65 +52,112 @@ pub(super) async fn delivery(plain: Bytes, j: ShardRecord, s: &Shipping) -> Resu
     // encryption never gives the same bytes twice, so a holder's copy is tried first.
     let mut fresh = None;
     let mut plain = Some(plain);
-    if s.codec.recipients.is_none() {
+    if s.encoder.codec.recipients.is_none() {
         let again = encode_now(plain.take().expect("not taken yet")).await?;
         if again.record.sha256 == j.sha256 {
             return Ok(Delivery {
                 record: j,
-                stored: Some(again.stored),
+                payload: Some(again.payload),
                 send_to: lacking,
             });
         }
         fresh = Some(again);
     }
-    let path = s.path(&j);
-    let holders: Vec<usize> = live()
-        .map(|(i, _)| i)
-        .filter(|i| !lacking.contains(i))
-        .collect();
-    for i in holders {
-        match fetch(&s.lanes[i], &path, &j).await {
-            Ok(stored) => {
-                return Ok(Delivery {
-                    record: j,
-                    stored: Some(stored),
-                    send_to: lacking,
-                })
-            }
-            Err(why) => {
-                tracing::warn!(
-                    "provider {}: {path} cannot be reused ({why}); it is sent again",
-                    s.lanes[i].name()
-                );
-                lacking.insert(i);
-            }
-        }
+    if let Some(payload) = read_back(&j, &mut lacking, s).await {
+        return Ok(Delivery {
+            record: j,
+            payload: Some(payload),
+            send_to: lacking,
+        });
     }
     let fresh = match (fresh, plain) {
         (Some(fresh), _) => fresh,
         (None, Some(plain)) => encode_now(plain).await?,
         (None, None) => unreachable!("the plaintext is encoded at most once"),
     };
-    store_afresh(&path, fresh.record, fresh.stored, s).await
+    store_afresh(fresh.record, fresh.payload, s).await
 }
 
-/// The journaled object `j` as `lane` holds it, if it is the journaled bytes.
-async fn fetch(lane: &BackupLane, path: &str, j: &ShardRecord) -> Result<Bytes, String> {
+/// Indexes of the lanes still in the run.
+fn live(s: &Shipping) -> impl Iterator<Item = usize> + '_ {
+    (0..s.lanes.len()).filter(|&i| !s.lanes[i].is_down())
+}
+
+/// The journaled bytes of `j`, read back from the lanes that list their object of it: the
+/// stored shard from the first that serves it intact, or every piece rebuilt from `k` intact
+/// ones. A holder whose copy fails its check joins `lacking`.
+async fn read_back(
+    j: &ShardRecord,
+    lacking: &mut BTreeSet<usize>,
+    s: &Shipping,
+) -> Option<Payload> {
+    let holders: Vec<usize> = live(s).filter(|i| !lacking.contains(i)).collect();
+    let scheme = s.erasure.as_ref().map(|e| e.scheme());
+    let mut pieces: Vec<Option<Bytes>> = vec![None; scheme.map_or(0, |e| e.total())];
+    for i in holders {
+        let lane = &s.lanes[i];
+        let Some(placed) = s.placed(j, lane.name()) else {
+            continue;
+        };
+        let want = placed.piece.map_or(&j.sha256, |p| &j.pieces[p].sha256);
+        match fetch(lane, s, &placed, want).await {
+            Ok(bytes) => match placed.piece {
+                None => return Some(Payload::Whole(bytes)),
+                Some(p) => pieces[p] = Some(bytes),
+            },
+            Err(why) => {
+                tracing::warn!(
+                    "provider {}: {} cannot be reused ({why}); it is sent again",
+                    lane.name(),
+                    s.path(&placed)
+                );
+                lacking.insert(i);
+            }
+        }
+        if scheme.is_some_and(|e| pieces.iter().flatten().count() == e.k) {
+            break;
+        }
+    }
+    let scheme = scheme?;
+    let length = j.length;
+    let rebuilt =
+        tokio::task::spawn_blocking(move || erasure::rebuild(scheme, length, &pieces)).await;
+    match rebuilt {
+        Ok(Ok(all)) => Some(Payload::Pieces(all)),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "shard {} cannot be rebuilt from the pieces held ({e}); it is stored afresh",
+                j.index
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// `lane`'s object `placed`, if it is the journaled bytes (SHA-256 `want`).
+async fn fetch(
+    lane: &BackupLane,
+    s: &Shipping,
+    placed: &Placed,
+    want: &str,
+) -> Result<Bytes, String> {
+    let path = s.path(placed);
     let stored = tokio::select! {
         biased;
         _ = lane.dropped() => return Err(lane.down_error()),
-        r = lane.provider.get(path, j.length) => r.map_err(|e| e.to_string())?,
+        r = lane.provider.get(&path, placed.length) => r.map_err(|e| e.to_string())?,
     };
     let sha = hashing::sha256_blocking(stored.clone())
         .await
         .map_err(|e| e.to_string())?;
-    if stored.len() as u64 != j.length || sha != j.sha256 {
+    if stored.len() as u64 != placed.length || sha != want {
         return Err(format!(
             "it reads back as {} bytes with SHA-256 {}, the journal says {} bytes with {}",
             stored.len(),
             &sha[..12],
-            j.length,
-            &j.sha256[..12.min(j.sha256.len())]
+            placed.length,
+            &want[..12.min(want.len())]
         ));
     }
     Ok(stored)
@@ -115,34 +167,32 @@ async fn fetch(lane: &BackupLane, path: &str, j: &ShardRecord) -> Result<Bytes, 
 /// encoding at the same length), journal the fresh record, and send it to every lane. A
 /// provider that dropped out of the run, or fails the delete, keeps its old copy, which a
 /// listing by size would take for the new one: a warning names it.
-async fn store_afresh(
-    path: &str,
-    record: ShardRecord,
-    stored: Bytes,
-    s: &Shipping,
-) -> Result<Delivery> {
-    let name = record.name(s.codec.encoding());
-    let listed = |l: &&BackupLane| l.present.size(&name).is_some();
-    let stale = |lane: &BackupLane| {
+async fn store_afresh(record: ShardRecord, payload: Payload, s: &Shipping) -> Result<Delivery> {
+    let stale = |lane: &BackupLane, path: &str| {
         tracing::warn!(
             "provider {}: its copy of {path} is from before the resume and stays there; once \
              the provider is back, `offsite sync --deep` replaces it",
             lane.name()
         )
     };
-    let deletes = s.lanes.iter().filter(listed).map(|lane| async move {
-        if lane.is_down() {
-            stale(lane);
-        } else if let Err(e) = lane.provider.delete(path).await {
-            lane.drop_out(&e);
-            stale(lane);
-        }
+    let deletes = s.lanes.iter().filter_map(|lane| {
+        let placed = s.placed(&record, lane.name())?;
+        lane.present.size(&placed.name)?;
+        let path = s.path(&placed);
+        Some(async move {
+            if lane.is_down() {
+                stale(lane, &path);
+            } else if let Err(e) = lane.provider.delete(&path).await {
+                lane.drop_out(&e);
+                stale(lane, &path);
+            }
+        })
     });
     futures::future::join_all(deletes).await;
     s.journal(&record)?;
     Ok(Delivery {
         record,
-        stored: Some(stored),
+        payload: Some(payload),
         send_to: (0..s.lanes.len()).collect(),
     })
 }

@@ -1,12 +1,13 @@
-//! The end of a backup: what each provider holds (by one listing each: the encoded names at
-//! the recorded stored lengths), whether every shard is on `min_providers`, the manifests, and each provider's
+//! The end of a backup: what each provider holds (by one listing each: the encoded names, or
+//! the pieces placed there, at the recorded stored lengths), whether every shard is on
+//! `min_providers` (erasure-coded: has `k` pieces stored), the manifests, and each provider's
 //! outcome.
 
-use super::lanes::BackupLane;
-use super::{BackupJob, ProviderOutcome};
+use super::lanes::{BackupLane, Shipping};
+use super::ProviderOutcome;
 use crate::engine::confirm::Listed;
 use crate::error::Interrupted;
-use crate::layout::{self, Encoding};
+use crate::layout;
 use crate::manifest::{Manifest, ShardRecord};
 use anyhow::{bail, Result};
 use bytes::Bytes;
@@ -18,24 +19,23 @@ pub(super) type Confirmed = HashMap<String, BTreeSet<u64>>;
 
 /// Lists each provider once and keeps the shards whose object has the right size.
 pub(super) async fn confirm_sizes(
-    dir: &str,
-    encoding: Encoding,
+    s: &Shipping,
     records: &[ShardRecord],
-    lanes: &[BackupLane],
     cancel: &CancellationToken,
 ) -> Result<Confirmed> {
-    let checks = lanes
+    let checks = s
+        .lanes
         .iter()
         .filter(|l| !l.is_down())
         .map(|lane| async move {
-            let listed = match lane.provider.list(dir).await {
+            let listed = match lane.provider.list(&s.dir).await {
                 Ok(l) => Listed::new(l),
                 Err(e) => {
                     lane.drop_out(&e);
                     return (lane.name().to_string(), BTreeSet::new());
                 }
             };
-            let held = held(lane, &listed, encoding, records);
+            let held = held(s, lane, &listed, records);
             (lane.name().to_string(), held)
         });
     tokio::select! {
@@ -44,19 +44,22 @@ pub(super) async fn confirm_sizes(
     }
 }
 
-/// The shards `lane` reported uploaded (or held) whose encoded object `listed` shows at its
-/// recorded stored length.
+/// The shards `lane` reported uploaded (or held) whose object there (the stored shard, or
+/// its piece) `listed` shows at its recorded length.
 fn held(
+    s: &Shipping,
     lane: &BackupLane,
     listed: &Listed,
-    encoding: Encoding,
     records: &[ShardRecord],
 ) -> BTreeSet<u64> {
     let uploaded = lane.uploaded.lock().unwrap().clone();
     let mut ok = BTreeSet::new();
     for r in records.iter().filter(|r| uploaded.contains(&r.index)) {
-        let name = r.name(encoding);
-        match listed.confirm(&name, r.length) {
+        let Some(placed) = s.placed(r, lane.name()) else {
+            continue;
+        };
+        let name = placed.name;
+        match listed.confirm(&name, placed.length) {
             Ok(()) => {
                 ok.insert(r.index);
             }
@@ -72,9 +75,10 @@ fn held(
     ok
 }
 
-/// Fails unless every shard is confirmed on `min_providers` providers.
+/// Fails unless every shard is confirmed on `min_providers` providers (erasure-coded: `k` of
+/// its pieces).
 pub(super) fn check_min_providers(
-    job: &BackupJob,
+    s: &Shipping,
     records: &[ShardRecord],
     confirmed: &Confirmed,
 ) -> Result<()> {
@@ -83,12 +87,10 @@ pub(super) fn check_min_providers(
             .values()
             .filter(|set| set.contains(&r.index))
             .count();
-        if holders < job.min_providers {
+        if holders < s.needed() {
             bail!(
-                "shard {} of {} is on {holders} provider(s) after checking sizes, fewer than min_providers = {}; no manifest was written (a re-run resumes)",
-                r.index,
-                job.id,
-                job.min_providers
+                "{} after checking sizes; no manifest was written (a re-run resumes)",
+                super::lanes::too_few(s, r.index, r.offset, holders)
             );
         }
     }
@@ -145,12 +147,23 @@ pub(super) fn outcomes(
             let held = confirmed
                 .get(lane.name())
                 .or(lane.is_down().then_some(&uploaded));
+            // Erasure-coded: only the shards placement puts a piece of there.
+            let placed: Vec<u64> = manifest
+                .shards
+                .iter()
+                .map(|s| s.index)
+                .filter(|&i| {
+                    manifest
+                        .erasure
+                        .as_ref()
+                        .is_none_or(|e| e.piece_on(i, lane.name()).is_some())
+                })
+                .collect();
             ProviderOutcome {
                 provider: lane.name().to_string(),
-                missing_shards: manifest
-                    .shards
-                    .iter()
-                    .map(|s| s.index)
+                pieces: manifest.erasure.is_some().then_some(placed.len() as u64),
+                missing_shards: placed
+                    .into_iter()
                     .filter(|i| !held.is_some_and(|h| h.contains(i)))
                     .collect(),
                 manifest_written: written.contains(lane.name()),

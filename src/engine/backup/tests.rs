@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::path::Path;
 mod codec;
+mod erasure;
 
 const SHARD: u64 = 1000;
 
@@ -51,6 +52,7 @@ fn job(providers: Vec<DynProvider>, min: usize) -> BackupJob {
         resume: None,
         journal: None,
         codec: crate::codec::Codec::plain(),
+        erasure: None,
     }
 }
 
@@ -276,6 +278,7 @@ async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
         gaps_retry: false,
         encoding: Default::default(),
         recipients: Vec::new(),
+        erasure: None,
     };
     let mut j = job(dyns(&m), 1);
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
@@ -407,6 +410,7 @@ async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others
         gaps_retry: false,
         encoding: Default::default(),
         recipients: Vec::new(),
+        erasure: None,
     };
     // p0 takes every shard; `stuck` never finishes one, as a provider that lags behind.
     let mut j = job(vec![m[0].clone() as DynProvider, Arc::new(Stuck)], 1);

@@ -63,6 +63,7 @@ fn unfinished(snapshot: &str) -> Unfinished {
         gaps_retry: false,
         encoding: Default::default(),
         recipients: Vec::new(),
+        erasure: None,
     }
 }
 

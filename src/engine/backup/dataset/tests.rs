@@ -37,6 +37,7 @@ fn unfinished(encoding: Encoding, recipients: Vec<String>) -> Unfinished {
         gaps_retry: false,
         encoding,
         recipients,
+        erasure: None,
     }
 }
 

@@ -205,6 +205,7 @@ async fn first_run(
         gaps_retry: false,
         encoding: codec.encoding(),
         recipients: Vec::new(),
+        erasure: None,
     };
     let mut j = job(dyns(m), 1);
     j.codec = codec.clone();
