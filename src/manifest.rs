@@ -184,6 +184,22 @@ impl Manifest {
         layout::piece_object(&self.object(shard), piece, total)
     }
 
+    /// The objects that store `shard`, with their lengths: the stored shard itself, or its
+    /// `k + m` pieces in piece order.
+    pub fn objects_of(&self, shard: &ShardRecord) -> Vec<(String, u64)> {
+        match &self.erasure {
+            None => vec![(self.object(shard), shard.length)],
+            Some(_) => (0..shard.pieces.len())
+                .map(|p| (self.piece_object(shard, p), shard.pieces[p].length))
+                .collect(),
+        }
+    }
+
+    /// How many of a shard's objects a restore needs: one copy, or `k` pieces.
+    pub fn objects_needed(&self) -> usize {
+        self.erasure.as_ref().map_or(1, |e| e.k)
+    }
+
     /// The code of an erasure-coded backup.
     pub fn scheme(&self) -> Option<crate::erasure::Scheme> {
         self.erasure.as_ref().map(ErasureRecord::scheme)

@@ -128,14 +128,9 @@ impl BackupEntry {
     }
 
     /// Whether `m` agrees with the listings: every shard object any provider lists is one of
-    /// its shards, and each of its shards is listed somewhere at its length.
+    /// its objects, and each of its shards is restorable from what is listed.
     pub fn agrees_with_listings(&self, m: &Manifest) -> bool {
-        let names: BTreeMap<String, u64> =
-            m.shards.iter().map(|s| (m.object(s), s.length)).collect();
-        self.names_every_listed_shard(m)
-            && names
-                .iter()
-                .all(|(n, len)| self.objects.values().any(|objs| objs.get(n) == Some(len)))
+        self.names_every_listed_shard(m) && self.restorable(m)
     }
 
     /// Whether a provider lists a shard starting where `m`'s stream ends, with the next index:
@@ -148,9 +143,14 @@ impl BackupEntry {
         })
     }
 
-    /// Whether every shard object any provider lists is one of `m`'s shards.
+    /// Whether every shard object (or piece) any provider lists is one of `m`'s.
     fn names_every_listed_shard(&self, m: &Manifest) -> bool {
-        let names: BTreeSet<String> = m.shards.iter().map(|s| m.object(s)).collect();
+        let names: BTreeSet<String> = m
+            .shards
+            .iter()
+            .flat_map(|s| m.objects_of(s))
+            .map(|(name, _)| name)
+            .collect();
         self.objects.values().all(|objs| {
             objs.keys()
                 .filter(|n| layout::parse_shard_name(n).is_some())
@@ -158,15 +158,17 @@ impl BackupEntry {
         })
     }
 
-    /// Whether every shard of `m` is on at least one provider with the right size, so that a
-    /// restore can find each of them somewhere.
+    /// Whether every shard of `m` can be read from what the providers list at the right size:
+    /// one copy somewhere, or `k` of its pieces (each counted once, wherever it is listed).
     pub fn restorable(&self, m: &Manifest) -> bool {
-        m.shards.iter().all(|s| {
-            let name = m.object(s);
+        let listed = |(name, len): &(String, u64)| {
             self.objects
                 .values()
-                .any(|objs| objs.get(&name) == Some(&s.length))
-        })
+                .any(|objs| objs.get(name) == Some(len))
+        };
+        m.shards
+            .iter()
+            .all(|s| m.objects_of(s).iter().filter(|o| listed(o)).count() >= m.objects_needed())
     }
 
     /// Providers whose manifest does not parse or is not the trusted one (all of them when
@@ -209,6 +211,53 @@ mod tests {
             e.manifests.insert(p.into(), Ok(m.clone()));
         }
         (e, m)
+    }
+
+    /// A 2+1 erasure-coded backup of three shards on a, b and c: each piece where placement
+    /// puts it, and the manifest everywhere.
+    fn coded() -> (BackupEntry, Manifest) {
+        let data: [&[u8]; 3] = [b"abcdefgh", b"ijklmnop", b"qrs"];
+        let stored: Vec<bytes::Bytes> = data
+            .iter()
+            .map(|d| bytes::Bytes::from(d.to_vec()))
+            .collect();
+        let (m, _) = crate::gaps::fixture::erasure(
+            crate::manifest::sample(&data),
+            &stored,
+            "2+1".parse().unwrap(),
+            &["a", "b", "c"],
+        );
+        let mut e = BackupEntry::default();
+        for s in &m.shards {
+            for (p, (name, len)) in m.objects_of(s).into_iter().enumerate() {
+                let holder = m.erasure.as_ref().unwrap().holder(s.index, p);
+                e.objects
+                    .entry(holder.into())
+                    .or_default()
+                    .insert(name, len);
+            }
+        }
+        for p in ["a", "b", "c"] {
+            e.objects
+                .get_mut(p)
+                .unwrap()
+                .insert(layout::MANIFEST.into(), 100);
+            e.manifests.insert(p.into(), Ok(m.clone()));
+        }
+        (e, m)
+    }
+
+    #[test]
+    fn an_erasure_coded_backup_is_restorable_while_k_pieces_of_each_shard_are_listed() {
+        let (mut e, m) = coded();
+        assert!(e.restorable(&m) && e.agrees_with_listings(&m));
+        e.objects.remove("c");
+        assert!(e.restorable(&m), "two pieces of each shard are left");
+        let (name, _) = m.objects_of(&m.shards[1]).remove(0);
+        for objs in e.objects.values_mut() {
+            objs.remove(&name);
+        }
+        assert!(!e.restorable(&m), "shard 1 has one piece left");
     }
 
     fn order(v: &[&str]) -> Vec<String> {
