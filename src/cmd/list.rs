@@ -43,10 +43,18 @@ impl Report for ListReport {
                 b.shards
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),
-                b.providers.join(","),
+                providers(b),
             )?;
         }
         Ok(())
+    }
+}
+
+/// The PROVIDERS column: `a,b,c`, and the code of an erasure-coded backup: `a,b,c (2+1)`.
+fn providers(b: &ListedBackup) -> String {
+    match &b.erasure {
+        Some(e) => format!("{} (erasure {e})", b.providers.join(",")),
+        None => b.providers.join(","),
     }
 }
 

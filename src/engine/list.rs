@@ -40,6 +40,10 @@ pub struct ListedBackup {
     pub shards: Option<usize>,
     /// The providers holding a good manifest, or (without one) any object of the backup.
     pub providers: Vec<String>,
+    /// Erasure-coded backups: the code, `"2+1"` (each shard cut into 3 pieces on 3 providers,
+    /// any 2 restore it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<String>,
 }
 
 /// Every backup of `catalog`.
@@ -76,6 +80,7 @@ fn finished(key: &BackupKey, entry: &BackupEntry, m: &Manifest) -> ListedBackup 
             .filter(|(_, m)| m.is_ok())
             .map(|(p, _)| p.clone())
             .collect(),
+        erasure: m.scheme().map(|e| e.to_string()),
     }
 }
 
@@ -102,6 +107,7 @@ fn unfinished(key: &BackupKey, entry: &BackupEntry, order: &[String]) -> ListedB
         stored_bytes: None,
         shards: entry.objects.values().map(shards).max(),
         providers: entry.objects.keys().cloned().collect(),
+        erasure: None,
     }
 }
 
