@@ -17,9 +17,10 @@ fn main() {
         schemes = ["2+1", "4+2", "3+2"].map(String::from).to_vec();
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shard: Vec<u8> = (0..SHARD)
+    let shard: bytes::Bytes = (0..SHARD)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+        .collect::<Vec<u8>>()
+        .into();
     println!("| scheme | threads | encode MiB/s (stream) | encode pieces/s | decode MiB/s (m data pieces lost) |");
     println!("|---|---:|---:|---:|---:|");
     for s in &schemes {
@@ -34,7 +35,7 @@ fn main() {
 
 /// Encode and decode rates (MiB of stored shard per second) with `threads` threads each
 /// working through `ROUNDS` shards.
-fn measure(scheme: Scheme, shard: &[u8], threads: usize) -> (f64, f64) {
+fn measure(scheme: Scheme, shard: &bytes::Bytes, threads: usize) -> (f64, f64) {
     let mib = (SHARD * ROUNDS * threads) as f64 / (1 << 20) as f64;
     let start = Instant::now();
     let pieces = std::thread::scope(|s| {

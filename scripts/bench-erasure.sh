@@ -21,7 +21,7 @@
 # code: examples/erasure-throughput.rs (64 MiB shards: encode and decode rates, 1 thread and
 #   all cores), against the WAN limit's stream rate (2 x 40 MiB/s for 2+1; target 5x).
 #
-# Environment: BENCH_RUNS (default 2), BENCH_BYTES (default 1GiB), BENCH_DIR, BENCH_KEEP=1,
+# Environment: BENCH_ONLY=backup (the backup rows only), BENCH_RUNS (default 2), BENCH_BYTES (default 1GiB), BENCH_DIR, BENCH_KEEP=1,
 # BENCH_STREAMS (where the random stream is made once and kept), OFFSITE (default
 # target/release/offsite).
 set -euo pipefail
@@ -145,6 +145,7 @@ section_wan() {
         done
         # The 2+1 backup of this run is the one on the servers when it ran second; else redo it.
         [[ $variant == 2+1 ]] || backup_row "$run" "2+1" 2+1 "$bytes" "$stream"
+        [[ ${BENCH_ONLY:-} == backup ]] && continue
         restore_rows "$run" "$bytes"
         repair_row "$run" "$bytes" $(((run - 1) % 3 + 1))
     done

@@ -111,15 +111,25 @@ pub fn piece_at(shard: u64, slot: usize, n: usize) -> usize {
 }
 
 /// Cuts a stored shard into `k + m` pieces of [`Scheme::piece_len`] bytes: data pieces first
-/// (zero-padded at the end), then parity. Runs the code on the calling thread.
-pub fn split(scheme: Scheme, stored: &[u8]) -> Result<Vec<Bytes>, ErasureError> {
+/// (zero-padded at the end), then parity. Runs the code on the calling thread. A whole data
+/// piece is a slice of `stored`, not a copy: only a piece that needs padding is copied, so a
+/// shard being cut holds its stored bytes and its parity.
+pub fn split(scheme: Scheme, stored: &Bytes) -> Result<Vec<Bytes>, ErasureError> {
     let len = scheme.piece_len(stored.len() as u64) as usize;
-    let mut padded = Vec::with_capacity(len * scheme.k);
-    padded.extend_from_slice(stored);
-    padded.resize(len * scheme.k, 0);
-    let padded = Bytes::from(padded);
     let data: Vec<Bytes> = (0..scheme.k)
-        .map(|i| padded.slice(i * len..(i + 1) * len))
+        .map(|i| {
+            let (start, end) = (
+                (i * len).min(stored.len()),
+                ((i + 1) * len).min(stored.len()),
+            );
+            if end - start == len {
+                return stored.slice(start..end);
+            }
+            let mut padded = Vec::with_capacity(len);
+            padded.extend_from_slice(&stored[start..end]);
+            padded.resize(len, 0);
+            Bytes::from(padded)
+        })
         .collect();
     let parity = reed_solomon_simd::encode(scheme.k, scheme.m, &data)
         .map_err(|e| ErasureError::Code(e.to_string()))?;
@@ -166,7 +176,7 @@ pub fn rebuild(
     pieces: &[Option<Bytes>],
 ) -> Result<Vec<Bytes>, ErasureError> {
     let stored = join(scheme, stored_len, pieces)?;
-    split(scheme, &stored)
+    split(scheme, &Bytes::from(stored))
 }
 
 /// `k + m` slots, at least `k` pieces given, each `want` bytes long.

@@ -1,7 +1,10 @@
 use super::*;
 
-fn stream(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+fn stream(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 #[test]
@@ -86,7 +89,11 @@ fn too_few_or_wrong_pieces_are_errors() {
 /// undecodable by README.md's description, so it must fail here first.
 #[test]
 fn parity_is_pinned() {
-    let pieces = split(Scheme { k: 2, m: 1 }, b"offsite erasure").unwrap();
+    let pieces = split(
+        Scheme { k: 2, m: 1 },
+        &Bytes::from_static(b"offsite erasure"),
+    )
+    .unwrap();
     assert_eq!(
         crate::hashing::sha256(&pieces[2]),
         "d9c647cb0b43b10171135f579c27b4f82c315c80a2eeb7ce4edbc6dab0bf61cb"
