@@ -3,7 +3,8 @@
 #
 #   1. installs what the tests need, only if something is missing (Debian: apt-get):
 #      rclone, zfs-fuse, btrfs-progs, GNU time, age and zstd (the encryption tests recover a
-#      backup with these two CLIs, as README.md tells a user to);
+#      backup with these two CLIs, as README.md tells a user to), faketime (backups made at
+#      other dates, for retention);
 #   2. makes sure a zfs-fuse daemon answers (`zpool list`), starting one if needed;
 #   3. cargo fmt --check, cargo clippy -D warnings, cargo test --release.
 #
@@ -35,6 +36,7 @@ install_missing() {
     [[ -x /usr/bin/time ]] || missing+=(time)
     command -v age >/dev/null || missing+=(age)
     command -v zstd >/dev/null || missing+=(zstd)
+    command -v faketime >/dev/null || missing+=(faketime) # retention at other dates
     if ((${#missing[@]} == 0)); then
         return
     fi

@@ -1,7 +1,7 @@
 //! `offsite prune [--dry-run]`: retention. On the providers, each dataset with `keep_chains`
-//! keeps its newest full chains and loses older ones and the debris of abandoned unfinished
-//! backups (see `engine::prune`); datasets without `keep_chains` are left alone. Then local
-//! snapshots.
+//! or a retention grid (`keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`) keeps what
+//! a rule keeps and loses the rest and the debris of abandoned unfinished backups (see
+//! `engine::prune`); datasets without any rule are left alone. Then local snapshots.
 //!
 //! Nothing is deleted unless every enabled provider was listed and every manifest of the
 //! dataset was read: a backup that cannot be seen may need what would otherwise go.
@@ -10,7 +10,7 @@ use super::{Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::units::human_bytes;
 use crate::config::Dataset;
-use crate::engine::prune::{self, ProviderResult, PrunePlan, Work};
+use crate::engine::prune::{self, ProviderResult, PrunePlan, Retention, Work};
 use crate::error::{ConfigError, Interrupted};
 use crate::lock::DatasetLock;
 use crate::outln;
@@ -20,8 +20,8 @@ use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 
-/// The datasets to prune, each with its `keep_chains`.
-type Selected<'a> = Vec<(&'a Dataset, NonZeroU32)>;
+/// The datasets to prune, each with its rules.
+type Selected<'a> = Vec<(&'a Dataset, Retention)>;
 
 /// What prune did (with --dry-run: would do), per dataset and provider.
 #[derive(Debug, serde::Serialize)]
@@ -45,8 +45,14 @@ struct PruneReport {
 #[derive(Debug, serde::Serialize)]
 struct DatasetReport {
     dataset: String,
-    keep_chains: u32,
+    keep_chains: Option<u32>,
+    /// The grid's rules, `keep_daily = 7, keep_weekly = 4` (empty without one).
+    keep_grid: String,
     kept: Vec<String>,
+    /// Each kept backup with the rules that keep it: `keep_chains`, `daily 2026-11-21`,
+    /// `weekly 2026-W47`, `monthly 2026-11`, `yearly 2026`, `parent of ID`, or that its chain
+    /// cannot be restored.
+    kept_because: BTreeMap<String, Vec<String>>,
     deleted: Vec<String>,
     debris: Vec<String>,
     /// Kept backups that cannot be restored (a shard or a link missing on every provider):
@@ -160,34 +166,39 @@ fn plan_all(
             });
             continue;
         }
-        let plan = prune::plan(&view.seen, *keep);
+        let plan = prune::plan_with(&view.seen, keep);
         prune::add_work(catalog, &ds.name, &plan.delete, &mut out.work);
         prune::add_work(catalog, &ds.name, &plan.debris, &mut out.work);
-        out.reports.push(dataset_report(&ds.name, *keep, &plan));
+        out.reports.push(dataset_report(&ds.name, keep, &plan));
     }
     out
 }
 
-/// The datasets with `keep_chains`, and a note for those without. `keep_chains = 0` would delete
-/// every backup: a usage error, before anything is touched.
+/// The datasets with a retention rule, and a note for those without. `keep_chains = 0` would
+/// delete every backup: a usage error, before anything is touched.
 fn select(ctx: &Ctx) -> Result<(Selected<'_>, Vec<LeftAlone>), ConfigError> {
     let mut pruned = Vec::new();
     let mut left_alone = Vec::new();
     for d in &ctx.cfg.datasets {
-        match d.keep_chains.map(NonZeroU32::new) {
-            Some(Some(n)) => pruned.push((d, n)),
-            Some(None) => {
-                return Err(ConfigError(format!(
-                    "{}: dataset {:?} has keep_chains = 0, which would delete every backup; \
-                     set 1 or more, or remove keep_chains to keep everything",
-                    ctx.cfg.path.display(),
-                    d.name
-                )))
-            }
-            None => left_alone.push(LeftAlone {
+        let rules = Retention {
+            chains: d.keep_chains.and_then(NonZeroU32::new),
+            grid: d.keep,
+        };
+        if d.keep_chains == Some(0) {
+            return Err(ConfigError(format!(
+                "{}: dataset {:?} has keep_chains = 0, which would delete every backup; \
+                 set 1 or more, or remove keep_chains to keep everything",
+                ctx.cfg.path.display(),
+                d.name
+            )));
+        }
+        if rules.is_empty() {
+            left_alone.push(LeftAlone {
                 dataset: d.name.clone(),
-                reason: "no keep_chains in the config".into(),
-            }),
+                reason: "no keep_chains or keep_daily/weekly/monthly/yearly in the config".into(),
+            });
+        } else {
+            pruned.push((d, rules));
         }
     }
     Ok((pruned, left_alone))
@@ -206,11 +217,17 @@ fn unconfigured(ctx: &Ctx, catalog: &Catalog) -> Vec<LeftAlone> {
         .collect()
 }
 
-fn dataset_report(dataset: &str, keep: NonZeroU32, plan: &PrunePlan) -> DatasetReport {
+fn dataset_report(dataset: &str, rules: &Retention, plan: &PrunePlan) -> DatasetReport {
     let strings = |ids: &[crate::layout::BackupId]| ids.iter().map(|i| i.to_string()).collect();
     DatasetReport {
         dataset: dataset.to_string(),
-        keep_chains: keep.get(),
+        keep_chains: rules.chains.map(NonZeroU32::get),
+        keep_grid: rules.grid.describe(),
+        kept_because: plan
+            .reasons
+            .iter()
+            .map(|(id, why)| (id.to_string(), why.clone()))
+            .collect(),
         kept: strings(&plan.keep),
         deleted: strings(&plan.delete),
         debris: strings(&plan.debris),
@@ -276,22 +293,35 @@ impl Report for PruneReport {
 }
 
 impl DatasetReport {
+    /// `keep_chains = 2, keep_daily = 7`.
+    fn rules(&self) -> String {
+        let chains = self.keep_chains.map(|n| format!("keep_chains = {n}"));
+        let grid = Some(self.keep_grid.clone()).filter(|g| !g.is_empty());
+        chains
+            .into_iter()
+            .chain(grid)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// One line of counts, one per backup, and the kept backups that cannot be restored.
     fn render_text(&self, delete: &str) -> std::io::Result<()> {
         outln!(
-            "dataset {:?} (keep_chains = {}): keep {}, {delete} {} of older chains and {} abandoned unfinished",
+            "dataset {:?} ({}): keep {}, {delete} {} older and {} abandoned unfinished",
             self.dataset,
-            self.keep_chains,
+            self.rules(),
             self.kept.len(),
             self.deleted.len(),
             self.debris.len()
         )?;
-        let lines = [
-            ("keep", &self.kept),
-            (delete, &self.deleted),
-            ("debris", &self.debris),
-        ];
-        for (what, ids) in lines {
+        for id in &self.kept {
+            let why = self
+                .kept_because
+                .get(id)
+                .map_or(String::new(), |w| w.join(", "));
+            outln!("  {:<12} {id}  ({why})", "keep")?;
+        }
+        for (what, ids) in [(delete, &self.deleted), ("debris", &self.debris)] {
             for id in ids {
                 outln!("  {what:<12} {id}")?;
             }

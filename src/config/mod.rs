@@ -133,6 +133,8 @@ pub struct Dataset {
     pub full_every: Option<Duration>,
     pub incremental_every: Option<Duration>,
     pub keep_chains: Option<u32>,
+    /// The retention grid: `keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`.
+    pub keep: Grid,
     /// Names of the providers this dataset goes to (enabled ones only).
     pub providers: Vec<String>,
     /// Use the newest existing snapshot matching this glob instead of making one.
@@ -149,6 +151,42 @@ pub struct Dataset {
     /// data and m parity pieces on different providers; `None`: every provider holds every
     /// shard.
     pub erasure: Option<crate::erasure::Scheme>,
+}
+
+/// `keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`: how many periods of each
+/// length keep their newest backup on the providers (0: none; see `engine::prune`'s grid).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grid {
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+impl Grid {
+    pub fn is_empty(&self) -> bool {
+        *self == Grid::default()
+    }
+
+    /// `keep_daily = 7, keep_monthly = 6`, for reports.
+    pub fn describe(&self) -> String {
+        self.rules()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(rule, n)| format!("keep_{rule} = {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Each rule's name (`daily`) and count.
+    pub fn rules(&self) -> [(&'static str, u32); 4] {
+        [
+            ("daily", self.daily),
+            ("weekly", self.weekly),
+            ("monthly", self.monthly),
+            ("yearly", self.yearly),
+        ]
+    }
 }
 
 impl Config {

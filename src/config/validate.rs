@@ -253,6 +253,12 @@ fn dataset(
         full_every: d.full_every.map(|s| s.0),
         incremental_every: d.incremental_every.map(|s| s.0),
         keep_chains: d.keep_chains,
+        keep: super::Grid {
+            daily: d.keep_daily.unwrap_or(0),
+            weekly: d.keep_weekly.unwrap_or(0),
+            monthly: d.keep_monthly.unwrap_or(0),
+            yearly: d.keep_yearly.unwrap_or(0),
+        },
         providers,
         snapshot_pattern: d.snapshot_pattern,
         send_flags: d.send_flags.unwrap_or_default(),

@@ -14,6 +14,10 @@
 //! - Providers are worked on in parallel (each provider's `Limit` bounds its deletions at
 //!   once); a failing provider is reported and the others go on.
 
+mod grid;
+
+pub use grid::Grid;
+
 use crate::catalog::ancestors::{ancestors, Ancestors, Link, Lookup, WalkEnd};
 use crate::catalog::{Catalog, Objects};
 use crate::error::ProviderError;
@@ -50,41 +54,84 @@ pub struct PrunePlan {
     /// Kept backups that cannot be restored: a shard, or a backup of their chain, is missing
     /// on every provider. Not counted toward `keep_chains`; left for `sync` to repair.
     pub unrestorable: Vec<BackupId>,
+    /// Why each kept backup stays: `keep_chains`, `daily 2026-11-21`, `parent of ID`, ...
+    pub reasons: BTreeMap<BackupId, Vec<String>>,
+}
+
+/// A dataset's retention rules: `keep_chains` and the grid; a backup any rule keeps stays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub chains: Option<NonZeroU32>,
+    pub grid: Grid,
+}
+
+impl Retention {
+    /// No rule: `prune` leaves the dataset alone.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_none() && self.grid.is_empty()
+    }
 }
 
 /// Decides what to keep of one dataset's backups with `keep_chains` full chains.
-///
-/// The kept chains are the `keep_chains` newest restorable full backups and every backup made
-/// since the oldest of them, each with its whole chain (by parent links), so an incremental
-/// made after the boundary keeps the older chain it depends on. Chains whose first backup is
-/// not a restorable full are kept whatever their age. Fewer restorable full chains than
-/// `keep_chains`: every complete backup is kept.
 pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
+    plan_with(
+        seen,
+        &Retention {
+            chains: Some(keep_chains),
+            grid: Grid::default(),
+        },
+    )
+}
+
+/// Decides what to keep of one dataset's backups under `rules`.
+///
+/// `keep_chains`: the `keep_chains` newest restorable full backups and every backup made since
+/// the oldest of them, each with its whole chain (by parent links), so an incremental made
+/// after the boundary keeps the older chain it depends on. Fewer restorable full chains than
+/// `keep_chains`: every complete backup is kept. The grid ([`grid::kept`]) picks among the
+/// backups whose whole chain is restorable. A backup whose chain cannot be restored is never
+/// deleted (left for `sync`), and every backup a kept one needs is kept.
+pub fn plan_with(seen: &[Seen], rules: &Retention) -> PrunePlan {
     let Indexed {
         parents,
         intact,
         unfinished,
     } = index(seen);
-    let good_root = |id: &BackupId| parents.get(id) == Some(&None) && intact.contains(id);
-    let mut roots: Vec<&BackupId> = parents.keys().filter(|id| good_root(id)).copied().collect();
-    roots.sort_unstable_by(|a, b| b.cmp(a));
-    let mut keep: BTreeSet<&BackupId> = match roots.get(keep_chains.get() as usize - 1) {
-        Some(boundary) if roots.len() > keep_chains.get() as usize => {
-            let kept_tops: BTreeSet<&BackupId> = parents
-                .keys()
-                .filter(|id| **id >= *boundary)
-                .map(|id| top(&parents, id))
-                .collect();
-            parents
-                .keys()
-                .filter(|id| kept_tops.contains(top(&parents, id)))
-                .copied()
-                .collect()
+    let mut why: BTreeMap<&BackupId, Vec<String>> = BTreeMap::new();
+    if let Some(n) = rules.chains {
+        for id in by_chains(&parents, &intact, n) {
+            why.entry(id).or_default().push("keep_chains".into());
         }
-        _ => parents.keys().copied().collect(),
-    };
-    keep.extend(parents.keys().filter(|id| !good_root(top(&parents, id))));
+    }
+    let candidates: Vec<&BackupId> = parents
+        .keys()
+        .filter(|id| restorable_chain(&parents, &intact, id))
+        .copied()
+        .collect();
+    for (id, rules) in grid::kept(&candidates, &rules.grid) {
+        why.entry(id).or_default().extend(rules);
+    }
+    // Never deleted: a chain without a restorable full backup at its start, and (with a grid)
+    // an unrestorable backup newer than every restorable one.
+    let good_root = |id: &BackupId| parents.get(id) == Some(&None) && intact.contains(id);
+    let newest_good = candidates.last();
+    for id in parents.keys().filter(|id| !candidates.contains(id)) {
+        let newer = !rules.grid.is_empty() && newest_good.is_none_or(|n| *id > n);
+        if newer || !good_root(top(&parents, id)) {
+            let rule = "its chain cannot be restored: left for `offsite sync` to repair";
+            why.entry(id).or_default().push(rule.into());
+        }
+    }
+    let mut keep: BTreeSet<&BackupId> = why.keys().copied().collect();
     let needed = close_over_ancestors(&parents, &mut keep);
+    for (child, parent) in &parents {
+        match parent {
+            Some(p) if keep.contains(child) && keep.contains(p) && !why.contains_key(p) => {
+                why.entry(p).or_default().push(format!("parent of {child}"));
+            }
+            _ => {}
+        }
+    }
     let newest = parents.keys().next_back();
     PrunePlan {
         unrestorable: keep
@@ -103,6 +150,35 @@ pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
             .map(|id| (*id).clone())
             .collect(),
         keep: keep.into_iter().cloned().collect(),
+        reasons: why.into_iter().map(|(id, r)| (id.clone(), r)).collect(),
+    }
+}
+
+/// What `keep_chains = n` keeps: the `n` newest restorable full chains and everything made
+/// since the oldest of them (each with its chain); everything when there are not more than `n`.
+/// Chains whose first backup is not a restorable full are left to the caller.
+fn by_chains<'a>(
+    parents: &BTreeMap<&'a BackupId, Option<&'a BackupId>>,
+    intact: &BTreeSet<&'a BackupId>,
+    n: NonZeroU32,
+) -> BTreeSet<&'a BackupId> {
+    let good_root = |id: &BackupId| parents.get(id) == Some(&None) && intact.contains(id);
+    let mut roots: Vec<&BackupId> = parents.keys().filter(|id| good_root(id)).copied().collect();
+    roots.sort_unstable_by(|a, b| b.cmp(a));
+    match roots.get(n.get() as usize - 1) {
+        Some(boundary) if roots.len() > n.get() as usize => {
+            let kept_tops: BTreeSet<&BackupId> = parents
+                .keys()
+                .filter(|id| **id >= *boundary)
+                .map(|id| top(parents, id))
+                .collect();
+            parents
+                .keys()
+                .filter(|id| kept_tops.contains(top(parents, id)))
+                .copied()
+                .collect()
+        }
+        _ => parents.keys().copied().collect(),
     }
 }
 

@@ -417,3 +417,75 @@ fn sigint_while_deleting_on_the_providers_leaves_local_snapshots_alone() {
         pool.snapshots()
     );
 }
+
+/// libfaketime, which makes offsite (not rclone: Go reads the clock by itself) see another time.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[test]
+fn the_retention_grid_keeps_the_newest_backup_of_each_period_of_backups_made_at_other_dates() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing: apt-get install faketime (scripts/test.sh does)"
+    );
+    let mut env = Env::new(2);
+    let src = env.path().join("src.bin");
+    env.command_dataset(DS, &format!("cat {}", src.display()))
+        .dataset_set(DS, "keep_daily", 2)
+        .dataset_set(DS, "keep_weekly", 3)
+        .dataset_set(DS, "keep_monthly", 2);
+    // 2026-01-01 is a Thursday (ISO week 1), 2026-02-01 a Sunday (week 5).
+    let dates = [
+        "2026-01-01 02:00:00",
+        "2026-01-02 02:00:00",
+        "2026-01-02 14:00:00",
+        "2026-01-09 02:00:00",
+        "2026-02-01 02:00:00",
+    ];
+    let mut made = Vec::new();
+    for (seed, date) in dates.iter().enumerate() {
+        let data = write_pseudo_random(&src, seed as u64 + 1, 3 << 19);
+        let at = format!("@{date}");
+        env.offsite_env(
+            &["backup", "--once", "--full", DS],
+            &[("LD_PRELOAD", FAKETIME), ("FAKETIME", &at), ("TZ", "UTC")],
+        )
+        .assert_exit(0);
+        let id = ids(&env, "p1").pop().unwrap();
+        assert!(
+            id.starts_with(&date[..10].replace('-', "")),
+            "{id} made at {date}"
+        );
+        made.push((id, data));
+    }
+    let j = env
+        .offsite(&["--json", "prune", "--dry-run"])
+        .assert_exit(0)
+        .json();
+    let report = dataset_report(&j, DS);
+    let id = |i: usize| made[i].0.clone();
+    assert_eq!(
+        report["keep_grid"],
+        "keep_daily = 2, keep_weekly = 3, keep_monthly = 2"
+    );
+    assert_eq!(report["kept"], json!([id(2), id(3), id(4)]));
+    assert_eq!(report["deleted"], json!([id(0), id(1)]));
+    let because = &report["kept_because"];
+    assert_eq!(
+        because[id(4)],
+        json!(["daily 2026-02-01", "weekly 2026-W05", "monthly 2026-02"])
+    );
+    assert_eq!(
+        because[id(3)],
+        json!(["daily 2026-01-09", "weekly 2026-W02", "monthly 2026-01"])
+    );
+    assert_eq!(because[id(2)], json!(["weekly 2026-W01"]));
+    assert_eq!(ids(&env, "p2").len(), 5, "--dry-run deleted nothing");
+
+    env.offsite(&["prune"]).assert_exit(0);
+    for p in ["p1", "p2"] {
+        assert_eq!(ids(&env, p), vec![id(2), id(3), id(4)], "{p}");
+        for (id, source) in &made[2..] {
+            assert_intact(&env, p, id, source);
+        }
+    }
+}

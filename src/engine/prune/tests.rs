@@ -445,3 +445,4 @@ async fn view_marks_a_backup_with_a_shard_missing_everywhere_unrestorable() {
 }
 
 mod encoded;
+mod grid;

@@ -15,6 +15,7 @@ fn zfs() -> Dataset {
         },
         full_every: None,
         incremental_every: None,
+        keep: Default::default(),
         keep_chains: None,
         providers: vec!["p".into()],
         snapshot_pattern: None,
