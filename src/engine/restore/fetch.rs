@@ -32,6 +32,14 @@
 //! - A provider whose download fails for other reasons than a missing object (after its
 //!   retries) is dropped for the rest of the run; the others finish the work. It is still used
 //!   for a shard no other provider can serve.
+//! - Erasure-coded backups (`erasure = "k+m"`): each shard is fetched as any `k` of its
+//!   pieces, each whole from the one provider placement puts it on, the `k` chosen by the same
+//!   forecasts (the holders expected to finish first; data pieces first on a tie), so across
+//!   shards every provider stays busy. Each piece's SHA-256 is checked as it arrives (on the
+//!   blocking pool); a missing, short, failing or corrupt piece is replaced by another piece of
+//!   the shard. The `k` pieces are joined on the blocking pool (`erasure::join`), then the
+//!   shard is checked and decoded as a mirrored one. Fewer than `k` good pieces fail the shard,
+//!   naming every provider and why.
 //! - On error or cancellation every download is stopped and waited for before returning.
 
 mod shard;
@@ -47,7 +55,7 @@ use crate::progress::Progress;
 use crate::provider::DynProvider;
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
-use shard::WantedShard;
+use shard::{ErasureWant, PartWant, WantedShard};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -70,15 +78,26 @@ pub struct NoGoodCopy {
     pub index: u64,
     pub offset: u64,
     pub object: String,
-    /// Every provider, with why it could not serve the shard.
+    /// Every provider, with why it could not serve the shard (erasure-coded: its piece).
     pub tried: Vec<(String, String)>,
+    /// Erasure-coded: the code, of which fewer than `k` pieces could be read.
+    pub erasure: Option<crate::erasure::Scheme>,
 }
 
 impl fmt::Display for NoGoodCopy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.erasure {
+            None => write!(f, "no provider has a good copy of shard ")?,
+            Some(e) => write!(
+                f,
+                "fewer than {} of the {} pieces (erasure = \"{e}\") can be read of shard ",
+                e.k,
+                e.total()
+            )?,
+        }
         write!(
             f,
-            "no provider has a good copy of shard {} (byte offset {}, object {}) of backup {}: ",
+            "{} (byte offset {}, object {}) of backup {}: ",
             self.index, self.offset, self.object, self.backup_id
         )?;
         let why: Vec<String> = self
@@ -249,10 +268,18 @@ impl Fetcher {
         let object = link.manifest.object(rec);
         let mut candidates = Vec::new();
         let mut not_held = Vec::new();
+        let erasure = link.manifest.scheme().map(|scheme| ErasureWant {
+            scheme,
+            parts: (0..scheme.total())
+                .map(|p| self.wanted_piece(link, dir, rec, p, &mut not_held))
+                .collect(),
+        });
         for (i, lane) in self.shared.lanes.iter().enumerate() {
-            match link.why_not(lane.name(), rec) {
-                None => candidates.push(i),
-                Some(why) => not_held.push((lane.name().to_string(), why)),
+            match (&erasure, link.why_not(lane.name(), rec)) {
+                (Some(e), _) if e.parts.iter().any(|p| p.lane == Some(i)) => candidates.push(i),
+                (Some(_), _) => {}
+                (None, None) => candidates.push(i),
+                (None, Some(why)) => not_held.push((lane.name().to_string(), why)),
             }
         }
         WantedShard {
@@ -262,6 +289,39 @@ impl Fetcher {
             rec: rec.clone(),
             candidates,
             not_held,
+            erasure,
+        }
+    }
+
+    /// Piece `p` of erasure-coded `rec`: its holder's lane when the holder is in this restore
+    /// and lists it whole; otherwise why not goes to `not_held`.
+    fn wanted_piece(
+        &self,
+        link: &Link,
+        dir: &str,
+        rec: &ShardRecord,
+        p: usize,
+        not_held: &mut Vec<(String, String)>,
+    ) -> PartWant {
+        let m = &link.manifest;
+        let holder = m
+            .erasure
+            .as_ref()
+            .expect("erasure-coded")
+            .holder(rec.index, p);
+        let lane = self.shared.lanes.iter().position(|l| l.name() == holder);
+        let why = match lane {
+            None => Some("not among the providers of this restore".to_string()),
+            Some(_) => link.why_not_piece(holder, rec, p),
+        };
+        if let Some(why) = &why {
+            not_held.push((holder.to_string(), why.clone()));
+        }
+        PartWant {
+            path: format!("{dir}/{}", m.piece_object(rec, p)),
+            length: rec.pieces[p].length,
+            sha256: rec.pieces[p].sha256.clone(),
+            lane: lane.filter(|_| why.is_none()),
         }
     }
 }

@@ -34,39 +34,77 @@ impl Link {
 
     /// Why `provider` cannot serve `rec`, or `None` if its listing shows the shard whole.
     pub fn why_not(&self, provider: &str, rec: &ShardRecord) -> Option<String> {
+        self.why_not_object(provider, &self.manifest.object(rec), rec.length)
+    }
+
+    /// Why `provider` cannot serve piece `piece` of erasure-coded `rec`, or `None` if it is
+    /// the piece's holder and lists it whole.
+    pub fn why_not_piece(&self, provider: &str, rec: &ShardRecord, piece: usize) -> Option<String> {
+        let e = self.manifest.erasure.as_ref()?;
+        if e.holder(rec.index, piece) != provider {
+            return Some(format!("placement puts piece {} elsewhere", piece + 1));
+        }
+        let name = self.manifest.piece_object(rec, piece);
+        self.why_not_object(provider, &name, rec.pieces[piece].length)
+    }
+
+    fn why_not_object(&self, provider: &str, name: &str, length: u64) -> Option<String> {
         if let Some(why) = self.excluded.get(provider) {
             return Some(format!("not used: {why}"));
         }
-        match self
-            .objects
-            .get(provider)
-            .and_then(|o| o.get(&self.manifest.object(rec)))
-        {
-            Some(&size) if size == rec.length => None,
+        match self.objects.get(provider).and_then(|o| o.get(name)) {
+            Some(&size) if size == length => None,
             Some(&size) => Some(format!(
-                "short or wrong-sized copy: {size} bytes listed, the manifest says {}",
-                rec.length
+                "short or wrong-sized copy of {name}: {size} bytes listed, the manifest says {length}"
             )),
-            None => Some("does not hold it".into()),
+            None => Some(format!("does not hold {name}")),
         }
     }
 
-    /// The first shard no provider lists whole, with why each provider cannot serve it.
+    /// Why each of `providers` cannot serve `rec`, or `None` when one can (erasure-coded: when
+    /// `k` of its pieces are listed whole on their holders).
+    fn why_unavailable(
+        &self,
+        providers: &[String],
+        rec: &ShardRecord,
+    ) -> Option<Vec<(String, String)>> {
+        let Some(e) = &self.manifest.erasure else {
+            let why: Vec<(String, String)> = providers
+                .iter()
+                .map(|p| (p.clone(), self.why_not(p, rec)))
+                .map(|(p, w)| w.map(|w| (p, w)))
+                .collect::<Option<_>>()?;
+            return Some(why);
+        };
+        let mut why = Vec::new();
+        let mut held = 0;
+        for piece in 0..e.k + e.m {
+            let holder = e.holder(rec.index, piece).to_string();
+            let listed = providers.contains(&holder);
+            match listed.then(|| self.why_not_piece(&holder, rec, piece)) {
+                Some(None) => held += 1,
+                Some(Some(w)) => why.push((holder, w)),
+                None => why.push((holder, "not among the providers of this restore".into())),
+            }
+        }
+        (held < e.k).then_some(why)
+    }
+
+    /// The first shard no provider lists whole (erasure-coded: with fewer than `k` pieces
+    /// listed), with why each provider cannot serve it.
     pub fn unavailable(&self, providers: &[String]) -> Option<NoGoodCopy> {
-        let rec = self
+        let (rec, tried) = self
             .manifest
             .shards
             .iter()
-            .find(|rec| providers.iter().all(|p| self.why_not(p, rec).is_some()))?;
+            .find_map(|rec| Some((rec, self.why_unavailable(providers, rec)?)))?;
         Some(NoGoodCopy {
             backup_id: self.manifest.backup_id.clone(),
             index: rec.index,
             offset: rec.offset,
             object: self.manifest.object(rec),
-            tried: providers
-                .iter()
-                .map(|p| (p.clone(), self.why_not(p, rec).unwrap_or_default()))
-                .collect(),
+            tried,
+            erasure: self.manifest.scheme(),
         })
     }
 }

@@ -4,6 +4,7 @@
 
 mod chains;
 pub(crate) mod encoded;
+mod erasure;
 mod failover;
 mod plan;
 mod window;

@@ -6,7 +6,6 @@
 use super::{NoGoodCopy, Shared};
 use crate::engine::restore::decode::{self, Checked, Expected};
 use crate::engine::restore::lanes::LaneForecast;
-use crate::error::ProviderError;
 use crate::manifest::ShardRecord;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -23,8 +22,27 @@ pub(super) struct WantedShard {
     pub(super) rec: ShardRecord,
     /// Lanes that list the object with the right size, in preference order.
     pub(super) candidates: Vec<usize>,
-    /// The other providers, with why they cannot serve it.
+    /// The other providers, with why they cannot serve it (erasure-coded: why a piece's
+    /// holder cannot serve it).
     pub(super) not_held: Vec<(String, String)>,
+    /// Erasure-coded: the code and where each piece is.
+    pub(super) erasure: Option<ErasureWant>,
+}
+
+/// An erasure-coded shard: any `k` of its pieces, each from its one holder.
+pub(super) struct ErasureWant {
+    pub(super) scheme: crate::erasure::Scheme,
+    /// Piece `p` (0-based, data first).
+    pub(super) parts: Vec<PartWant>,
+}
+
+/// One piece of an erasure-coded shard.
+pub(super) struct PartWant {
+    pub(super) path: String,
+    pub(super) length: u64,
+    pub(super) sha256: String,
+    /// The lane of its holder, when that provider is in the restore and lists it whole.
+    pub(super) lane: Option<usize>,
 }
 
 /// What a download task reports.
@@ -33,7 +51,8 @@ pub(super) enum Event {
         shard: usize,
         piece: usize,
         lane: usize,
-        result: Result<Bytes, ProviderError>,
+        /// The bytes, or why they are not the piece (a failed download, a corrupt piece).
+        result: Result<Bytes, String>,
         took: Duration,
     },
     /// The assembled shard was checked and decoded.
@@ -63,6 +82,8 @@ pub(super) enum Piece {
     Pending,
     Running,
     Done(Bytes, usize),
+    /// Erasure-coded: a piece that cannot be had (its holder lacks it or failed it).
+    Lost,
 }
 
 pub(super) enum State {
@@ -77,12 +98,23 @@ pub(super) enum State {
 impl Shard {
     pub(super) fn new(job: WantedShard, permit: OwnedSemaphorePermit, piece_size: u64) -> Shard {
         let count = job.rec.length.div_ceil(piece_size).max(1) as usize;
+        let pieces = match &job.erasure {
+            None => (0..count).map(|_| Piece::Pending).collect(),
+            Some(e) => e
+                .parts
+                .iter()
+                .map(|p| match p.lane {
+                    Some(_) => Piece::Pending,
+                    None => Piece::Lost,
+                })
+                .collect(),
+        };
         Shard {
             left: job.candidates.clone(),
             job,
             permit,
             piece_size,
-            pieces: (0..count).map(|_| Piece::Pending).collect(),
+            pieces,
             tried: Vec::new(),
             in_order: false,
             state: State::Fetching,
@@ -91,6 +123,9 @@ impl Shard {
 
     /// Offset and length of a piece.
     pub(super) fn range(&self, piece: usize) -> (u64, u64) {
+        if let Some(e) = &self.job.erasure {
+            return (0, e.parts[piece].length);
+        }
         if self.pieces.len() == 1 {
             return (0, self.job.rec.length);
         }
@@ -142,8 +177,10 @@ impl Shard {
         self.pieces[piece] = Piece::Running;
         let mut slot = Slot::take(shared.clone(), lane, len);
         let provider = shared.lanes[lane].provider().clone();
-        let path = self.job.path.clone();
-        let whole = self.pieces.len() == 1;
+        let part = self.job.erasure.as_ref().map(|e| &e.parts[piece]);
+        let path = part.map_or(&self.job.path, |p| &p.path).clone();
+        let sha256 = part.map(|p| p.sha256.clone());
+        let whole = self.pieces.len() == 1 || part.is_some();
         tasks.spawn(async move {
             let start = std::time::Instant::now();
             let result = if whole {
@@ -158,6 +195,11 @@ impl Shard {
                 Err(_) => {}
             }
             drop(slot);
+            let result = match (result, sha256) {
+                (Ok(data), Some(want)) => checked_piece(data, &want).await,
+                (Ok(data), None) => Ok(data),
+                (Err(e), _) => Err(format!("download failed: {}", e.message.trim_end())),
+            };
             Event::Piece {
                 shard: index,
                 piece,
@@ -208,6 +250,7 @@ impl Shard {
             index: self.job.rec.index,
             offset: self.job.rec.offset,
             object: self.job.object.clone(),
+            erasure: self.job.erasure.as_ref().map(|e| e.scheme),
             tried: from
                 .keys()
                 .map(|&l| (shared.lanes[l].name().to_string(), why.clone()))
@@ -236,9 +279,20 @@ impl Shard {
         self.check_left();
     }
 
-    /// Fails the shard when no holder is left to try.
+    /// Fails the shard when no holder is left to try (erasure-coded: when fewer than `k`
+    /// pieces are fetched or can still be).
     pub(super) fn check_left(&mut self) {
-        if !self.left.is_empty() || matches!(self.state, State::Failed(_)) {
+        let viable = match &self.job.erasure {
+            None => !self.left.is_empty(),
+            Some(e) => {
+                self.pieces
+                    .iter()
+                    .filter(|p| !matches!(p, Piece::Lost))
+                    .count()
+                    >= e.scheme.k
+            }
+        };
+        if viable || matches!(self.state, State::Failed(_)) {
             return;
         }
         let mut tried = std::mem::take(&mut self.tried);
@@ -253,8 +307,130 @@ impl Shard {
             index: self.job.rec.index,
             offset: self.job.rec.offset,
             object: self.job.object.clone(),
+            erasure: self.job.erasure.as_ref().map(|e| e.scheme),
             tried,
         });
+    }
+}
+
+impl Shard {
+    /// Erasure-coded: starts the downloads the shard still needs to have `k` pieces fetched or
+    /// underway, choosing the pieces whose holders are expected to finish first (data pieces
+    /// first on a tie: joining them needs no decoding). A holder dropped from the run is used
+    /// only when too few others are left.
+    pub(super) fn schedule_erasure(
+        &mut self,
+        shared: &Arc<Shared>,
+        plans: &mut [LaneForecast],
+        tasks: &mut JoinSet<Event>,
+        index: usize,
+    ) {
+        let Some(e) = &self.job.erasure else {
+            return;
+        };
+        let underway = self
+            .pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Running | Piece::Done(..)))
+            .count();
+        let wanted = e.scheme.k.saturating_sub(underway);
+        let pending = |alive: bool| -> Vec<(usize, usize)> {
+            (0..self.pieces.len())
+                .filter(|&p| matches!(self.pieces[p], Piece::Pending))
+                .filter_map(|p| Some((p, e.parts[p].lane?)))
+                .filter(|&(_, lane)| !alive || !shared.lanes[lane].is_down())
+                .collect()
+        };
+        let mut choice = pending(true);
+        if choice.len() < wanted {
+            choice = pending(false);
+        }
+        let lens: Vec<u64> = e.parts.iter().map(|p| p.length).collect();
+        choice.sort_by(|&(a, la), &(b, lb)| {
+            plans[la]
+                .finish(lens[a])
+                .total_cmp(&plans[lb].finish(lens[b]))
+                .then(a.cmp(&b))
+        });
+        for (p, lane) in choice.into_iter().take(wanted) {
+            plans[lane].at = plans[lane].finish(lens[p]);
+            if plans[lane].free > 0 {
+                plans[lane].free -= 1;
+                self.start(shared, tasks, index, p, lane);
+            }
+        }
+    }
+
+    /// Erasure-coded: piece `piece` from `lane` is not to be had; the shard fails when fewer
+    /// than `k` pieces are left.
+    pub(super) fn lose(&mut self, shared: &Shared, piece: usize, lane: usize, why: String) {
+        let name = shared.lanes[lane].name();
+        tracing::warn!(
+            "provider {name}: piece {} of shard {} of backup {}: {why}; trying another piece",
+            piece + 1,
+            self.job.object,
+            self.job.backup_id
+        );
+        if why.starts_with("corrupt") {
+            shared.lanes[lane].corrupt();
+        }
+        self.pieces[piece] = Piece::Lost;
+        self.tried.push((name.to_string(), why));
+        self.check_left();
+    }
+
+    /// Erasure-coded: joins the `k` fetched pieces, then checks and decodes the shard, off
+    /// the runtime's threads. The pieces are moved into the task and freed once joined.
+    pub(super) fn check_erasure(
+        &mut self,
+        tasks: &mut JoinSet<Event>,
+        index: usize,
+        want: Expected,
+    ) {
+        let scheme = self.job.erasure.as_ref().expect("erasure-coded").scheme;
+        let length = self.job.rec.length;
+        let mut from: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut pieces: Vec<Option<Bytes>> = Vec::with_capacity(self.pieces.len());
+        for p in &mut self.pieces {
+            match std::mem::replace(p, Piece::Lost) {
+                Piece::Done(data, lane) => {
+                    *from.entry(lane).or_default() += data.len() as u64;
+                    pieces.push(Some(data));
+                }
+                other => {
+                    *p = other;
+                    pieces.push(None);
+                }
+            }
+        }
+        self.state = State::Checking(from);
+        tasks.spawn(async move {
+            let checked = tokio::task::spawn_blocking(move || {
+                match crate::erasure::join(scheme, length, &pieces) {
+                    Ok(stored) => decode::check(vec![Bytes::from(stored)], &want),
+                    Err(e) => Checked::Undecodable(format!("the pieces do not join: {e}")),
+                }
+            })
+            .await
+            .map_err(std::io::Error::other);
+            Event::Checked {
+                shard: index,
+                checked,
+            }
+        });
+    }
+}
+
+/// An erasure-coded piece, if its SHA-256 is `want` (hashed on the blocking pool).
+async fn checked_piece(data: Bytes, want: &str) -> Result<Bytes, String> {
+    let sum = crate::hashing::sha256_blocking(data.clone())
+        .await
+        .map_err(|e| format!("hashing the piece failed: {e}"))?;
+    match sum == want {
+        true => Ok(data),
+        false => Err(format!(
+            "corrupt piece: SHA-256 {sum}, the manifest says {want}"
+        )),
     }
 }
 

@@ -6,7 +6,7 @@ use super::shard::{Event, Piece, Shard, State};
 use super::{Fetcher, Ready, Shared};
 use crate::engine::restore::decode::{Checked, Expected};
 use crate::engine::restore::Link;
-use crate::error::{Interrupted, ProviderError};
+use crate::error::Interrupted;
 use crate::layout::BackupId;
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
@@ -156,6 +156,10 @@ impl LinkFetch<'_> {
             if !matches!(shard.state, State::Fetching) {
                 continue;
             }
+            if shard.job.erasure.is_some() {
+                shard.schedule_erasure(shared, &mut plans, tasks, index);
+                continue;
+            }
             for piece in 0..shard.pieces.len() {
                 if plans.iter().all(|p| p.free == 0) {
                     return;
@@ -182,7 +186,7 @@ impl LinkFetch<'_> {
         index: usize,
         piece: usize,
         lane: usize,
-        result: Result<Bytes, ProviderError>,
+        result: Result<Bytes, String>,
     ) {
         let shared = self.shared;
         let Some(shard) = self.shards.get_mut(&index) else {
@@ -191,6 +195,10 @@ impl LinkFetch<'_> {
         let (offset, len) = shard.range(piece);
         if !matches!(shard.state, State::Fetching) {
             return; // the shard failed meanwhile
+        }
+        if shard.job.erasure.is_some() {
+            self.on_erasure_piece(tasks, index, piece, lane, result);
+            return;
         }
         let why = match result {
             Ok(data) if data.len() as u64 == len => {
@@ -209,10 +217,49 @@ impl LinkFetch<'_> {
                 "short copy: {} of the {len} bytes from byte {offset} of the object",
                 data.len()
             ),
-            Err(e) => format!("download failed: {}", e.message.trim_end()),
+            Err(why) => why,
         };
         shard.pieces[piece] = Piece::Pending;
         shard.fail(shared, lane, why);
+        self.failed |= matches!(shard.state, State::Failed(_));
+    }
+
+    /// Erasure-coded: a piece came (checked by its SHA-256) or failed; with `k` pieces the
+    /// shard is joined and checked.
+    fn on_erasure_piece(
+        &mut self,
+        tasks: &mut JoinSet<Event>,
+        index: usize,
+        piece: usize,
+        lane: usize,
+        result: Result<Bytes, String>,
+    ) {
+        let shard = self.shards.get_mut(&index).expect("a shard in the window");
+        let len = shard.range(piece).1;
+        match result {
+            Ok(data) if data.len() as u64 == len => {
+                shard.pieces[piece] = Piece::Done(data, lane);
+                let done = shard
+                    .pieces
+                    .iter()
+                    .filter(|p| matches!(p, Piece::Done(..)))
+                    .count();
+                let k = shard.job.erasure.as_ref().map_or(1, |e| e.scheme.k);
+                if done == k {
+                    let want = Expected::new(
+                        &self.link.manifest,
+                        &shard.job.rec,
+                        self.fetcher.ids.clone(),
+                    );
+                    shard.check_erasure(tasks, index, want);
+                }
+            }
+            Ok(data) => {
+                let why = format!("short piece: {} bytes, the manifest says {len}", data.len());
+                shard.lose(self.shared, piece, lane, why);
+            }
+            Err(why) => shard.lose(self.shared, piece, lane, why),
+        }
         self.failed |= matches!(shard.state, State::Failed(_));
     }
 
@@ -238,6 +285,16 @@ impl LinkFetch<'_> {
                     "shard {} of backup {}: {why}",
                     shard.job.object,
                     shard.job.backup_id
+                );
+                shard.undecodable(shared, &from, why);
+                self.failed = true;
+                return;
+            }
+            Checked::Corrupt(sum) if shard.job.erasure.is_some() => {
+                // Every piece matched its own SHA-256: the manifest itself disagrees.
+                let why = format!(
+                    "its pieces match their SHA-256 but join to a shard with SHA-256 {sum}, the manifest says {}",
+                    shard.job.rec.sha256
                 );
                 shard.undecodable(shared, &from, why);
                 self.failed = true;

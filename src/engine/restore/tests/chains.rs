@@ -146,7 +146,8 @@ async fn run_writes_a_file_only_when_every_byte_is_good() {
         .await
         .unwrap_err();
     assert!(
-        e.to_string().contains("provider p1: does not hold it"),
+        e.to_string()
+            .contains("provider p1: does not hold s0000000004-b0000000000004000"),
         "{e}"
     );
     assert!(crate::receiver::leftover_partials(&out).is_empty());

@@ -84,7 +84,7 @@ pub(crate) fn store_encoded(on: &[&MemoryProvider], m: &Manifest, objects: &[(St
     }
 }
 
-fn keys(identity: Option<&Path>) -> KeySource {
+pub(crate) fn keys(identity: Option<&Path>) -> KeySource {
     KeySource {
         identity: identity.map(Path::to_path_buf),
         config: PathBuf::from("/etc/offsite/offsite.toml"),
@@ -93,7 +93,11 @@ fn keys(identity: Option<&Path>) -> KeySource {
 }
 
 /// `restore` of the newest backup into `out` (a file that must not exist before).
-async fn restore_file(ps: &[Arc<MemoryProvider>], keys: KeySource, out: &Path) -> Result<u64> {
+pub(crate) async fn restore_file(
+    ps: &[Arc<MemoryProvider>],
+    keys: KeySource,
+    out: &Path,
+) -> Result<u64> {
     let req = RestoreRequest {
         host: HOST.into(),
         dataset: DATASET.into(),
