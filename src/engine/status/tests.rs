@@ -34,6 +34,8 @@ fn finished(providers: Vec<ProviderFindings>) -> BackupFindings {
         sha256: None,
         md5: None,
         sha1: None,
+        piece: None,
+        holder: None,
     };
     BackupFindings {
         manifest_from: Some(providers[0].provider.clone()),
@@ -41,6 +43,7 @@ fn finished(providers: Vec<ProviderFindings>) -> BackupFindings {
         reference: vec![shard(0), shard(1), shard(2)],
         total_bytes: Some(30),
         providers,
+        strength: None,
     }
 }
 
