@@ -89,6 +89,10 @@ pub struct ProviderFindings {
     pub corrupt_shards: Vec<u64>,
     /// Objects that are neither a reference shard nor `manifest.json`.
     pub unexpected_objects: Vec<String>,
+    /// Erasure-coded backups: how many pieces placement puts on this provider (`held.shards`
+    /// then counts the pieces it holds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u64>,
     pub held: Holding,
 }
 
@@ -100,6 +104,13 @@ impl ProviderFindings {
             && self.missing_shards.is_empty()
             && self.wrong_size_shards.is_empty()
             && self.corrupt_shards.is_empty()
+    }
+
+    /// The object of shard `index` this provider should hold (the shard, or its piece here).
+    pub fn object<'a>(&self, f: &'a BackupFindings, index: u64) -> Option<&'a RefShard> {
+        f.reference
+            .iter()
+            .find(|r| r.index == index && r.placed_on(&self.provider))
     }
 
     /// Indexes of the reference shards this provider lacks or holds badly.
@@ -285,6 +296,7 @@ fn blank(provider: &str) -> ProviderFindings {
         wrong_size_shards: Vec::new(),
         corrupt_shards: Vec::new(),
         unexpected_objects: Vec::new(),
+        pieces: None,
         held: Holding::default(),
     }
 }
@@ -298,8 +310,12 @@ fn compare(
     listed: Option<&BTreeMap<String, ListedHashes>>,
 ) -> ProviderFindings {
     let (by_name, finished) = (&reference.by_name, reference.trusted.is_some());
+    let erasure = reference.trusted.is_some_and(|m| m.erasure.is_some());
     let reference = reference.shards;
     let mut f = blank(provider);
+    if erasure {
+        f.pieces = Some(reference.iter().filter(|r| r.placed_on(provider)).count() as u64);
+    }
     let mut good: HashSet<u64> = HashSet::with_capacity(reference.len());
     // Shards with an object placed elsewhere only (erasure): no gap in this provider's prefix.
     let mut elsewhere: HashSet<u64> = HashSet::new();
