@@ -44,6 +44,19 @@ pub struct RefShard {
     /// The backend hashes the manifest recorded (format 2 on), compared with listed ones.
     pub md5: Option<String>,
     pub sha1: Option<String>,
+    /// Erasure-coded backups: which piece (0-based) of shard `index` this is; `name`, `length`
+    /// and the hashes are then the piece object's.
+    pub piece: Option<usize>,
+    /// Erasure-coded backups: the one provider the piece is placed on.
+    pub holder: Option<String>,
+}
+
+impl RefShard {
+    /// Whether `provider` should hold this object: every expected provider holds every
+    /// shard of a mirrored backup, one provider each piece of an erasure-coded one.
+    pub fn placed_on(&self, provider: &str) -> bool {
+        self.holder.as_deref().is_none_or(|h| h == provider)
+    }
 }
 
 /// How much of a backup a provider holds (good-sized shards only).
@@ -76,6 +89,10 @@ pub struct ProviderFindings {
     pub corrupt_shards: Vec<u64>,
     /// Objects that are neither a reference shard nor `manifest.json`.
     pub unexpected_objects: Vec<String>,
+    /// Erasure-coded backups: how many pieces placement puts on this provider (`held.shards`
+    /// then counts the pieces it holds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u64>,
     pub held: Holding,
 }
 
@@ -87,6 +104,13 @@ impl ProviderFindings {
             && self.missing_shards.is_empty()
             && self.wrong_size_shards.is_empty()
             && self.corrupt_shards.is_empty()
+    }
+
+    /// The object of shard `index` this provider should hold (the shard, or its piece here).
+    pub fn object<'a>(&self, f: &'a BackupFindings, index: u64) -> Option<&'a RefShard> {
+        f.reference
+            .iter()
+            .find(|r| r.index == index && r.placed_on(&self.provider))
     }
 
     /// Indexes of the reference shards this provider lacks or holds badly.
@@ -114,6 +138,8 @@ pub struct BackupFindings {
     pub total_bytes: Option<u64>,
     /// Every provider that should hold the backup or holds any of it, in priority order.
     pub providers: Vec<ProviderFindings>,
+    /// Erasure-coded backups with a trusted manifest: how many shards keep all their pieces.
+    pub strength: Option<Strength>,
 }
 
 impl BackupFindings {
@@ -134,6 +160,11 @@ impl BackupFindings {
 
     pub fn provider(&self, name: &str) -> Option<&ProviderFindings> {
         self.providers.iter().find(|p| p.provider == name)
+    }
+
+    /// An erasure-coded shard has fewer than `k` good pieces: the backup cannot be restored.
+    pub fn is_lost(&self) -> bool {
+        self.strength.as_ref().is_some_and(|s| s.lost > 0)
     }
 }
 
@@ -157,8 +188,17 @@ pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
         Resolution::Unfinished => (None, None),
     };
     let shards = match trusted {
+        Some((_, m)) if m.erasure.is_some() => pieces::reference(m),
         Some((_, m)) => trusted_reference(m),
         None => unfinished_reference(entry),
+    };
+    // An erasure-coded backup is expected where its manifest placed it.
+    let placed: Option<BTreeSet<String>> = trusted
+        .and_then(|(_, m)| m.erasure.as_ref())
+        .map(|e| e.providers.iter().cloned().collect());
+    let scope = &Scope {
+        expected: placed.as_ref().unwrap_or(scope.expected),
+        ..*scope
     };
     let reference = Reference {
         by_name: shards.iter().map(|r| (r.name.as_str(), r)).collect(),
@@ -171,13 +211,15 @@ pub fn detect(entry: &BackupEntry, scope: &Scope) -> BackupFindings {
         .iter()
         .filter(|p| scope.expected.contains(*p) || entry.objects.contains_key(*p))
         .map(|p| provider_findings(p, entry, scope, &reference))
-        .collect();
+        .collect::<Vec<_>>();
+    let strength = trusted.and_then(|(_, m)| pieces::strength(m, &providers));
     BackupFindings {
         manifest_from: trusted.map(|(p, _)| p.to_string()),
         damaged,
         reference: shards,
         total_bytes: trusted.map(|(_, m)| m.total_bytes),
         providers,
+        strength,
     }
 }
 
@@ -202,6 +244,8 @@ fn trusted_reference(m: &crate::manifest::Manifest) -> Vec<RefShard> {
             sha256: Some(s.sha256.clone()),
             md5: s.md5.clone(),
             sha1: s.sha1.clone(),
+            piece: None,
+            holder: None,
         })
         .collect()
 }
@@ -252,6 +296,7 @@ fn blank(provider: &str) -> ProviderFindings {
         wrong_size_shards: Vec::new(),
         corrupt_shards: Vec::new(),
         unexpected_objects: Vec::new(),
+        pieces: None,
         held: Holding::default(),
     }
 }
@@ -265,10 +310,20 @@ fn compare(
     listed: Option<&BTreeMap<String, ListedHashes>>,
 ) -> ProviderFindings {
     let (by_name, finished) = (&reference.by_name, reference.trusted.is_some());
+    let erasure = reference.trusted.is_some_and(|m| m.erasure.is_some());
     let reference = reference.shards;
     let mut f = blank(provider);
+    if erasure {
+        f.pieces = Some(reference.iter().filter(|r| r.placed_on(provider)).count() as u64);
+    }
     let mut good: HashSet<u64> = HashSet::with_capacity(reference.len());
+    // Shards with an object placed elsewhere only (erasure): no gap in this provider's prefix.
+    let mut elsewhere: HashSet<u64> = HashSet::new();
     for r in reference {
+        if !r.placed_on(provider) {
+            elsewhere.insert(r.index);
+            continue;
+        }
         match objects.get(&r.name) {
             None => f.missing_shards.push(r.index),
             Some(&size) if size != r.length => f.wrong_size_shards.push(r.index),
@@ -283,7 +338,11 @@ fn compare(
         }
     }
     for (name, &size) in objects {
-        if name == MANIFEST || by_name.contains_key(name.as_str()) {
+        if name == MANIFEST
+            || by_name
+                .get(name.as_str())
+                .is_some_and(|r| r.placed_on(provider))
+        {
             continue;
         }
         match layout::parse_shard_name(name) {
@@ -296,7 +355,12 @@ fn compare(
             _ => f.unexpected_objects.push(name.clone()),
         }
     }
-    f.held.prefix = (0..).take_while(|i| good.contains(i)).count() as u64;
+    for r in reference.iter().filter(|r| r.placed_on(provider)) {
+        elsewhere.remove(&r.index);
+    }
+    f.held.prefix = (0..)
+        .take_while(|i| good.contains(i) || elsewhere.contains(i))
+        .count() as u64;
     f
 }
 
@@ -368,6 +432,8 @@ fn unfinished_reference(entry: &BackupEntry) -> Vec<RefShard> {
                 sha256: None,
                 md5: None,
                 sha1: None,
+                piece: None,
+                holder: None,
             });
         }
     }
@@ -422,6 +488,9 @@ pub fn survey(
         })
         .collect()
 }
+
+mod pieces;
+pub use pieces::Strength;
 
 #[cfg(test)]
 pub(crate) mod fixture;

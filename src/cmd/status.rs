@@ -3,11 +3,13 @@
 //!
 //! Exit 3 when a provider that should hold a backup misses something or holds it damaged, when
 //! a backup is unfinished, or when a provider could not be listed. Unexpected objects are shown
-//! but are not gaps.
+//! but are not gaps. Erasure-coded backups also show their shards at full strength, degraded
+//! (some piece missing or bad, still restorable: exit 3) and lost (fewer than `k` good pieces:
+//! the backup cannot be restored, exit 1 after the table).
 
 use super::table::print_rows;
 use super::{Ctx, Outcome};
-use crate::engine::status::{self, describe, describe_damaged, StatusReport};
+use crate::engine::status::{self, describe, describe_damaged, describe_strength, StatusReport};
 use crate::gaps::{self, Corrupt};
 use crate::outln;
 use crate::output::{self, Report};
@@ -19,7 +21,11 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
     let catalog = ctx.scan(&providers, &datasets, true).await?;
     let surveys = gaps::survey(&ctx.cfg, &catalog, &Corrupt::new());
     let report = status::status_report(&catalog, &surveys, "run `offsite sync` to fill the gaps");
-    output::conclude(ctx.json, &report, Ok(()))
+    let lost = report
+        .lost
+        .clone()
+        .map_or(Ok(()), |why| Err(anyhow::anyhow!(why)));
+    output::conclude(ctx.json, &report, lost)
 }
 
 impl Report for StatusReport {
@@ -28,9 +34,11 @@ impl Report for StatusReport {
             outln!("no backups of host {:?} on the providers", self.host)?;
             return Ok(());
         }
+        let erasure = self.backups.iter().any(|b| b.strength.is_some());
         let header: Vec<String> = ["DATASET", "BACKUP", "STATE"]
             .iter()
             .map(|s| s.to_string())
+            .chain(erasure.then(|| "SHARDS".to_string()))
             .chain(self.order.iter().cloned())
             .collect();
         let mut rows = vec![header];
@@ -40,6 +48,9 @@ impl Report for StatusReport {
                 b.backup_id.clone(),
                 b.state.as_str().to_string(),
             ];
+            if erasure {
+                row.push(b.strength.as_ref().map_or("-".into(), describe_strength));
+            }
             row.extend(self.order.iter().map(|name| {
                 match b.providers.iter().find(|c| c.findings.provider == *name) {
                     Some(c) if b.error.is_some() => describe_damaged(&c.findings),

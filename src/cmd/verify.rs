@@ -8,7 +8,10 @@
 //! Only finished backups are verified; `status` shows unfinished ones.
 //!
 //! Exit 3 on any missing, truncated, corrupt or unreadable shard, missing or bad manifest, or
-//! provider in scope that could not be listed.
+//! provider in scope that could not be listed. An erasure-coded backup is checked piece by
+//! piece on the provider placement puts each on (`--deep`: each piece's SHA-256; `--decrypt`
+//! does not join pieces, so it checks them the same way); a shard with fewer than `k` good
+//! pieces is lost: exit 1 after the table.
 
 use super::table::print_rows;
 use super::{Ctx, Outcome};
@@ -61,7 +64,11 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
         deep: deep.as_ref(),
     };
     let report = verify::verify_report(&catalog, &surveys, scope);
-    output::conclude(ctx.json, &report, Ok(()))
+    let lost = report
+        .lost
+        .clone()
+        .map_or(Ok(()), |why| Err(anyhow::anyhow!(why)));
+    output::conclude(ctx.json, &report, lost)
 }
 
 impl Report for VerifyReport {
@@ -109,6 +116,9 @@ impl Report for VerifyReport {
         }
         if let Some(n) = self.decrypted {
             outln!("{n} shard(s) of compressed or encrypted backups decoded and checked by plaintext SHA-256")?;
+        }
+        if let Some(n) = self.pieces_only.filter(|&n| n > 0) {
+            outln!("{n} erasure-coded backup(s): pieces checked by SHA-256 only, not joined and decoded (a restore does that)")?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use crate::catalog::{BackupKey, Catalog};
 use crate::config::units::human_bytes;
-use crate::gaps::{BackupFindings, ManifestState, ProviderFindings};
+use crate::gaps::{BackupFindings, ManifestState, ProviderFindings, Strength};
 use crate::layout::BackupKind;
 use serde::Serialize;
 
@@ -73,10 +73,10 @@ pub fn describe(p: &ProviderFindings, finished: bool) -> String {
         ));
     } else if !p.missing_shards.is_empty() {
         let n = p.missing_shards.len();
-        parts.push(format!(
-            "missing {n} shard{}",
-            if n == 1 { "" } else { "s" }
-        ));
+        parts.push(match p.pieces {
+            Some(of) => format!("missing {n} of {of} pieces"),
+            None => format!("missing {n} shard{}", if n == 1 { "" } else { "s" }),
+        });
     }
     for (n, what) in [
         (p.wrong_size_shards.len(), "truncated"),
@@ -89,7 +89,10 @@ pub fn describe(p: &ProviderFindings, finished: bool) -> String {
     if finished {
         parts.extend(manifest_words(p.manifest));
         if parts.is_empty() {
-            parts.push("complete".into());
+            parts.push(match p.pieces {
+                Some(n) => format!("complete, {n} pieces"),
+                None => "complete".into(),
+            });
         }
     }
     if !p.unexpected_objects.is_empty() {
@@ -136,6 +139,9 @@ pub struct StatusReport {
     /// What has gaps and what to do (exit 3); `None` when nothing has.
     #[serde(skip)]
     pub gaps: Option<String>,
+    /// Erasure-coded backups that cannot be restored and what to do (exit 1).
+    #[serde(skip)]
+    pub lost: Option<String>,
 }
 
 /// One backup on every provider that should hold it or holds any of it.
@@ -155,6 +161,9 @@ pub struct BackupStatus {
     /// without either). Known for a finished backup only.
     pub stored_bytes: Option<u64>,
     pub providers: Vec<CopyStatus>,
+    /// Erasure-coded backups: shards at full strength, degraded and lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strength: Option<Strength>,
     /// It has a trusted manifest.
     #[serde(skip)]
     pub finished: bool,
@@ -181,6 +190,7 @@ pub fn status_report(
         unreachable: catalog.unreachable.keys().cloned().collect(),
         order: catalog.order.clone(),
         gaps: gaps_summary(catalog, surveys, advice),
+        lost: lost_summary(surveys),
     }
 }
 
@@ -199,10 +209,11 @@ fn backup_status(k: &BackupKey, f: &BackupFindings) -> BackupStatus {
         kind: k.id.kind,
         state: backup_state(f),
         error: f.damaged.clone(),
-        shards: finished.then_some(f.reference.len()),
+        shards: finished.then_some(shard_count(f)),
         total_bytes: f.total_bytes.filter(|_| finished),
         stored_bytes: finished.then(|| f.reference.iter().map(|r| r.length).sum()),
         providers: f.providers.iter().map(copy).collect(),
+        strength: f.strength.clone(),
         finished,
     }
 }
@@ -253,7 +264,61 @@ fn gap_summary(k: &BackupKey, f: &BackupFindings) -> String {
         .filter(|p| p.expected && !p.is_whole())
         .map(|p| format!("{}: {}", p.provider, describe(p, true)))
         .collect();
-    format!("backup {} of {:?}: {}", k.id, k.dataset, bad.join(", "))
+    let strength = f
+        .strength
+        .as_ref()
+        .map(|s| format!(" (shards: {})", describe_strength(s)))
+        .unwrap_or_default();
+    format!(
+        "backup {} of {:?}: {}{strength}",
+        k.id,
+        k.dataset,
+        bad.join(", ")
+    )
+}
+
+/// How many shards a finished backup has (its reference counts pieces when erasure-coded).
+pub fn shard_count(f: &BackupFindings) -> usize {
+    match &f.strength {
+        Some(s) => (s.full + s.degraded + s.lost) as usize,
+        None => f.reference.len(),
+    }
+}
+
+/// A strength in a few words: `3 full`, `2 full, 1 degraded, 1 lost`.
+pub fn describe_strength(s: &Strength) -> String {
+    let parts: Vec<String> = [(s.full, "full"), (s.degraded, "degraded"), (s.lost, "lost")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    match parts.is_empty() {
+        true => "no shards".into(),
+        false => parts.join(", "),
+    }
+}
+
+/// The exit-1 message: the erasure-coded backups with a shard that has fewer than `k` good
+/// pieces, where their restore fails and what to do. `None` when no shard is lost.
+pub fn lost_summary(surveys: &[(BackupKey, BackupFindings)]) -> Option<String> {
+    let lost: Vec<String> = surveys
+        .iter()
+        .filter_map(|(k, f)| {
+            let s = f.strength.as_ref().filter(|s| s.lost > 0)?;
+            let first = s.first_lost.unwrap_or_default();
+            Some(format!(
+                "backup {} of {:?} has {} lost shard{} (fewer good pieces than a restore needs): \
+                 restore fails from shard {first}; sync cannot rebuild it, run `offsite backup` \
+                 of {:?} again for a restorable backup",
+                k.id,
+                k.dataset,
+                s.lost,
+                if s.lost == 1 { "" } else { "s" },
+                k.dataset,
+            ))
+        })
+        .collect();
+    (!lost.is_empty()).then(|| lost.join("; "))
 }
 
 #[cfg(test)]

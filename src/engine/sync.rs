@@ -24,11 +24,13 @@
 mod execute;
 mod migrate;
 mod plan;
+mod rebuild;
 mod run;
 
 pub use execute::execute;
 pub use migrate::{remove_source, verify_migration, MigrationCheck};
 pub use plan::plan;
+pub use rebuild::{PieceAt, RebuildJob};
 pub use run::{run, SyncContext, SyncRequest, SyncRun};
 
 use super::verify::Limits;
@@ -97,6 +99,8 @@ pub struct Unfillable {
 #[derive(Debug, Default)]
 pub struct SyncPlan {
     pub copies: Vec<CopyJob>,
+    /// Erasure-coded shards whose missing pieces are rebuilt from `k` others.
+    pub rebuilds: Vec<RebuildJob>,
     pub manifests: Vec<ManifestJob>,
     pub unfillable: Vec<Unfillable>,
 }
@@ -107,16 +111,20 @@ impl SyncPlan {
         self.copies
             .iter()
             .map(|c| c.length * c.dests.len() as u64)
-            .sum()
+            .sum::<u64>()
+            + self.rebuilds.iter().map(RebuildJob::bytes).sum::<u64>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.copies.is_empty() && self.manifests.is_empty()
+        self.copies.is_empty() && self.rebuilds.is_empty() && self.manifests.is_empty()
     }
 
     /// The plan as `--dry-run` reports it: one entry per object and destination.
     pub fn dry_run(&self) -> SyncDryRun {
-        let shards = self.copies.iter().flat_map(|c| {
+        let rebuilt: Vec<CopyJob> = (self.rebuilds.iter())
+            .flat_map(|r| r.missing.iter().map(|p| r.as_copy(p)))
+            .collect();
+        let shards = self.copies.iter().chain(&rebuilt).flat_map(|c| {
             c.dests.iter().map(|d| PlannedCopy {
                 dataset: c.key.dataset.clone(),
                 backup_id: c.key.id.to_string(),

@@ -156,8 +156,9 @@ async fn check_one(
     }
 }
 
-/// The checks of a deep verify: every shard of every finished backup that each provider in
-/// scope holds at the right size (missing and wrong-size shards are known without a download).
+/// The checks of a deep verify: every shard (every piece placed there, for an erasure-coded
+/// backup) of every finished backup that each provider in scope holds at the right size
+/// (missing and wrong-size ones are known without a download).
 pub fn shard_checks(
     host: &str,
     surveys: &[(BackupKey, BackupFindings)],
@@ -179,7 +180,7 @@ pub fn shard_checks(
             out.extend(
                 f.reference
                     .iter()
-                    .filter(|r| !absent.contains(&r.index))
+                    .filter(|r| r.placed_on(&p.provider) && !absent.contains(&r.index))
                     .map(|r| Check {
                         provider: p.provider.clone(),
                         key: key.clone(),

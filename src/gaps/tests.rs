@@ -436,3 +436,4 @@ fn wrong_size_shards_keep_their_released_json_key() {
 }
 
 mod encoded;
+mod erasure;

@@ -22,6 +22,7 @@ fn whole(provider: &str) -> ProviderFindings {
         wrong_size_shards: vec![],
         corrupt_shards: vec![],
         unexpected_objects: vec![],
+        pieces: None,
         held: Holding::default(),
     }
 }
@@ -34,6 +35,8 @@ fn finished(providers: Vec<ProviderFindings>) -> BackupFindings {
         sha256: None,
         md5: None,
         sha1: None,
+        piece: None,
+        holder: None,
     };
     BackupFindings {
         manifest_from: Some(providers[0].provider.clone()),
@@ -41,6 +44,7 @@ fn finished(providers: Vec<ProviderFindings>) -> BackupFindings {
         reference: vec![shard(0), shard(1), shard(2)],
         total_bytes: Some(30),
         providers,
+        strength: None,
     }
 }
 
@@ -213,4 +217,108 @@ async fn an_encrypted_backup_is_surveyed_from_stored_names_without_a_key() {
         report.gaps.as_deref(),
         Some("backup 20261121T020000Z-full of \"d\": b: missing 1 shard; sync")
     );
+}
+
+/// `status` of a 2+1 erasure-coded backup of three shards on MemoryProviders a, b and c.
+mod erasure {
+    use super::*;
+    use crate::gaps::fixture::{config, erasure, path, store_pieces};
+    use crate::manifest::{sample, Manifest};
+    use crate::provider::{DynProvider, MemoryProvider};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    const SHARDS: [&[u8]; 3] = [b"abcdefgh", b"ijklmnop", b"qrs"];
+
+    fn backup() -> (Manifest, [Arc<MemoryProvider>; 3]) {
+        let stored: Vec<Bytes> = SHARDS.iter().map(|s| Bytes::from_static(s)).collect();
+        let (m, pieces) = erasure(
+            sample(&SHARDS),
+            &stored,
+            "2+1".parse().unwrap(),
+            &["a", "b", "c"],
+        );
+        let mems = ["a", "b", "c"].map(|n| Arc::new(MemoryProvider::new(n)));
+        let named: Vec<(&str, &MemoryProvider)> = ["a", "b", "c"]
+            .into_iter()
+            .zip(mems.iter().map(|m| &**m))
+            .collect();
+        store_pieces(&named, &m, &pieces);
+        (m, mems)
+    }
+
+    async fn status(mems: &[Arc<MemoryProvider>; 3]) -> StatusReport {
+        let (_dir, cfg) = config(&["a", "b", "c"]);
+        let providers: Vec<DynProvider> = mems.iter().map(|p| p.clone() as DynProvider).collect();
+        let catalog = Catalog::scan(&providers, "h", None).await;
+        let surveys = crate::gaps::survey(&cfg, &catalog, &Default::default());
+        status_report(&catalog, &surveys, "run `offsite sync` to fill the gaps")
+    }
+
+    /// Removes piece `p` of shard `s` from its holder.
+    fn remove(m: &Manifest, mems: &[Arc<MemoryProvider>; 3], s: usize, p: usize) -> String {
+        let holder = m.erasure.as_ref().unwrap().holder(s as u64, p).to_string();
+        let i = ["a", "b", "c"].iter().position(|n| *n == holder).unwrap();
+        mems[i].remove_object(&path(m, &m.piece_object(&m.shards[s], p)));
+        holder
+    }
+
+    #[tokio::test]
+    async fn a_whole_erasure_backup_shows_every_shard_at_full_strength() {
+        let (_, mems) = backup();
+        let report = status(&mems).await;
+        assert_eq!((&report.gaps, &report.lost), (&None, &None));
+        let v = serde_json::to_value(&report).unwrap();
+        let b = &v["backups"][0];
+        assert_eq!(b["state"], "complete");
+        assert_eq!(b["shards"], 3);
+        assert_eq!(
+            b["strength"],
+            serde_json::json!({"full": 3, "degraded": 0, "lost": 0, "first_lost": null})
+        );
+        for p in b["providers"].as_array().unwrap() {
+            assert_eq!((&p["pieces"], &p["held"]["shards"]), (&3.into(), &3.into()));
+        }
+        let a = &report.backups[0].providers[0].findings;
+        assert_eq!(describe(a, true), "complete, 3 pieces");
+    }
+
+    #[tokio::test]
+    async fn a_missing_piece_is_a_degraded_shard_and_a_gap() {
+        let (m, mems) = backup();
+        let holder = remove(&m, &mems, 1, 0);
+        let report = status(&mems).await;
+        assert_eq!(report.lost, None);
+        let gaps = report.gaps.expect("a degraded shard is a gap: exit 3");
+        assert!(
+            gaps.contains(&format!("{holder}: missing 1 of 3 pieces")),
+            "{gaps}"
+        );
+        assert!(gaps.contains("(shards: 2 full, 1 degraded)"), "{gaps}");
+        assert!(
+            gaps.ends_with("run `offsite sync` to fill the gaps"),
+            "{gaps}"
+        );
+        let v = serde_json::to_value(&report.backups[0]).unwrap();
+        assert_eq!(v["strength"]["degraded"], 1);
+        assert_eq!(v["state"], "incomplete");
+    }
+
+    #[tokio::test]
+    async fn a_shard_with_fewer_than_k_pieces_is_lost_and_says_what_to_do() {
+        let (m, mems) = backup();
+        remove(&m, &mems, 2, 0);
+        remove(&m, &mems, 2, 1);
+        let report = status(&mems).await;
+        let lost = report.lost.expect("a lost shard: exit 1");
+        assert!(lost.contains("has 1 lost shard"), "{lost}");
+        assert!(lost.contains("restore fails from shard 2"), "{lost}");
+        assert!(
+            lost.contains("run `offsite backup` of \"d\" again"),
+            "{lost}"
+        );
+        let v = serde_json::to_value(&report.backups[0]).unwrap();
+        assert_eq!(v["strength"]["lost"], 1);
+        assert_eq!(v["strength"]["first_lost"], 2);
+    }
 }

@@ -18,12 +18,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Shared by the copy tasks of one run.
-struct Run<'a> {
+pub(super) struct Run<'a> {
     opts: &'a Options,
     /// Each with its own `Limit` on transfers at once.
     providers: HashMap<String, DynProvider>,
-    memory: Semaphore,
-    progress: Arc<dyn Progress>,
+    pub(super) memory: Semaphore,
+    pub(super) progress: Arc<dyn Progress>,
     /// Sources dropped from the run after a failed read (retries included), with why: later
     /// shards come from the other sources instead of retrying a dead one each time.
     down: std::sync::Mutex<HashMap<String, String>>,
@@ -43,10 +43,16 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn provider(&self, name: &str) -> Result<&DynProvider, String> {
+    pub(super) fn provider(&self, name: &str) -> Result<&DynProvider, String> {
         self.providers
             .get(name)
             .ok_or_else(|| format!("provider {name} is not configured"))
+    }
+
+    /// The path of object `name` of backup `key` on a provider.
+    pub(super) fn path(&self, key: &BackupKey, name: &str) -> String {
+        let dir = layout::backup_dir(&self.opts.host, &key.dataset, &key.id);
+        format!("{dir}/{name}")
     }
 }
 
@@ -90,7 +96,18 @@ pub async fn execute(
             return Err(Interrupted.into());
         }
     };
-    for (copied, failed) in results {
+    let rebuilds = stream::iter(plan.rebuilds.iter())
+        .map(|job| super::rebuild::rebuild_shard(&run, job))
+        .buffer_unordered(opts.limits.shards_in_flight.max(1))
+        .collect::<Vec<_>>();
+    let rebuilt = tokio::select! {
+        r = rebuilds => r,
+        _ = cancel.cancelled() => {
+            progress.finish();
+            return Err(Interrupted.into());
+        }
+    };
+    for (copied, failed) in results.into_iter().chain(rebuilt) {
         report.copied.extend(copied);
         report.failed.extend(failed);
     }
@@ -201,7 +218,7 @@ async fn copy_through(
     (copied, failed)
 }
 
-fn copied_entry(job: &CopyJob, from: &str, to: &str, server_side: bool) -> Copied {
+pub(super) fn copied_entry(job: &CopyJob, from: &str, to: &str, server_side: bool) -> Copied {
     Copied {
         dataset: job.key.dataset.clone(),
         backup_id: job.key.id.to_string(),
@@ -213,7 +230,7 @@ fn copied_entry(job: &CopyJob, from: &str, to: &str, server_side: bool) -> Copie
     }
 }
 
-async fn upload(
+pub(super) async fn upload(
     run: &Run<'_>,
     job: &CopyJob,
     path: &str,
@@ -374,13 +391,9 @@ async fn manifest_to(
     m: &ManifestJob,
     dest: &str,
 ) -> Result<u64, String> {
-    let short = m
-        .manifest
-        .shards
+    let short = placed_on(&m.manifest, dest)
         .iter()
-        .filter(|s| {
-            confirm_at(listings, dest, &m.key, &m.manifest.object(s), s.length) != Ok(Ok(()))
-        })
+        .filter(|(name, len)| confirm_at(listings, dest, &m.key, name, *len) != Ok(Ok(())))
         .count();
     if short > 0 {
         return Err(format!(
@@ -388,6 +401,23 @@ async fn manifest_to(
         ));
     }
     write_manifest(run, m, dest).await
+}
+
+/// The objects of `m` that `dest` should hold, with their lengths: every shard, or the pieces
+/// placement puts there for an erasure-coded backup.
+fn placed_on(m: &crate::manifest::Manifest, dest: &str) -> Vec<(String, u64)> {
+    let Some(e) = m.erasure.as_ref() else {
+        return m.shards.iter().map(|s| (m.object(s), s.length)).collect();
+    };
+    let mut out = Vec::new();
+    for s in &m.shards {
+        for (p, rec) in s.pieces.iter().enumerate() {
+            if e.holder(s.index, p) == dest {
+                out.push((m.piece_object(s, p), rec.length));
+            }
+        }
+    }
+    out
 }
 
 async fn write_manifest(run: &Run<'_>, m: &ManifestJob, dest: &str) -> Result<u64, String> {

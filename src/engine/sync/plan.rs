@@ -17,6 +17,18 @@ pub fn plan(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)], mode: &M
         if dests.is_empty() {
             continue;
         }
+        let trusted = catalog.backups[key].manifest(&catalog.order);
+        if let Some((_, m)) = trusted.filter(|(_, m)| m.erasure.is_some()) {
+            if !refuse_migrate(key, mode, &mut out) {
+                super::rebuild::plan_rebuilds(key, f, m, &dests, &mut out);
+                plan_manifest(catalog, key, f, &dests, &mut out);
+            }
+            continue;
+        }
+        if is_erasure_unfinished(catalog, key) {
+            refuse_migrate(key, mode, &mut out);
+            continue;
+        }
         plan_shards(key, f, &dests, mode, &mut out);
         if let Mode::Migrate { from, to } = mode {
             plan_migrate_tail(catalog, key, f, from, to, &mut out);
@@ -24,6 +36,31 @@ pub fn plan(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)], mode: &M
         plan_manifest(catalog, key, f, &dests, &mut out);
     }
     out
+}
+
+/// A migration of an erasure-coded backup is not done (yet): a failure, so that
+/// `--remove-source` keeps the source's pieces. Whether `mode` is a migration.
+fn refuse_migrate(key: &BackupKey, mode: &Mode, out: &mut SyncPlan) -> bool {
+    let Mode::Migrate { to, .. } = mode else {
+        return false;
+    };
+    out.unfillable.push(Unfillable {
+        key: key.clone(),
+        object: layout::MANIFEST.into(),
+        dest: to.clone(),
+        reason: "migrating an erasure-coded backup is not supported yet".into(),
+    });
+    true
+}
+
+/// An erasure-coded backup with no trusted manifest: its pieces are held, never copied (no
+/// provider holds another's piece, and nothing says how long a shard is yet).
+fn is_erasure_unfinished(catalog: &Catalog, key: &BackupKey) -> bool {
+    let entry = &catalog.backups[key];
+    entry.manifest(&catalog.order).is_none()
+        && entry.objects.values().flat_map(|o| o.keys()).any(|n| {
+            layout::parse_shard_name(n).is_some() && layout::parse_shard_object(n).is_none()
+        })
 }
 
 /// The providers `mode` brings one backup up to date on.

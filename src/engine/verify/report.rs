@@ -4,8 +4,10 @@
 
 use super::DeepReport;
 use crate::catalog::{BackupKey, Catalog};
-use crate::engine::status::{describe, describe_damaged, provider_state, CopyState};
-use crate::gaps::{BackupFindings, ManifestState, ProviderFindings};
+use crate::engine::status::{
+    describe, describe_damaged, lost_summary, provider_state, shard_count, CopyState,
+};
+use crate::gaps::{BackupFindings, ManifestState, ProviderFindings, Strength};
 use crate::layout::BackupKind;
 use serde::Serialize;
 
@@ -25,9 +27,16 @@ pub struct VerifyReport {
     /// `None` without `--decrypt`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decrypted: Option<u64>,
+    /// Erasure-coded backups a `--decrypt` check did not decode: their pieces are checked by
+    /// SHA-256 only (joining pieces is restore's work). `None` without `--decrypt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces_only: Option<u64>,
     /// What verify found wrong and what to do (exit 3); `None` when nothing.
     #[serde(skip)]
     pub problems: Option<String>,
+    /// Erasure-coded backups that cannot be restored and what to do (exit 1).
+    #[serde(skip)]
+    pub lost: Option<String>,
 }
 
 /// A finished backup, or one whose manifests cannot be trusted.
@@ -46,6 +55,9 @@ pub struct FinishedBackup {
     /// Complete when every copy in scope is.
     pub state: CopyState,
     pub shards: usize,
+    /// Erasure-coded backups: shards at full strength, degraded and lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strength: Option<Strength>,
     pub providers: Vec<VerifiedCopy>,
 }
 
@@ -54,7 +66,10 @@ pub struct FinishedBackup {
 pub struct VerifiedCopy {
     pub provider: String,
     pub state: CopyState,
-    /// Shards a deep check hashed good.
+    /// Erasure-coded backups: the pieces placement puts on this provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u64>,
+    /// Shards (pieces, for an erasure-coded backup) a deep check hashed good.
     pub checked_shards: u64,
     pub missing_shards: Vec<u64>,
     #[serde(rename = "truncated_shards")]
@@ -152,7 +167,12 @@ pub fn verify_report(
         unreachable: catalog.unreachable.keys().cloned().collect(),
         checked_bytes: scope.deep.map(|d| d.bytes),
         decrypted: scope.deep.and_then(|d| d.decoded),
+        pieces_only: scope.deep.and_then(|d| d.decoded).map(|_| {
+            let erasure = surveys.iter().filter(|(_, f)| f.strength.is_some());
+            erasure.count() as u64
+        }),
         problems: summary(problems),
+        lost: lost_summary(surveys),
     }
 }
 
@@ -167,11 +187,12 @@ fn finished_backup(
         let copy = verified_copy(key, p, scope.deep);
         if !p.is_whole() || !copy.unreadable_shards.is_empty() {
             problems.push(format!(
-                "backup {} of {:?} on {}: {}",
+                "backup {} of {:?} on {}: {}{}",
                 key.id,
                 key.dataset,
                 p.provider,
-                describe(p, true)
+                describe(p, true),
+                bad_pieces(f, p)
             ));
         }
         providers.push(copy);
@@ -186,9 +207,32 @@ fn finished_backup(
         } else {
             CopyState::Incomplete
         },
-        shards: f.reference.len(),
+        shards: shard_count(f),
+        strength: f.strength.clone(),
         providers,
     })
+}
+
+/// For an erasure-coded backup, the pieces on `p` that are there but bad, by shard and object
+/// name (` (shard 1 s000001-....p2of3 corrupt)`); empty otherwise.
+fn bad_pieces(f: &BackupFindings, p: &ProviderFindings) -> String {
+    if p.pieces.is_none() {
+        return String::new();
+    }
+    let named = |what: &'static str| {
+        move |&i: &u64| {
+            let name = p.object(f, i).map_or("?", |r| r.name.as_str());
+            format!("shard {i} piece {name} {what}")
+        }
+    };
+    let bad: Vec<String> = (p.corrupt_shards.iter().map(named("corrupt")))
+        .chain(p.wrong_size_shards.iter().map(named("truncated")))
+        .take(5)
+        .collect();
+    match bad.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", bad.join(", ")),
+    }
 }
 
 fn verified_copy(key: &BackupKey, p: &ProviderFindings, deep: Option<&DeepReport>) -> VerifiedCopy {
@@ -207,7 +251,12 @@ fn verified_copy(key: &BackupKey, p: &ProviderFindings, deep: Option<&DeepReport
         result.push_str(&format!(", {} unreadable", unreadable.len()));
     }
     if deep.is_some() && p.reachable {
-        result.push_str(&format!(" ({checked} shards hashed)"));
+        let unit = if p.pieces.is_some() {
+            "pieces"
+        } else {
+            "shards"
+        };
+        result.push_str(&format!(" ({checked} {unit} hashed)"));
     }
     VerifiedCopy {
         provider: p.provider.clone(),
@@ -215,6 +264,7 @@ fn verified_copy(key: &BackupKey, p: &ProviderFindings, deep: Option<&DeepReport
             CopyState::Complete if !unreadable.is_empty() => CopyState::Unverified,
             s => s,
         },
+        pieces: p.pieces,
         checked_shards: checked,
         missing_shards: p.missing_shards.clone(),
         wrong_size_shards: p.wrong_size_shards.clone(),

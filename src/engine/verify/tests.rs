@@ -327,3 +327,123 @@ mod decrypt {
         assert_eq!(good, 3);
     }
 }
+
+/// `verify --deep` of a 2+1 erasure-coded backup of three shards on MemoryProviders a, b, c.
+mod erasure {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::gaps::fixture::{config, erasure, path, store_pieces};
+    use crate::manifest::{sample, Manifest};
+
+    const SHARDS: [&[u8]; 3] = [b"abcdefgh", b"ijklmnop", b"qrs"];
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+
+    fn backup() -> (Manifest, [Arc<MemoryProvider>; 3]) {
+        let stored: Vec<Bytes> = SHARDS.iter().map(|s| Bytes::from_static(s)).collect();
+        let (m, pieces) = erasure(sample(&SHARDS), &stored, "2+1".parse().unwrap(), &NAMES);
+        let mems = NAMES.map(|n| Arc::new(MemoryProvider::new(n)));
+        let named: Vec<(&str, &MemoryProvider)> =
+            NAMES.into_iter().zip(mems.iter().map(|m| &**m)).collect();
+        store_pieces(&named, &m, &pieces);
+        (m, mems)
+    }
+
+    /// The holder of piece `p` of shard `s`, and the piece's path there.
+    fn piece(m: &Manifest, s: usize, p: usize) -> (usize, String) {
+        let holder = m.erasure.as_ref().unwrap().holder(s as u64, p);
+        let i = NAMES.iter().position(|n| *n == holder).unwrap();
+        (i, path(m, &m.piece_object(&m.shards[s], p)))
+    }
+
+    /// `verify --deep` (`--decrypt` when `decrypt`) over the three providers.
+    async fn verify(mems: &[Arc<MemoryProvider>; 3], decrypt: bool) -> VerifyReport {
+        let (_dir, cfg) = config(&NAMES);
+        let providers: Vec<DynProvider> = mems.iter().map(|p| p.clone() as DynProvider).collect();
+        let catalog = Catalog::scan(&providers, "h", None).await;
+        let quick = crate::gaps::survey(&cfg, &catalog, &Default::default());
+        let limits = Limits {
+            shards_in_flight: 2,
+            concurrency: 2,
+        };
+        let none = Decoding::default();
+        let scope = DeepScope {
+            only: None,
+            decoding: decrypt.then_some(&none),
+        };
+        let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+        let cancel = CancellationToken::new();
+        let deep = deep_check_in("h", &quick, scope, &providers, limits, &progress, &cancel)
+            .await
+            .unwrap();
+        let surveys = crate::gaps::survey(&cfg, &catalog, &deep.corrupt);
+        let scope = VerifyScope {
+            only: None,
+            deep: Some(&deep),
+        };
+        verify_report(&catalog, &surveys, scope)
+    }
+
+    #[tokio::test]
+    async fn deep_hashes_each_piece_on_its_holder_once() {
+        let (m, mems) = backup();
+        let report = verify(&mems, false).await;
+        assert_eq!((&report.problems, &report.lost), (&None, &None));
+        let pieces: u64 = m
+            .shards
+            .iter()
+            .flat_map(|s| &s.pieces)
+            .map(|p| p.length)
+            .sum();
+        assert_eq!(report.checked_bytes, Some(pieces));
+        let VerifiedBackup::Finished(b) = &report.backups[0] else {
+            panic!("{report:?}")
+        };
+        assert_eq!(b.shards, 3);
+        for p in &b.providers {
+            assert_eq!((p.pieces, p.checked_shards), (Some(3), 3));
+            assert_eq!(p.result, "complete, 3 pieces (3 pieces hashed)");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_a_piece_names_provider_shard_and_piece() {
+        let (m, mems) = backup();
+        let (i, at) = piece(&m, 1, 2);
+        let mut body = mems[i].object(&at).unwrap().to_vec();
+        body[0] ^= 0xff;
+        mems[i].set_object(&at, Bytes::from(body));
+        let report = verify(&mems, false).await;
+        let problems = report.problems.clone().expect("a corrupt piece: exit 3");
+        let object = m.piece_object(&m.shards[1], 2);
+        let want = format!(
+            "on {}: 1 corrupt (shard 1 piece {object} corrupt)",
+            NAMES[i]
+        );
+        assert!(problems.contains(&want), "{problems}");
+        assert_eq!(report.lost, None, "two good pieces remain");
+        let VerifiedBackup::Finished(b) = &report.backups[0] else {
+            panic!("{report:?}")
+        };
+        assert_eq!(b.strength.as_ref().map(|s| s.degraded), Some(1));
+    }
+
+    #[tokio::test]
+    async fn decrypt_checks_the_pieces_of_an_erasure_backup_and_says_so() {
+        let (_, mems) = backup();
+        let report = verify(&mems, true).await;
+        assert_eq!(report.problems, None);
+        assert_eq!(report.pieces_only, Some(1));
+    }
+
+    #[tokio::test]
+    async fn two_lost_pieces_of_one_shard_lose_the_backup() {
+        let (m, mems) = backup();
+        for p in [1, 2] {
+            let (i, at) = piece(&m, 0, p);
+            mems[i].remove_object(&at);
+        }
+        let report = verify(&mems, false).await;
+        let lost = report.lost.expect("exit 1");
+        assert!(lost.contains("restore fails from shard 0"), "{lost}");
+    }
+}

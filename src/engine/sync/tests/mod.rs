@@ -1,6 +1,7 @@
 //! Unit tests of sync with in-memory providers: one backup of three shards on a, b and c.
 
 mod encoded;
+mod erasure;
 mod execute;
 mod migrate;
 mod plan;
