@@ -384,10 +384,12 @@ fn cut_with_offsite(m: &mut Manifest, stored: &[Vec<u8>], drop: usize, dir: &Pat
         m: 2,
         providers: (1..=5).map(|i| format!("p{i}")).collect(),
     });
-    for i in 0..m.shards.len() {
-        let pieces = offsite::erasure::split(scheme, &stored[i]).unwrap();
-        (m.shards[i].md5, m.shards[i].sha1) = (None, None);
-        m.shards[i].pieces = pieces
+    let total = m.shards.len();
+    for (i, bytes) in stored.iter().enumerate().take(total) {
+        let pieces = offsite::erasure::split(scheme, bytes).unwrap();
+        let shard = &mut m.shards[i];
+        (shard.md5, shard.sha1) = (None, None);
+        shard.pieces = pieces
             .iter()
             .map(|b| PieceRecord {
                 length: b.len() as u64,
@@ -396,8 +398,8 @@ fn cut_with_offsite(m: &mut Manifest, stored: &[Vec<u8>], drop: usize, dir: &Pat
                 sha1: None,
             })
             .collect();
-        for (p, bytes) in pieces.iter().enumerate().filter(|(p, _)| *p != drop) {
-            std::fs::write(dir.join(m.piece_object(&m.shards[i], p)), bytes).unwrap();
+        for (p, piece) in pieces.iter().enumerate().filter(|(p, _)| *p != drop) {
+            std::fs::write(dir.join(m.piece_object(&m.shards[i], p)), piece).unwrap();
         }
     }
 }
