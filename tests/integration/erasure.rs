@@ -24,7 +24,19 @@ fn erasure_env(n: usize, scheme: &str, seed: u64) -> (Env, Vec<u8>) {
 fn erasure_backed_up(n: usize, scheme: &str, seed: u64) -> (Env, Vec<u8>) {
     let (env, data) = erasure_env(n, scheme, seed);
     env.offsite(&["backup", "--once"]).assert_exit(0);
+    assert_erasure_coded(&env, scheme);
     (env, data)
+}
+
+/// The one backup on p1 is erasure-coded with `scheme` (not mirrored).
+fn assert_erasure_coded(env: &Env, scheme: &str) {
+    let m = manifest(env, &["p1"]);
+    let got = m.scheme().map(|s| s.to_string());
+    assert_eq!(
+        got.as_deref(),
+        Some(scheme),
+        "the backup is not {scheme}-coded"
+    );
 }
 
 /// The manifest of the one backup, read from the first provider that holds it.
@@ -102,6 +114,7 @@ fn two_plus_one_on_three_providers_stores_half_the_stream_on_each() {
         .set("erasure", "2+1")
         .set("compression", "none");
     env.offsite(&["backup", "--once"]).assert_exit(0);
+    assert_erasure_coded(&env, "2+1");
     let half = (48 * MIB) as f64;
     for p in ["p1", "p2", "p3"] {
         let held = piece_bytes(&env.remote(p).only_backup(DS)) as f64;
@@ -211,6 +224,7 @@ fn a_webdav_provider_down_during_backup_leaves_gaps_that_sync_fills() {
     let out = env.offsite(&["backup", "--once"]);
     out.assert_exit(3);
     assert!(out.stderr_text().contains("dav"), "{}", out.stderr_text());
+    assert_erasure_coded(&env, "2+1");
     assert_restores(&env, &data, "restored from p1 and p2");
 
     server.start();
@@ -307,6 +321,7 @@ fn erasure_with_encryption_restores_identical_and_no_piece_holds_plaintext() {
         .set("compression", "none")
         .encryption(&[&key.recipient], Some(&key.path));
     env.offsite(&["backup", "--once"]).assert_exit(0);
+    assert_erasure_coded(&env, "2+1");
     for (path, bytes) in files_under(&env.path().join("remotes")) {
         assert!(
             !contains_bytes(&bytes, marker.as_bytes()),
