@@ -401,7 +401,7 @@ fn cut_with_offsite(m: &mut Manifest, stored: &[Vec<u8>], drop: usize, dir: &Pat
     });
     let total = m.shards.len();
     for (i, bytes) in stored.iter().enumerate().take(total) {
-        let pieces = offsite::erasure::split(scheme, bytes).unwrap();
+        let pieces = offsite::erasure::split(scheme, &bytes::Bytes::from(bytes.clone())).unwrap();
         let shard = &mut m.shards[i];
         (shard.md5, shard.sha1) = (None, None);
         shard.pieces = pieces
