@@ -359,9 +359,15 @@ fn decoder() -> PathBuf {
 /// Runs the decoder on `manifest` and the pieces in `dir`; returns its stdout (the stored
 /// stream), failing the test with its stderr unless it exits 0.
 fn decode(manifest: &Path, dir: &Path) -> Vec<u8> {
+    decode_to(manifest, dir, None)
+}
+
+/// [`decode`], with the stored shards written to `out_dir` when given (stdout then empty).
+fn decode_to(manifest: &Path, dir: &Path, out_dir: Option<&Path>) -> Vec<u8> {
     let out = Command::new(decoder())
         .arg(manifest)
         .arg(dir)
+        .args(out_dir)
         .stdin(Stdio::null())
         .output()
         .expect("run erasure-decode");
@@ -388,6 +394,19 @@ fn the_standalone_decoder_rebuilds_a_backup_with_one_provider_deleted() {
     }
     let stream = decode(&manifest_path, &pieces);
     assert_same_bytes("stream from erasure-decode", &stream, &data);
+    // Into a folder: each stored shard under its ordinary name (no compression: the stream).
+    let shards = env.path().join("shards");
+    assert!(decode_to(&manifest_path, &pieces, Some(&shards)).is_empty());
+    let m = manifest(&env, &["p1"]);
+    let names: Vec<String> = m.shards.iter().map(|s| m.object(s)).collect();
+    let written = files_under(&shards);
+    let written_names: Vec<String> = written
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written_names, names);
+    let joined: Vec<u8> = written.into_iter().flat_map(|(_, b)| b).collect();
+    assert_same_bytes("shards from erasure-decode", &joined, &data);
 }
 
 /// A mirrored backup's manifest turned into an erasure-coded one by `offsite::erasure::split`
