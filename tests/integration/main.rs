@@ -11,6 +11,7 @@ mod config;
 mod encryption;
 mod encryption_faults;
 mod encryption_keys;
+mod erasure;
 mod prune;
 mod restore;
 mod restore_output;
