@@ -155,7 +155,16 @@ impl BackupFindings {
     /// Something is missing or bad on a provider that should hold the backup, or the backup
     /// is unfinished.
     pub fn has_gaps(&self) -> bool {
-        !self.is_finished() || self.providers.iter().any(|p| p.expected && !p.is_whole())
+        !self.is_finished()
+            || self.providers.iter().any(|p| p.expected && !p.is_whole())
+            || self.is_weakened()
+    }
+
+    /// An erasure-coded shard misses a good piece (e.g. its holder is no longer configured).
+    pub fn is_weakened(&self) -> bool {
+        self.strength
+            .as_ref()
+            .is_some_and(|s| s.degraded + s.lost > 0)
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderFindings> {

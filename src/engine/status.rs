@@ -264,6 +264,11 @@ fn gap_summary(k: &BackupKey, f: &BackupFindings) -> String {
         .filter(|p| p.expected && !p.is_whole())
         .map(|p| format!("{}: {}", p.provider, describe(p, true)))
         .collect();
+    if bad.is_empty() && f.is_weakened() {
+        let why = "shards degraded: some pieces are placed on providers no longer configured \
+                   (configure them again to restore their pieces)";
+        return format!("backup {} of {:?}: {why}", k.id, k.dataset);
+    }
     let strength = f
         .strength
         .as_ref()

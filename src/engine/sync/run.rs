@@ -76,6 +76,7 @@ pub async fn run(cx: &SyncContext<'_>, req: &SyncRequest<'_>) -> Result<SyncRun>
     } else {
         Corrupt::new()
     };
+    refuse_erasure_target(&catalog, &req.mode)?;
     let surveys = gaps::survey(cx.cfg, &catalog, &corrupt);
     let plan = plan(&catalog, &surveys, &req.mode);
     if let Mode::Repair(name) = &req.mode {
@@ -109,6 +110,31 @@ pub async fn run(cx: &SyncContext<'_>, req: &SyncRequest<'_>) -> Result<SyncRun>
         _ => Ok(()),
     };
     Ok(SyncRun::Done(report, late))
+}
+
+/// `--migrate FROM --to TO` where TO already holds pieces of an erasure-coded backup: moving
+/// FROM's pieces there would put two pieces of a shard on one provider. A usage error (exit 2)
+/// before anything is copied.
+pub(super) fn refuse_erasure_target(catalog: &Catalog, mode: &Mode) -> Result<()> {
+    let Mode::Migrate { to, .. } = mode else {
+        return Ok(());
+    };
+    for (key, entry) in &catalog.backups {
+        let Some((_, m)) = entry.manifest(&catalog.order) else {
+            continue;
+        };
+        if let Some(e) = m.erasure.as_ref().filter(|e| e.providers.contains(to)) {
+            return Err(crate::error::ConfigError(format!(
+                "cannot migrate to {to}: backup {} of {:?} is erasure-coded over {} and {to} \
+                 already holds its own pieces; pick a provider outside that list",
+                key.id,
+                key.dataset,
+                e.providers.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// One listing per provider; a provider the mode names must be among the listed.

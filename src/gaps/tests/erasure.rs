@@ -206,3 +206,13 @@ fn pieces_of_an_unfinished_erasure_backup_are_held_never_judged() {
         assert_eq!(p.held.shards, 3, "{p:#?}");
     }
 }
+
+#[test]
+fn pieces_on_a_provider_no_longer_configured_weaken_the_backup() {
+    let (e, _) = whole_erasure("2+1", &["a", "b", "c"]);
+    // c is gone from the config: its listing is not in the order at all.
+    let f = run(&e, &["a", "b"], &["a", "b"]);
+    assert!(f.providers.iter().all(|p| p.is_whole()), "{f:#?}");
+    assert_eq!(f.strength, strength(0, 3, 0, None));
+    assert!(f.is_weakened() && f.has_gaps());
+}

@@ -177,3 +177,21 @@ async fn migrating_an_erasure_backup_is_refused_and_keeps_the_source() {
     assert!(p.copies.is_empty() && p.rebuilds.is_empty() && p.manifests.is_empty());
     assert!(p.unfillable[0].reason.contains("not supported yet"));
 }
+
+#[tokio::test]
+async fn migrating_to_a_provider_that_holds_pieces_is_a_usage_error() {
+    let s = Setup::erasure();
+    let (catalog, _) = s.scan(&Corrupt::new()).await;
+    let to = |to: &str| Mode::Migrate {
+        from: "a".into(),
+        to: to.into(),
+    };
+    let err = super::super::run::refuse_erasure_target(&catalog, &to("b")).unwrap_err();
+    assert_eq!(crate::error::exit_code(&err), 2);
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cannot migrate to b") && text.contains("a, b, c"),
+        "{text}"
+    );
+    assert!(super::super::run::refuse_erasure_target(&catalog, &to("d")).is_ok());
+}
