@@ -131,8 +131,7 @@ pub fn split(scheme: Scheme, stored: &Bytes) -> Result<Vec<Bytes>, ErasureError>
             Bytes::from(padded)
         })
         .collect();
-    let parity = reed_solomon_simd::encode(scheme.k, scheme.m, &data)
-        .map_err(|e| ErasureError::Code(e.to_string()))?;
+    let parity = parity(scheme, &data, len)?;
     Ok(data
         .into_iter()
         .chain(parity.into_iter().map(Bytes::from))
@@ -179,6 +178,26 @@ pub fn rebuild(
     split(scheme, &Bytes::from(stored))
 }
 
+/// Pieces are coded in stripes of this many bytes (a multiple of the crate's 64-byte blocks).
+/// The code works position by position, so the parity is the same as coding whole pieces at
+/// once (a test checks it), and the crate's work memory is a few stripes, not a few shards.
+const STRIPE: usize = 1 << 20;
+
+/// The `m` parity pieces of `data` (`k` pieces of `len` bytes), stripe by stripe.
+fn parity(scheme: Scheme, data: &[Bytes], len: usize) -> Result<Vec<Vec<u8>>, ErasureError> {
+    let mut parity = vec![Vec::with_capacity(len); scheme.m];
+    for at in (0..len).step_by(STRIPE) {
+        let end = (at + STRIPE).min(len);
+        let stripe = data.iter().map(|d| &d[at..end]);
+        let coded = reed_solomon_simd::encode(scheme.k, scheme.m, stripe)
+            .map_err(|e| ErasureError::Code(e.to_string()))?;
+        for (p, c) in parity.iter_mut().zip(coded) {
+            p.extend_from_slice(&c);
+        }
+    }
+    Ok(parity)
+}
+
 /// `k + m` slots, at least `k` pieces given, each `want` bytes long.
 fn check_pieces(scheme: Scheme, want: u64, pieces: &[Option<Bytes>]) -> Result<(), ErasureError> {
     if pieces.len() != scheme.total() {
@@ -208,22 +227,32 @@ fn check_pieces(scheme: Scheme, want: u64, pieces: &[Option<Bytes>]) -> Result<(
     }
 }
 
-/// The data pieces missing from `pieces`, restored by the crate's decoder.
+/// The data pieces missing from `pieces` (all of one length), restored by the crate's
+/// decoder stripe by stripe (see [`STRIPE`]).
 fn decode(
     scheme: Scheme,
     pieces: &[Option<Bytes>],
 ) -> Result<std::collections::BTreeMap<usize, Vec<u8>>, ErasureError> {
     let (data, parity) = pieces.split_at(scheme.k);
-    let originals = data
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)));
-    let recovery = parity
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)));
-    reed_solomon_simd::decode(scheme.k, scheme.m, originals, recovery)
-        .map_err(|e| ErasureError::Code(e.to_string()))
+    let len = pieces.iter().flatten().next().map_or(0, |p| p.len());
+    let mut out: std::collections::BTreeMap<usize, Vec<u8>> = std::collections::BTreeMap::new();
+    for at in (0..len).step_by(STRIPE) {
+        let end = (at + STRIPE).min(len);
+        let held = |v: &[Option<Bytes>]| -> Vec<(usize, Bytes)> {
+            v.iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.slice(at..end))))
+                .collect()
+        };
+        let restored = reed_solomon_simd::decode(scheme.k, scheme.m, held(data), held(parity))
+            .map_err(|e| ErasureError::Code(e.to_string()))?;
+        for (i, piece) in restored {
+            out.entry(i)
+                .or_insert_with(|| Vec::with_capacity(len))
+                .extend_from_slice(&piece);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -134,3 +134,25 @@ fn piece_at_is_the_inverse_of_placement() {
         }
     }
 }
+
+#[test]
+fn coding_in_stripes_gives_the_parity_of_coding_whole_pieces() {
+    // Pieces of 2 MiB + 130 bytes: two whole stripes and a short one.
+    let scheme = Scheme { k: 3, m: 2 };
+    let len = 3 * ((2 << 20) + 130);
+    let shard: Bytes = (0..len)
+        .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let pieces = split(scheme, &shard).unwrap();
+    let whole = reed_solomon_simd::encode(3, 2, &pieces[..3]).unwrap();
+    assert!(pieces[3] == whole[0] && pieces[4] == whole[1]);
+    let some = vec![
+        None,
+        Some(pieces[1].clone()),
+        None,
+        Some(pieces[3].clone()),
+        Some(pieces[4].clone()),
+    ];
+    assert!(join(scheme, len as u64, &some).unwrap() == shard);
+}
