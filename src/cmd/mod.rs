@@ -98,7 +98,46 @@ impl Ctx {
             datasets,
             hashes,
         };
-        crate::engine::scan::scan(providers, scope, &self.cancel).await
+        let catalog = crate::engine::scan::scan(providers, scope, &self.cancel).await?;
+        self.known_datasets(providers, datasets, &catalog).await?;
+        Ok(catalog)
+    }
+
+    /// A dataset asked for by name that is neither configured nor on any provider (all of them
+    /// listed) is a typo: a usage error (exit 2) naming the datasets that exist.
+    async fn known_datasets(
+        &self,
+        providers: &[DynProvider],
+        datasets: &[String],
+        catalog: &crate::catalog::Catalog,
+    ) -> Result<()> {
+        let stored = |d: &String| catalog.backups.keys().any(|k| &k.dataset == d);
+        let Some(unknown) = datasets
+            .iter()
+            .find(|d| self.cfg.dataset(d).is_none() && !stored(d))
+        else {
+            return Ok(());
+        };
+        if !catalog.unreachable.is_empty() {
+            return Ok(()); // it may be on the provider that could not be listed
+        }
+        let all = crate::engine::scan::Scope {
+            host: &self.cfg.host,
+            datasets: &[],
+            hashes: false,
+        };
+        let everything = crate::engine::scan::scan(providers, all, &self.cancel).await?;
+        let mut names: std::collections::BTreeSet<&str> =
+            self.cfg.datasets.iter().map(|d| d.name.as_str()).collect();
+        names.extend(everything.backups.keys().map(|k| k.dataset.as_str()));
+        let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        Err(crate::error::ConfigError(format!(
+            "dataset {unknown:?} is neither in {} nor on the providers (host {:?}); the datasets are: {}",
+            self.cfg.path.display(),
+            self.cfg.host,
+            if names.is_empty() { "none yet".into() } else { names.join(", ") }
+        ))
+        .into())
     }
 
     /// Where restore and `verify --decrypt` get the identity: `flag` (`--identity FILE`), else

@@ -286,3 +286,23 @@ fn a_truncated_manifest_on_one_provider_never_yields_a_short_restore() {
     );
     env.offsite(&["status"]).assert_exit(3);
 }
+
+#[test]
+fn a_dataset_neither_configured_nor_stored_is_a_usage_error_naming_the_datasets() {
+    let (env, _) = backed_up(2, DS, 7);
+    for cmd in [
+        vec!["list", "mdia"],
+        vec!["status", "mdia"],
+        vec!["verify", "mdia"],
+        vec!["restore", "mdia", "--output", "out.bin"],
+    ] {
+        let out = env.offsite(&cmd);
+        let text = out.assert_exit(2).stderr_text();
+        assert!(
+            text.contains("dataset \"mdia\" is neither in") && text.contains("\"media\""),
+            "{cmd:?}: {text}"
+        );
+    }
+    assert!(!env.path().join("out.bin").exists());
+    env.offsite(&["list", DS]).assert_exit(0);
+}
