@@ -159,16 +159,28 @@ impl BackupEntry {
     }
 
     /// Whether every shard of `m` can be read from what the providers list at the right size:
-    /// one copy somewhere, or `k` of its pieces (each counted once, wherever it is listed).
+    /// one copy somewhere, or `k` of its pieces, each on the provider placement puts it on
+    /// (where restore reads it).
     pub fn restorable(&self, m: &Manifest) -> bool {
+        let listed_on = |p: &str, name: &str, len: u64| {
+            self.objects.get(p).and_then(|o| o.get(name)) == Some(&len)
+        };
         let listed = |(name, len): &(String, u64)| {
             self.objects
                 .values()
                 .any(|objs| objs.get(name) == Some(len))
         };
-        m.shards
-            .iter()
-            .all(|s| m.objects_of(s).iter().filter(|o| listed(o)).count() >= m.objects_needed())
+        m.shards.iter().all(|s| match &m.erasure {
+            None => m.objects_of(s).iter().any(listed),
+            Some(e) => {
+                let objects = m.objects_of(s);
+                let held = objects
+                    .iter()
+                    .enumerate()
+                    .filter(|(p, (name, len))| listed_on(e.holder(s.index, *p), name, *len));
+                held.count() >= e.k
+            }
+        })
     }
 
     /// Providers whose manifest does not parse or is not the trusted one (all of them when
@@ -258,6 +270,13 @@ mod tests {
             objs.remove(&name);
         }
         assert!(!e.restorable(&m), "shard 1 has one piece left");
+        // A copy of the lost piece on a provider placement does not name does not count:
+        // restore reads a piece from its holder only.
+        let (piece0, len) = m.objects_of(&m.shards[1]).remove(0);
+        let holder = m.erasure.as_ref().unwrap().holder(1, 0);
+        let elsewhere = ["a", "b"].into_iter().find(|p| *p != holder).unwrap();
+        e.objects.get_mut(elsewhere).unwrap().insert(piece0, len);
+        assert!(!e.restorable(&m), "a piece off its holder");
     }
 
     fn order(v: &[&str]) -> Vec<String> {

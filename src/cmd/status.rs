@@ -9,6 +9,7 @@
 
 use super::table::print_rows;
 use super::{Ctx, Outcome};
+use crate::engine::stale;
 use crate::engine::status::{self, describe, describe_damaged, describe_strength, StatusReport};
 use crate::gaps::{self, Corrupt};
 use crate::outln;
@@ -20,7 +21,10 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
     let datasets: Vec<String> = dataset.map(str::to_string).into_iter().collect();
     let catalog = ctx.scan(&providers, &datasets, true).await?;
     let surveys = gaps::survey(&ctx.cfg, &catalog, &Corrupt::new());
-    let report = status::status_report(&catalog, &surveys, "run `offsite sync` to fill the gaps");
+    let mut report =
+        status::status_report(&catalog, &surveys, "run `offsite sync` to fill the gaps");
+    report.stale = stale::stale(&ctx.cfg, &catalog, &datasets, std::time::SystemTime::now());
+    report.gaps = stale::add_to(report.gaps.take(), &report.stale);
     let lost = report
         .lost
         .clone()
@@ -61,6 +65,9 @@ impl Report for StatusReport {
             rows.push(row);
         }
         print_rows(&rows)?;
+        for s in &self.stale {
+            outln!("{}", s.describe())?;
+        }
         let unexpected =
             |b: &status::BackupStatus| b.providers.iter().any(|c| !c.findings.expected);
         if self.backups.iter().any(unexpected) {

@@ -17,6 +17,7 @@ use super::table::print_rows;
 use super::{Ctx, Outcome};
 use crate::cli::VerifyArgs;
 use crate::config::units::human_bytes;
+use crate::engine::stale;
 use crate::engine::verify::{
     self, Decoding, DeepScope, Limits, VerifiedBackup, VerifyReport, VerifyScope,
 };
@@ -63,7 +64,9 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
         only,
         deep: deep.as_ref(),
     };
-    let report = verify::verify_report(&catalog, &surveys, scope);
+    let mut report = verify::verify_report(&catalog, &surveys, scope);
+    report.stale = stale::stale(&ctx.cfg, &catalog, &datasets, std::time::SystemTime::now());
+    report.problems = stale::add_to(report.problems.take(), &report.stale);
     let lost = report
         .lost
         .clone()
@@ -105,6 +108,9 @@ impl Report for VerifyReport {
             }
         }
         print_rows(&rows)?;
+        for s in &self.stale {
+            outln!("{}", s.describe())?;
+        }
         if !self.unfinished.is_empty() {
             outln!(
                 "{} unfinished backup(s) not verified; see `offsite status`",

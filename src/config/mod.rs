@@ -133,6 +133,9 @@ pub struct Dataset {
     pub full_every: Option<Duration>,
     pub incremental_every: Option<Duration>,
     pub keep_chains: Option<u32>,
+    /// `max_age`: `status` and `verify` report the dataset as stale (exit 3) when its newest
+    /// complete backup is older, or when it has none.
+    pub max_age: Option<Duration>,
     /// The retention grid: `keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`.
     pub keep: Grid,
     /// Names of the providers this dataset goes to (enabled ones only).

@@ -46,6 +46,7 @@ pub(super) struct RawDataset {
     pub full_every: Option<Span>,
     pub incremental_every: Option<Span>,
     pub keep_chains: Option<u32>,
+    pub max_age: Option<Span>,
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,

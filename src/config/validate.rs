@@ -253,6 +253,7 @@ fn dataset(
         full_every: d.full_every.map(|s| s.0),
         incremental_every: d.incremental_every.map(|s| s.0),
         keep_chains: d.keep_chains,
+        max_age: d.max_age.map(|s| s.0),
         keep: super::Grid {
             daily: d.keep_daily.unwrap_or(0),
             weekly: d.keep_weekly.unwrap_or(0),

@@ -13,6 +13,7 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod scan;
+pub mod stale;
 pub mod status;
 pub mod sync;
 pub mod verify;

@@ -124,16 +124,19 @@ fn group(providers: &[DynProvider], pairs: &[(usize, usize)]) -> Vec<Vec<String>
 /// copies: a probe object finds them; all but the first of each storage are left out of the
 /// backup (with a warning), and a run that cannot reach `min_providers` distinct storages is
 /// refused (exit 2). A probe that fails is a warning: the provider's upload will tell.
+/// `rule` names the setting that asks for `min_providers` distinct storages in errors
+/// (`min_providers = 2`, `erasure = "2+1"`).
 pub async fn distinct_storage(
     providers: Vec<DynProvider>,
     min_providers: usize,
+    rule: &str,
     cancel: &CancellationToken,
 ) -> Result<Vec<DynProvider>> {
     if min_providers < 2 || providers.len() < 2 {
         return Ok(providers);
     }
     match storage_groups(&providers, cancel).await {
-        Ok(groups) => Ok(one_per_storage(providers, &groups, min_providers)?),
+        Ok(groups) => Ok(one_per_storage(providers, &groups, min_providers, rule)?),
         Err(e) if e.is::<Interrupted>() => Err(e),
         Err(e) => {
             tracing::warn!(
@@ -149,6 +152,7 @@ fn one_per_storage(
     providers: Vec<DynProvider>,
     groups: &[Vec<String>],
     min_providers: usize,
+    rule: &str,
 ) -> Result<Vec<DynProvider>, ConfigError> {
     let files = |g: &[String]| {
         g.iter()
@@ -165,7 +169,7 @@ fn one_per_storage(
         return Err(ConfigError(format!(
             "provider files {} in the providers directory point at one storage (a probe object written through one \
              is read back through the other), so they hold one copy, and {} distinct storage(s) cannot meet \
-             min_providers = {min_providers}; point them at different storage or lower min_providers",
+             {rule} ({min_providers} needed); point them at different storage or change {rule}",
             shared.join("; "),
             groups.len()
         )));

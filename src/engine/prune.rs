@@ -89,8 +89,11 @@ pub fn plan(seen: &[Seen], keep_chains: NonZeroU32) -> PrunePlan {
 /// the oldest of them, each with its whole chain (by parent links), so an incremental made
 /// after the boundary keeps the older chain it depends on. Fewer restorable full chains than
 /// `keep_chains`: every complete backup is kept. The grid ([`grid::kept`]) picks among the
-/// backups whose whole chain is restorable. A backup whose chain cannot be restored is never
-/// deleted (left for `sync`), and every backup a kept one needs is kept.
+/// backups whose whole chain is restorable. Never deleted (left for `sync`): a chain whose
+/// first backup is not a restorable full, and, with a grid, an unrestorable backup newer than
+/// every restorable one. An unrestorable backup on a good full's chain that no rule keeps and
+/// no kept backup needs is deleted, as `keep_chains` deletes an older chain. Every backup a
+/// kept one needs is kept.
 pub fn plan_with(seen: &[Seen], rules: &Retention) -> PrunePlan {
     let Indexed {
         parents,

@@ -136,6 +136,8 @@ pub struct StatusReport {
     /// Every provider in priority order.
     #[serde(skip)]
     pub order: Vec<String>,
+    /// Datasets whose newest complete backup is older than their `max_age`, or that have none.
+    pub stale: Vec<crate::engine::stale::Stale>,
     /// What has gaps and what to do (exit 3); `None` when nothing has.
     #[serde(skip)]
     pub gaps: Option<String>,
@@ -189,6 +191,7 @@ pub fn status_report(
         backups: surveys.iter().map(|(k, f)| backup_status(k, f)).collect(),
         unreachable: catalog.unreachable.keys().cloned().collect(),
         order: catalog.order.clone(),
+        stale: Vec::new(),
         gaps: gaps_summary(catalog, surveys, advice),
         lost: lost_summary(surveys),
     }

@@ -306,3 +306,60 @@ fn a_dataset_neither_configured_nor_stored_is_a_usage_error_naming_the_datasets(
     assert!(!env.path().join("out.bin").exists());
     env.offsite(&["list", DS]).assert_exit(0);
 }
+
+#[test]
+fn a_dataset_older_than_its_max_age_or_never_backed_up_is_stale_exit_3() {
+    let (mut env, _) = backed_up(2, DS, 8);
+    env.dataset_set(DS, "max_age", "2d");
+    env.offsite(&["status"]).assert_exit(0);
+    // Three days later (libfaketime moves offsite's clock only).
+    let later = format!(
+        "@{}",
+        chrono_free_date(std::time::SystemTime::now() + std::time::Duration::from_secs(3 * 86_400))
+    );
+    let vars = [
+        (
+            "LD_PRELOAD",
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        ),
+        ("FAKETIME", later.as_str()),
+        ("TZ", "UTC"),
+    ];
+    for cmd in ["status", "verify"] {
+        let out = env.offsite_env(&[cmd], &vars);
+        let text = out.assert_exit(3).stdout_text();
+        assert!(
+            text.contains(&format!("dataset \"{DS}\" is stale")),
+            "{cmd}: {text}"
+        );
+        let j = env
+            .offsite_env(&["--json", cmd], &vars)
+            .assert_exit(3)
+            .json();
+        assert_eq!(j["stale"][0]["dataset"], DS, "{cmd}");
+        assert_eq!(j["stale"][0]["max_age_secs"], 2 * 86_400, "{cmd}");
+    }
+    // A dataset with a max_age and no backup at all is stale at once.
+    env.command_dataset("never", "printf x")
+        .dataset_set("never", "max_age", "1d");
+    let out = env.offsite(&["status"]);
+    let err = out.assert_exit(3).stderr_text();
+    assert!(
+        err.contains("\"never\" is stale: it has no complete backup"),
+        "{err}"
+    );
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of `t`, as libfaketime reads it.
+fn chrono_free_date(t: std::time::SystemTime) -> String {
+    let s = offsite::layout::utc_stamp(t);
+    format!(
+        "{}-{}-{} {}:{}:{}",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    )
+}

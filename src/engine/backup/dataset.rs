@@ -62,8 +62,14 @@ pub async fn back_up_dataset(
         restart(&run, &state).await?;
     }
     // Two provider files on one storage must not hold two pieces of a shard either.
-    let distinct = ds.erasure.map_or(0, |e| e.total()).max(cfg.min_providers);
-    let providers = probe::distinct_storage(run.providers, distinct, run.cancel).await?;
+    let (distinct, rule) = match ds.erasure.filter(|e| e.total() > cfg.min_providers) {
+        Some(e) => (e.total(), format!("erasure = \"{e}\"")),
+        None => (
+            cfg.min_providers,
+            format!("min_providers = {}", cfg.min_providers),
+        ),
+    };
+    let providers = probe::distinct_storage(run.providers, distinct, &rule, run.cancel).await?;
     let run = DatasetRun { providers, ..run };
     let Some(started) = start(&run, &req, &state).await? else {
         return Ok(None);

@@ -7,8 +7,9 @@
 //! byte for byte the record of a backup made before encodings existed.
 //!
 //! An erasure-coded backup then cuts the stored bytes into `k + m` pieces ([`erasure::split`])
-//! in the same task, hashes each piece, and drops the stored shard: what stays in flight is
-//! the padded data pieces plus the parity.
+//! in the same task and hashes each piece. The data pieces are slices of the stored bytes (a
+//! piece that needs padding is a copy), so what stays in flight until the last upload ends is
+//! the stored shard plus its parity.
 
 use crate::codec::{Codec, Encoding};
 use crate::erasure::{self, Scheme};

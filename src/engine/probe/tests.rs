@@ -100,15 +100,25 @@ fn groups(g: &[&[&str]]) -> Vec<Vec<String>> {
 
 #[test]
 fn only_the_first_provider_of_each_storage_is_written_to() {
-    let kept =
-        one_per_storage(named(&["a", "b", "c"]), &groups(&[&["a", "b"], &["c"]]), 2).unwrap();
+    let kept = one_per_storage(
+        named(&["a", "b", "c"]),
+        &groups(&[&["a", "b"], &["c"]]),
+        2,
+        "min_providers = 2",
+    )
+    .unwrap();
     let names: Vec<&str> = kept.iter().map(|p| p.name()).collect();
     assert_eq!(names, ["a", "c"]);
 }
 
 #[test]
 fn too_few_distinct_storages_for_min_providers_is_a_config_error_naming_the_files() {
-    let Err(err) = one_per_storage(named(&["a", "b"]), &groups(&[&["a", "b"]]), 2) else {
+    let Err(err) = one_per_storage(
+        named(&["a", "b"]),
+        &groups(&[&["a", "b"]]),
+        2,
+        "min_providers = 2",
+    ) else {
         panic!("one storage met min_providers = 2");
     };
     let text = err.to_string();
@@ -130,7 +140,7 @@ async fn with_min_providers_of_one_no_probe_is_written() {
         .map(|i| Arc::new(MemoryProvider::new(&format!("p{i}"))))
         .collect();
     let providers: Vec<DynProvider> = m.iter().map(|p| p.clone() as DynProvider).collect();
-    let kept = distinct_storage(providers, 1, &CancellationToken::new())
+    let kept = distinct_storage(providers, 1, "min_providers = 1", &CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(kept.len(), 2);

@@ -16,6 +16,7 @@ fn zfs() -> Dataset {
         full_every: None,
         incremental_every: None,
         keep: Default::default(),
+        max_age: None,
         keep_chains: None,
         providers: vec!["p".into()],
         snapshot_pattern: None,

@@ -31,6 +31,8 @@ pub struct VerifyReport {
     /// SHA-256 only (joining pieces is restore's work). `None` without `--decrypt`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pieces_only: Option<u64>,
+    /// Datasets whose newest complete backup is older than their `max_age`, or that have none.
+    pub stale: Vec<crate::engine::stale::Stale>,
     /// What verify found wrong and what to do (exit 3); `None` when nothing.
     #[serde(skip)]
     pub problems: Option<String>,
@@ -171,6 +173,7 @@ pub fn verify_report(
             let erasure = surveys.iter().filter(|(_, f)| f.strength.is_some());
             erasure.count() as u64
         }),
+        stale: Vec::new(),
         problems: summary(problems),
         lost: lost_summary(surveys),
     }

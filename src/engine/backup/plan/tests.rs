@@ -26,6 +26,7 @@ fn zfs() -> Dataset {
         full_every: Some(30 * DAY),
         incremental_every: Some(DAY),
         keep: Default::default(),
+        max_age: None,
         keep_chains: None,
         providers: vec!["p".into()],
         snapshot_pattern: None,

@@ -341,17 +341,25 @@ impl Shard {
                 .filter(|&(_, lane)| !alive || !shared.lanes[lane].is_down())
                 .collect()
         };
-        let mut choice = pending(true);
-        if choice.len() < wanted {
-            choice = pending(false);
-        }
         let lens: Vec<u64> = e.parts.iter().map(|p| p.length).collect();
-        choice.sort_by(|&(a, la), &(b, lb)| {
-            plans[la]
-                .finish(lens[a])
-                .total_cmp(&plans[lb].finish(lens[b]))
-                .then(a.cmp(&b))
-        });
+        let by_finish = |v: &mut Vec<(usize, usize)>| {
+            v.sort_by(|&(a, la), &(b, lb)| {
+                plans[la]
+                    .finish(lens[a])
+                    .total_cmp(&plans[lb].finish(lens[b]))
+                    .then(a.cmp(&b))
+            })
+        };
+        let mut choice = pending(true);
+        by_finish(&mut choice);
+        if choice.len() < wanted {
+            let mut dropped: Vec<(usize, usize)> = pending(false)
+                .into_iter()
+                .filter(|c| !choice.contains(c))
+                .collect();
+            by_finish(&mut dropped);
+            choice.extend(dropped);
+        }
         for (p, lane) in choice.into_iter().take(wanted) {
             plans[lane].at = plans[lane].finish(lens[p]);
             if plans[lane].free > 0 {
