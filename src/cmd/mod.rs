@@ -135,7 +135,11 @@ impl Ctx {
             "dataset {unknown:?} is neither in {} nor on the providers (host {:?}); the datasets are: {}",
             self.cfg.path.display(),
             self.cfg.host,
-            if names.is_empty() { "none yet".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none yet (another machine's backups: `--host THAT_HOST`)".into()
+            } else {
+                names.join(", ")
+            }
         ))
         .into())
     }

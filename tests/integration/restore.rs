@@ -90,10 +90,15 @@ fn a_new_machine_restores_another_hosts_backup_without_state_or_dataset_config()
     doc.remove("dataset");
     env.write_file("offsite.toml", &toml::to_string(&doc).unwrap());
 
+    // Without --host, "media" is neither configured nor stored for host newbox: a usage error
+    // that points at --host.
     let err = restore_output(&env, &["--from", "p1"])
-        .assert_exit(1)
+        .assert_exit(2)
         .stderr_text();
-    assert!(err.contains("no complete backup"), "{err}");
+    assert!(
+        err.contains("is neither in") && err.contains("--host"),
+        "{err}"
+    );
     let other_host = |extra: &[&str]| {
         let out = out_path(&env);
         let mut args = vec![
