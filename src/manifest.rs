@@ -195,11 +195,6 @@ impl Manifest {
         }
     }
 
-    /// How many of a shard's objects a restore needs: one copy, or `k` pieces.
-    pub fn objects_needed(&self) -> usize {
-        self.erasure.as_ref().map_or(1, |e| e.k)
-    }
-
     /// The code of an erasure-coded backup.
     pub fn scheme(&self) -> Option<crate::erasure::Scheme> {
         self.erasure.as_ref().map(ErasureRecord::scheme)

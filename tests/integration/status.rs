@@ -352,14 +352,7 @@ fn a_dataset_older_than_its_max_age_or_never_backed_up_is_stale_exit_3() {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of `t`, as libfaketime reads it.
 fn chrono_free_date(t: std::time::SystemTime) -> String {
-    let s = offsite::layout::utc_stamp(t);
-    format!(
-        "{}-{}-{} {}:{}:{}",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    )
+    offsite::layout::rfc3339(t)
+        .replace('T', " ")
+        .replace('Z', "")
 }
