@@ -394,6 +394,10 @@ fn manifest_state(
     match (entry.manifests.get(provider), trusted) {
         (None, _) => (ManifestState::Missing, None),
         (Some(Err(e)), _) => (ManifestState::Bad, Some(e.clone())),
+        (Some(Ok(m)), Some(t)) if BackupEntry::predates_migration(m, t) => (
+            ManifestState::Disagrees,
+            Some(crate::catalog::STALE_PLACEMENT.into()),
+        ),
         (Some(Ok(m)), Some(t)) if !crate::manifest::same_stream(m, t) => (
             ManifestState::Disagrees,
             Some("describes other shards than the trusted manifest".into()),

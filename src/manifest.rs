@@ -104,6 +104,15 @@ pub struct ErasureRecord {
     /// The dataset's providers at backup time, in the order placement counts them: piece `p`
     /// (0-based) of shard `s` went to `providers[(s + p) % providers.len()]`.
     pub providers: Vec<String>,
+    /// Raised by each `sync --migrate` that put another provider in one slot of `providers`
+    /// (absent: 0). Of two manifests that differ only in placement and both agree with the
+    /// listings, the one with the higher revision is trusted: the other predates a migration.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ErasureRecord {
@@ -182,6 +191,20 @@ impl Manifest {
     pub fn piece_object(&self, shard: &ShardRecord, piece: usize) -> String {
         let total = self.erasure.as_ref().map_or(0, |e| e.k + e.m);
         layout::piece_object(&self.object(shard), piece, total)
+    }
+
+    /// What `sync --migrate from --to to` writes for an erasure-coded backup: `to` takes
+    /// `from`'s slot in the placement, so it holds exactly the pieces `from` held, and the
+    /// revision is raised so this manifest wins over copies written before the migration.
+    /// `None` when the backup is not erasure-coded or places no piece on `from`.
+    pub fn relocated(&self, from: &str, to: &str) -> Option<Manifest> {
+        let e = self.erasure.as_ref()?;
+        let slot = e.providers.iter().position(|p| p == from)?;
+        let mut out = self.clone();
+        let moved = out.erasure.as_mut().expect("checked above");
+        moved.providers[slot] = to.to_string();
+        moved.revision += 1;
+        Some(out)
     }
 
     /// The objects that store `shard`, with their lengths: the stored shard itself, or its
@@ -455,6 +478,12 @@ fn check_checksum(
 /// `created` and `tool` may differ, and so may the sealed part: each sealing is a fresh age
 /// file).
 pub fn same_stream(a: &Manifest, b: &Manifest) -> bool {
+    a.erasure == b.erasure && same_but_placement(a, b)
+}
+
+/// Whether `a` and `b` describe the same stream, cut by the same code, and differ at most in
+/// where the pieces are placed (before and after a `sync --migrate`).
+pub fn same_but_placement(a: &Manifest, b: &Manifest) -> bool {
     let key = |m: &Manifest| {
         (
             m.backup_id.clone(),
@@ -464,7 +493,7 @@ pub fn same_stream(a: &Manifest, b: &Manifest) -> bool {
             m.total_bytes,
             m.encoding,
             m.recipients.clone(),
-            m.erasure.clone(),
+            m.erasure.as_ref().map(|e| e.scheme()),
         )
     };
     let shard = |s: &ShardRecord| {

@@ -3,8 +3,12 @@
 
 use super::{ListedHashes, Objects};
 use crate::layout;
-use crate::manifest::{same_stream, Manifest};
+use crate::manifest::{same_but_placement, same_stream, Manifest};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Why a provider's manifest of an erasure-coded backup is not used after a migration.
+pub const STALE_PLACEMENT: &str =
+    "its manifest predates a `sync --migrate` (an older placement of the pieces); `offsite sync` rewrites it";
 
 /// Providers holding the same version of a manifest, in priority order.
 type Holders<'a> = Vec<(&'a str, &'a Manifest)>;
@@ -116,6 +120,9 @@ impl BackupEntry {
         if let [v] = agreeing[..] {
             return Resolution::Trusted(v[0].0, v[0].1);
         }
+        if let Some(v) = newest_placement(&agreeing) {
+            return Resolution::Trusted(v[0].0, v[0].1);
+        }
         let groups: Vec<String> = versions
             .iter()
             .map(|v| v.iter().map(|(p, _)| *p).collect::<Vec<_>>().join("+"))
@@ -125,6 +132,13 @@ impl BackupEntry {
             groups.join(" vs "),
             if agreeing.is_empty() { "none" } else { "several" }
         ))
+    }
+
+    /// Whether `m` is an erasure-coded manifest that a migration replaced: the trusted one is
+    /// the same stream under a higher revision.
+    pub fn predates_migration(m: &Manifest, trusted: &Manifest) -> bool {
+        let revision = |m: &Manifest| m.erasure.as_ref().map(|e| e.revision);
+        same_but_placement(m, trusted) && revision(m) < revision(trusted)
     }
 
     /// Whether `m` agrees with the listings: every shard object any provider lists is one of
@@ -191,6 +205,10 @@ impl BackupEntry {
         for (p, m) in &self.manifests {
             match (m, trusted) {
                 (Err(e), _) => out.push((p.clone(), e.clone())),
+                (Ok(m), Some(t)) if Self::predates_migration(m, t) => out.push((
+                    p.clone(),
+                    STALE_PLACEMENT.into(),
+                )),
                 (Ok(m), Some(t)) if !same_stream(m, t) => out.push((
                     p.clone(),
                     "its manifest disagrees with the other providers' and with the shard objects listed; it is not used".into(),
@@ -204,6 +222,23 @@ impl BackupEntry {
         }
         out
     }
+}
+
+/// Of several manifest versions that all agree with the listings: the one with the highest
+/// placement revision, when they differ only in placement (a migration that could not
+/// rewrite every copy) and that revision is not shared. Anything else stays unsettled.
+fn newest_placement<'v, 'a>(agreeing: &[&'v Holders<'a>]) -> Option<&'v Holders<'a>> {
+    let revision = |v: &Holders| v[0].1.erasure.as_ref().map(|e| e.revision);
+    let newest = *agreeing.iter().max_by_key(|v| revision(v))?;
+    let alike = agreeing
+        .iter()
+        .all(|v| same_but_placement(v[0].1, newest[0].1));
+    let unique = agreeing
+        .iter()
+        .filter(|v| revision(v) == revision(newest))
+        .count()
+        == 1;
+    (alike && unique).then_some(newest)
 }
 
 #[cfg(test)]
@@ -327,5 +362,55 @@ mod tests {
             objs.remove(layout::MANIFEST);
         }
         assert_eq!(e.resolve(&order(&["a", "b"])), Resolution::Unfinished);
+    }
+
+    /// `coded()` after `sync --migrate c --to d` without `--remove-source`: d holds copies of
+    /// c's pieces, a, b and d the relocated manifest, c still its pieces and the old one.
+    fn migrated() -> (BackupEntry, Manifest, Manifest) {
+        let (mut e, old) = coded();
+        let new = old.relocated("c", "d").expect("c holds pieces");
+        let at_c = e.objects["c"].clone();
+        e.objects.insert("d".into(), at_c);
+        for p in ["a", "b", "d"] {
+            e.manifests.insert(p.into(), Ok(new.clone()));
+        }
+        (e, old, new)
+    }
+
+    #[test]
+    fn a_migrated_manifest_wins_over_the_copy_written_before_the_migration_whatever_the_order() {
+        let (e, old, new) = migrated();
+        assert!(e.agrees_with_listings(&old) && e.agrees_with_listings(&new));
+        for o in [["c", "a", "b", "d"], ["a", "b", "c", "d"]] {
+            assert_eq!(e.resolve(&order(&o)), Resolution::Trusted("a", &new));
+        }
+        let conflicts = e.manifest_conflicts(&order(&["c", "a", "b", "d"]));
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].0, "c");
+        assert!(
+            conflicts[0].1.contains("predates a `sync --migrate`"),
+            "{conflicts:?}"
+        );
+    }
+
+    #[test]
+    fn placements_of_the_same_revision_are_not_settled() {
+        let (mut e, old, mut new) = migrated();
+        new.erasure.as_mut().unwrap().revision = 0;
+        for p in ["a", "b", "d"] {
+            e.manifests.insert(p.into(), Ok(new.clone()));
+        }
+        assert!(matches!(
+            e.resolve(&order(&["a", "c"])),
+            Resolution::Damaged(_)
+        ));
+        // Nor is a newer placement of another stream.
+        let mut other = old.relocated("c", "d").unwrap();
+        other.shards[0].sha256 = "0".repeat(64);
+        e.manifests.insert("a".into(), Ok(other));
+        assert!(matches!(
+            e.resolve(&order(&["a", "c"])),
+            Resolution::Damaged(_)
+        ));
     }
 }

@@ -7,7 +7,7 @@ pub mod ancestors;
 mod entry;
 mod scan;
 
-pub use entry::{BackupEntry, Resolution};
+pub use entry::{BackupEntry, Resolution, STALE_PLACEMENT};
 
 use crate::error::ProviderError;
 use crate::layout::{self, BackupId};

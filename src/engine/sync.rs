@@ -25,6 +25,7 @@ mod execute;
 mod migrate;
 mod plan;
 mod rebuild;
+mod relocate;
 mod run;
 
 pub use execute::execute;
@@ -84,6 +85,9 @@ pub struct ManifestJob {
     /// The provider the trusted manifest came from.
     pub from: String,
     pub dests: Vec<String>,
+    /// A migration's destination: the manifest is written nowhere until every object it
+    /// places there is confirmed by its listing (the relocated manifest names it as a holder).
+    pub gate: Option<String>,
 }
 
 /// A gap no provider can fill.

@@ -98,6 +98,7 @@ pub(crate) fn erasure(
         k: scheme.k,
         m: scheme.m,
         providers: providers.iter().map(|p| p.to_string()).collect(),
+        revision: 0,
     });
     let m = Manifest::from_json(&m.to_json()).expect("the fixture is a valid manifest");
     (m, all)

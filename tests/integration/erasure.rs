@@ -259,6 +259,48 @@ fn two_of_three_down_with_two_plus_one_fails_and_writes_no_manifest() {
     }
 }
 
+#[test]
+fn migrate_moves_one_providers_pieces_and_a_manifest_left_behind_is_outvoted_then_rewritten() {
+    let (mut env, data) = erasure_env(2, "2+1", 12);
+    let mut server = RcloneServer::webdav(&env.path().join("dav"));
+    env.provider("dav", &server.remote())
+        .provider_set("dav", "flags", vec!["--low-level-retries", "1"])
+        .set("retries", 2);
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    let p4 = env.path().join("remotes/p4");
+    env.provider("p4", &p4.display().to_string())
+        .provider_set("p4", "enabled", false);
+    let p1_pieces = piece_bytes(&env.remote("p1").only_backup(DS));
+
+    // dav is down during the migration: it keeps the manifest placing pieces on p1.
+    server.stop();
+    let out = env.offsite(&["sync", "--migrate", "p1", "--to", "p4", "--remove-source"]);
+    assert_eq!(out.code(), 0, "{}", output_text(&out));
+    assert!(
+        files_under(env.remote("p1").root()).is_empty(),
+        "p1 emptied"
+    );
+    assert_eq!(piece_bytes(&env.remote("p4").only_backup(DS)), p1_pieces);
+    let moved = manifest(&env, &["p4"]).erasure.unwrap();
+    assert!(moved.providers.contains(&"p4".to_string()) && moved.revision == 1);
+
+    // The dataset now lives on p4, p2 and dav; dav's old manifest is outvoted, named by
+    // status, and rewritten by sync.
+    env.provider_set("p1", "enabled", false)
+        .provider_set("p4", "enabled", true);
+    server.start();
+    let status = env.offsite(&["--json", "status"]);
+    status.assert_exit(3);
+    let text = status.stdout_text();
+    assert!(text.contains("predates a `sync --migrate`"), "{text}");
+    env.offsite(&["sync"]).assert_exit(0);
+    env.offsite(&["status"]).assert_exit(0);
+    let dav = RemoteDir::new(server.dir()).manifest(DS).unwrap();
+    assert_eq!(dav.erasure.unwrap().revision, 1);
+    let _away = Away::providers(&env, &["p2"]);
+    assert_restores(&env, &data, "restored from p4 and dav");
+}
+
 // ---- wider codes and rotation ----
 
 /// Every set of `lose` providers out of `names`, each as a list.
@@ -417,6 +459,7 @@ fn cut_with_offsite(m: &mut Manifest, stored: &[Vec<u8>], drop: usize, dir: &Pat
         k: 3,
         m: 2,
         providers: (1..=5).map(|i| format!("p{i}")).collect(),
+        revision: 0,
     });
     let total = m.shards.len();
     for (i, bytes) in stored.iter().enumerate().take(total) {

@@ -223,6 +223,7 @@ fn erasure_record(run: &DatasetRun<'_>) -> Result<Option<ErasureRecord>, ConfigE
         k: scheme.k,
         m: scheme.m,
         providers,
+        revision: 0,
     }))
 }
 

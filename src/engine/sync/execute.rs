@@ -320,7 +320,8 @@ async fn confirm_and_write_manifests(
         .map(|c| (c.to.clone(), c.dataset.clone()))
         .collect();
     for m in manifests {
-        wanted.extend(m.dests.iter().map(|d| (d.clone(), m.key.dataset.clone())));
+        let at = m.dests.iter().chain(&m.gate);
+        wanted.extend(at.map(|d| (d.clone(), m.key.dataset.clone())));
     }
     let listings = list_destinations(run, wanted).await;
     let copied = std::mem::take(&mut report.copied);
@@ -391,14 +392,16 @@ async fn manifest_to(
     m: &ManifestJob,
     dest: &str,
 ) -> Result<u64, String> {
-    let short = placed_on(&m.manifest, dest)
-        .iter()
-        .filter(|(name, len)| confirm_at(listings, dest, &m.key, name, *len) != Ok(Ok(())))
-        .count();
-    if short > 0 {
-        return Err(format!(
-            "manifest not written: {short} shard(s) are still missing or wrong on {dest}"
-        ));
+    for at in std::iter::once(dest).chain(m.gate.as_deref()) {
+        let short = placed_on(&m.manifest, at)
+            .iter()
+            .filter(|(name, len)| confirm_at(listings, at, &m.key, name, *len) != Ok(Ok(())))
+            .count();
+        if short > 0 {
+            return Err(format!(
+                "manifest not written: {short} object(s) are still missing or wrong on {at}"
+            ));
+        }
     }
     write_manifest(run, m, dest).await
 }

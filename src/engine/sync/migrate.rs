@@ -7,8 +7,9 @@ use crate::catalog::{BackupKey, Catalog};
 use crate::engine::probe;
 use crate::engine::verify::{self, Check, Limits, Verdict};
 use crate::error::{ConfigError, Interrupted};
-use crate::gaps::BackupFindings;
+use crate::gaps::{BackupFindings, RefShard};
 use crate::layout::{self, MANIFEST};
+use crate::manifest::Manifest;
 use crate::progress::Progress;
 use crate::provider::DynProvider;
 use anyhow::{bail, Context, Result};
@@ -204,7 +205,13 @@ fn migration_checks(
         let theirs = at_to
             .and_then(|e| e.manifests.get(to))
             .and_then(|r| r.as_ref().ok());
-        if theirs.is_none_or(|t| t.shards != m.shards) {
+        // An erasure-coded backup's manifest at TO must also place FROM's pieces on TO.
+        let places_to = |t: &Manifest| {
+            t.erasure
+                .as_ref()
+                .is_none_or(|e| e.providers.iter().any(|p| p == to))
+        };
+        if theirs.is_none_or(|t| t.shards != m.shards || !places_to(t)) {
             let why = "the manifest is missing or differs";
             problems.push(Failed::new(key, MANIFEST, to, why));
         }
@@ -212,7 +219,7 @@ fn migration_checks(
     let dir = layout::backup_dir(&before.host, &key.dataset, &key.id);
     let held_at_to = at_to.and_then(|e| e.objects.get(to));
     let mut checks = Vec::new();
-    for (index, name, length, sha) in migrated_objects(before, key, f, from) {
+    for (index, name, length, sha) in migrated_objects(before, key, f, (from, to)) {
         let size = held_at_to.and_then(|o| o.get(&name));
         if size != Some(&length) {
             let found = size.map_or("nothing".to_string(), |s| format!("{s} bytes"));
@@ -239,16 +246,17 @@ fn migration_checks(
 }
 
 /// The shards a migration moved of one backup, `(index, name, length, sha256)`: the
-/// reference's for a finished backup, else whatever `from` held, at its size.
+/// reference's for a finished backup (of an erasure-coded one, the pieces placed on `from`,
+/// or on `to` once the manifest is relocated), else whatever `from` held, at its size.
 fn migrated_objects(
     before: &Catalog,
     key: &BackupKey,
     f: &BackupFindings,
-    from: &str,
+    (from, to): (&str, &str),
 ) -> Vec<(u64, String, u64, Option<String>)> {
     if f.is_finished() {
-        let r = f.reference.iter();
-        return r
+        let moved = |r: &&RefShard| r.holder.as_ref().is_none_or(|h| h == from || h == to);
+        return (f.reference.iter().filter(moved))
             .map(|r| (r.index, r.name.clone(), r.length, r.sha256.clone()))
             .collect();
     }

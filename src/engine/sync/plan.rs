@@ -18,8 +18,10 @@ pub fn plan(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)], mode: &M
             continue;
         }
         let trusted = catalog.backups[key].manifest(&catalog.order);
-        if let Some((_, m)) = trusted.filter(|(_, m)| m.erasure.is_some()) {
-            if !refuse_migrate(key, mode, &mut out) {
+        if let Some((src, m)) = trusted.filter(|(_, m)| m.erasure.is_some()) {
+            if let Mode::Migrate { from, to } = mode {
+                super::relocate::plan(catalog, key, f, (src, m), (from, to), &mut out);
+            } else {
                 super::rebuild::plan_rebuilds(key, f, m, &dests, &mut out);
                 plan_manifest(catalog, key, f, &dests, &mut out);
             }
@@ -38,19 +40,19 @@ pub fn plan(catalog: &Catalog, surveys: &[(BackupKey, BackupFindings)], mode: &M
     out
 }
 
-/// A migration of an erasure-coded backup is not done (yet): a failure, so that
-/// `--remove-source` keeps the source's pieces. Whether `mode` is a migration.
-fn refuse_migrate(key: &BackupKey, mode: &Mode, out: &mut SyncPlan) -> bool {
+/// An unfinished erasure-coded backup is not migrated (its placement is in the backup host's
+/// state, which a migration cannot change): a failure, so that `--remove-source` keeps the
+/// source's pieces.
+fn refuse_migrate(key: &BackupKey, mode: &Mode, out: &mut SyncPlan) {
     let Mode::Migrate { to, .. } = mode else {
-        return false;
+        return;
     };
     out.unfillable.push(Unfillable {
         key: key.clone(),
         object: layout::MANIFEST.into(),
         dest: to.clone(),
-        reason: "migrating an erasure-coded backup is not supported yet".into(),
+        reason: "an unfinished erasure-coded backup is not migrated: finish it first (`offsite backup` resumes it) or discard it (`offsite backup --restart`)".into(),
     });
-    true
 }
 
 /// An erasure-coded backup with no trusted manifest: its pieces are held, never copied (no
@@ -156,7 +158,7 @@ fn plan_shards(
 }
 
 /// The trusted manifest, to every destination without a good one.
-fn plan_manifest(
+pub(super) fn plan_manifest(
     catalog: &Catalog,
     key: &BackupKey,
     f: &BackupFindings,
@@ -180,6 +182,7 @@ fn plan_manifest(
             manifest: Arc::new(m.clone()),
             from: from.to_string(),
             dests: ds,
+            gate: None,
         });
     }
 }

@@ -76,6 +76,21 @@ pub(super) fn plan_rebuilds(
     dests: &[&str],
     out: &mut SyncPlan,
 ) {
+    plan_rebuilds_to(key, f, m, out, |holder, good| {
+        (!good && dests.contains(&holder)).then(|| holder.to_string())
+    })
+}
+
+/// Plans the rebuild of every piece for which `rebuild_to(holder, good)` names a destination:
+/// `good` when the holder lists that piece at the right size (and no deep check found it
+/// corrupt). The good pieces are the sources.
+pub(super) fn plan_rebuilds_to(
+    key: &BackupKey,
+    f: &BackupFindings,
+    m: &Manifest,
+    out: &mut SyncPlan,
+    rebuild_to: impl Fn(&str, bool) -> Option<String>,
+) {
     let Some(e) = m.erasure.as_ref() else { return };
     let bad: HashMap<&str, BTreeSet<u64>> = f
         .providers
@@ -87,17 +102,19 @@ pub(super) fn plan_rebuilds(
         let (mut sources, mut missing) = (Vec::new(), Vec::new());
         for (p, rec) in s.pieces.iter().enumerate() {
             let holder = e.holder(s.index, p);
-            let at = PieceAt {
+            let good = bad.get(holder).is_some_and(|b| !b.contains(&s.index));
+            let at = |provider: &str| PieceAt {
                 piece: p,
                 name: m.piece_object(s, p),
                 length: rec.length,
                 sha256: rec.sha256.clone(),
-                provider: holder.to_string(),
+                provider: provider.to_string(),
             };
-            match bad.get(holder) {
-                Some(b) if !b.contains(&s.index) => sources.push(at),
-                _ if dests.contains(&holder) => missing.push(at),
-                _ => {}
+            if good {
+                sources.push(at(holder));
+            }
+            if let Some(to) = rebuild_to(holder, good) {
+                missing.push(at(&to));
             }
         }
         if missing.is_empty() {

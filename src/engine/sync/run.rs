@@ -112,21 +112,26 @@ pub async fn run(cx: &SyncContext<'_>, req: &SyncRequest<'_>) -> Result<SyncRun>
     Ok(SyncRun::Done(report, late))
 }
 
-/// `--migrate FROM --to TO` where TO already holds pieces of an erasure-coded backup: moving
-/// FROM's pieces there would put two pieces of a shard on one provider. A usage error (exit 2)
+/// `--migrate FROM --to TO` where both hold pieces of one erasure-coded backup: moving FROM's
+/// pieces to TO would put two pieces of a shard on one provider. A usage error (exit 2)
 /// before anything is copied.
 pub(super) fn refuse_erasure_target(catalog: &Catalog, mode: &Mode) -> Result<()> {
-    let Mode::Migrate { to, .. } = mode else {
+    let Mode::Migrate { from, to } = mode else {
         return Ok(());
     };
     for (key, entry) in &catalog.backups {
         let Some((_, m)) = entry.manifest(&catalog.order) else {
             continue;
         };
-        if let Some(e) = m.erasure.as_ref().filter(|e| e.providers.contains(to)) {
+        let Some(e) = m.erasure.as_ref() else {
+            continue;
+        };
+        if e.providers.contains(from) && e.providers.contains(to) {
             return Err(crate::error::ConfigError(format!(
-                "cannot migrate to {to}: backup {} of {:?} is erasure-coded over {} and {to} \
-                 already holds its own pieces; pick a provider outside that list",
+                "cannot migrate {from} to {to}: backup {} of {:?} is erasure-coded over {}, so \
+                 {to} already holds pieces of the shards whose pieces {from} holds, and one \
+                 provider never holds two pieces of a shard; nothing was copied. Migrate to a \
+                 provider outside that list",
                 key.id,
                 key.dataset,
                 e.providers.join(", ")

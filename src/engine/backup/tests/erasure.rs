@@ -13,6 +13,7 @@ fn coded(j: &mut BackupJob, scheme: &str) {
         k: s.k,
         m: s.m,
         providers: j.providers.iter().map(|p| p.name().to_string()).collect(),
+        revision: 0,
     });
 }
 

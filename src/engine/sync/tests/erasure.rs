@@ -1,8 +1,9 @@
 //! Sync of a 2+1 erasure-coded backup of three shards on a, b and c: missing and corrupt pieces
-//! rebuilt from two others, a lost shard unfillable, `--dry-run`, and no migration (yet).
+//! rebuilt from two others, a lost shard unfillable, `--dry-run`, and migration.
 
 use super::*;
 use crate::gaps::fixture::{erasure, store_pieces};
+use crate::manifest::Manifest;
 
 impl Setup {
     /// One 2+1 backup of [`SHARDS`] (longer ones) placed on a, b and c; d empty.
@@ -165,17 +166,107 @@ async fn dry_run_lists_the_pieces_it_would_rebuild() {
     assert!(mem.object(&at).is_none(), "nothing written");
 }
 
-#[tokio::test]
-async fn migrating_an_erasure_backup_is_refused_and_keeps_the_source() {
-    let s = Setup::erasure();
-    let mode = Mode::Migrate {
+fn a_to_d() -> Mode {
+    Mode::Migrate {
         from: "a".into(),
         to: "d".into(),
+    }
+}
+
+impl Setup {
+    /// The manifest each of a, b, c and d holds (`None`: none).
+    fn manifests(&self) -> Vec<Option<Manifest>> {
+        let read = |m: &Arc<MemoryProvider>| {
+            (m.object(&path(MANIFEST))).map(|b| Manifest::from_json(&b).unwrap())
+        };
+        self.mems.iter().map(read).collect()
+    }
+
+    /// Whether d holds, byte for byte, every piece placement put on a.
+    fn d_holds_what_a_held(&self) -> bool {
+        let fresh = Setup::erasure();
+        let a = fresh.mem("a");
+        a.paths()
+            .iter()
+            .filter(|p| !p.ends_with(MANIFEST))
+            .all(|p| self.mem("d").object(p) == a.object(p))
+    }
+}
+
+#[tokio::test]
+async fn migrating_moves_the_pieces_and_writes_a_manifest_naming_the_new_holder() {
+    let s = Setup::erasure();
+    let report = s.sync(&a_to_d(), &Corrupt::new()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(s.d_holds_what_a_held());
+    let [a, b, c, d] = &s.manifests()[..] else {
+        unreachable!()
     };
+    assert_eq!(a.as_ref(), Some(&s.manifest), "a keeps its manifest");
+    let moved = s.manifest.relocated("a", "d").unwrap();
+    for m in [b, c, d] {
+        assert_eq!(m.as_ref().and_then(|m| m.erasure.clone()), moved.erasure);
+    }
+    // The catalog trusts the relocated manifest whatever the priority.
+    let (catalog, _) = s.scan(&Corrupt::new()).await;
+    let (_, trusted) = catalog.backups[&key()].manifest(&catalog.order).unwrap();
+    assert_eq!(trusted.erasure.as_ref().unwrap().providers, ["d", "b", "c"]);
+}
+
+#[tokio::test]
+async fn a_piece_the_source_lost_is_rebuilt_at_the_destination() {
+    let s = Setup::erasure();
+    let (mem, at) = s.piece(1, 2);
+    assert_eq!(mem.name(), "a");
+    let want = mem.object(&at).unwrap();
+    mem.remove_object(&at);
+    let report = s.sync(&a_to_d(), &Corrupt::new()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(s.mem("d").object(&at), Some(want));
+    let rebuilt: Vec<&Copied> = report
+        .copied
+        .iter()
+        .filter(|c| c.object == at.rsplit('/').next().unwrap())
+        .collect();
+    assert!(rebuilt[0].from.starts_with("rebuilt from "), "{rebuilt:?}");
+}
+
+#[tokio::test]
+async fn no_manifest_is_written_anywhere_while_the_destination_misses_a_piece() {
+    let s = Setup::erasure();
+    s.mem("d").inject(Fault {
+        op: "put",
+        path_contains: ".p".into(),
+        kind: crate::error::ErrorKind::Permanent,
+        times: 1,
+    });
+    let report = s.sync(&a_to_d(), &Corrupt::new()).await;
+    let manifests = report
+        .failed
+        .iter()
+        .filter(|f| f.object == MANIFEST)
+        .count();
+    assert_eq!(manifests, 3, "b, c and d: {:?}", report.failed);
+    assert_eq!(
+        s.manifests()[1].as_ref(),
+        Some(&s.manifest),
+        "b keeps the old one"
+    );
+    assert!(s.manifests()[3].is_none());
+}
+
+#[tokio::test]
+async fn an_unfinished_erasure_backup_is_not_migrated() {
+    let s = Setup::erasure();
+    for m in &s.mems {
+        m.remove_object(&path(MANIFEST));
+    }
     let (catalog, surveys) = s.scan(&Corrupt::new()).await;
-    let p = plan(&catalog, &surveys, &mode);
+    let p = plan(&catalog, &surveys, &a_to_d());
     assert!(p.copies.is_empty() && p.rebuilds.is_empty() && p.manifests.is_empty());
-    assert!(p.unfillable[0].reason.contains("not supported yet"));
+    assert!(p.unfillable[0]
+        .reason
+        .contains("unfinished erasure-coded backup is not migrated"));
 }
 
 #[tokio::test]
@@ -190,8 +281,52 @@ async fn migrating_to_a_provider_that_holds_pieces_is_a_usage_error() {
     assert_eq!(crate::error::exit_code(&err), 2);
     let text = format!("{err:#}");
     assert!(
-        text.contains("cannot migrate to b") && text.contains("a, b, c"),
+        text.contains("cannot migrate a to b") && text.contains("a, b, c"),
         "{text}"
     );
     assert!(super::super::run::refuse_erasure_target(&catalog, &to("d")).is_ok());
+}
+
+#[tokio::test]
+async fn a_migration_with_remove_source_checks_every_moved_piece_then_empties_the_source() {
+    use super::run::{done, run_sync};
+    let s = Setup::erasure();
+    let (report, late) = done(run_sync(&s, a_to_d(), false, false).await);
+    late.unwrap();
+    assert_eq!(report.migration.unwrap().verified_backups, 1);
+    assert!(
+        s.mem("a").paths().len() == 4,
+        "a keeps 3 pieces and its manifest"
+    );
+    // Run again with --remove-source: nothing left to move, d checked, a emptied.
+    let (report, late) = done(run_sync(&s, a_to_d(), false, true).await);
+    late.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let summary = report.migration.unwrap();
+    assert_eq!(
+        (summary.verified_backups, summary.removed_objects),
+        (1, Some(4))
+    );
+    assert!(s.mem("a").paths().is_empty(), "{:?}", s.mem("a").paths());
+    assert!(s.d_holds_what_a_held());
+}
+
+#[tokio::test]
+async fn a_piece_corrupted_at_the_destination_is_rebuilt_before_the_source_goes() {
+    use super::run::{done, run_sync};
+    let s = Setup::erasure();
+    done(run_sync(&s, a_to_d(), false, false).await).1.unwrap();
+    let (_, at) = s.piece(0, 0);
+    let mut body = s.mem("d").object(&at).unwrap().to_vec();
+    body[0] ^= 0xff;
+    s.mem("d").set_object(&at, Bytes::from(body));
+    // The listing's MD5 shows the damage: the piece is rebuilt at d from b and c, checked,
+    // and only then is a emptied.
+    let (report, late) = done(run_sync(&s, a_to_d(), false, true).await);
+    late.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.copied.len(), 1, "{:?}", report.copied);
+    assert!(report.copied[0].from.starts_with("rebuilt from "));
+    assert!(s.mem("a").paths().is_empty());
+    assert!(s.d_holds_what_a_held());
 }

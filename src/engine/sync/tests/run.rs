@@ -10,7 +10,7 @@ fn migrate_a_to_d() -> Mode {
     }
 }
 
-async fn run_sync(s: &Setup, mode: Mode, dry_run: bool, remove_source: bool) -> SyncRun {
+pub(super) async fn run_sync(s: &Setup, mode: Mode, dry_run: bool, remove_source: bool) -> SyncRun {
     let providers = s.providers();
     let progress: Arc<dyn Progress> = Arc::new(NoProgress);
     let cancel = CancellationToken::new();
@@ -30,7 +30,7 @@ async fn run_sync(s: &Setup, mode: Mode, dry_run: bool, remove_source: bool) -> 
     run(&cx, &req).await.unwrap()
 }
 
-fn done(r: SyncRun) -> (SyncReport, anyhow::Result<()>) {
+pub(super) fn done(r: SyncRun) -> (SyncReport, anyhow::Result<()>) {
     match r {
         SyncRun::Done(report, late) => (report, late),
         SyncRun::Planned(p) => panic!("a dry run: {p:?}"),
