@@ -10,8 +10,9 @@
 //! Exit 3 on any missing, truncated, corrupt or unreadable shard, missing or bad manifest, or
 //! provider in scope that could not be listed. An erasure-coded backup is checked piece by
 //! piece on the provider placement puts each on (`--deep`: each piece's SHA-256; `--decrypt`
-//! does not join pieces, so it checks them the same way); a shard with fewer than `k` good
-//! pieces is lost: exit 1 after the table.
+//! then joins `k` good pieces of each shard, decodes and checks the plaintext); a shard with
+//! fewer than `k` good pieces, or that does not decode from them, is lost: exit 1 after the
+//! table.
 
 use super::table::print_rows;
 use super::{Ctx, Outcome};
@@ -123,8 +124,14 @@ impl Report for VerifyReport {
         if let Some(n) = self.decrypted {
             outln!("{n} shard(s) of compressed or encrypted backups decoded and checked by plaintext SHA-256")?;
         }
-        if let Some(n) = self.pieces_only.filter(|&n| n > 0) {
-            outln!("{n} erasure-coded backup(s): pieces checked by SHA-256 only, not joined and decoded (a restore does that)")?;
+        for u in &self.undecodable {
+            outln!(
+                "{} {}: shard {} does not decode from good pieces: {}",
+                u.dataset,
+                u.backup_id,
+                u.shard,
+                u.error
+            )?;
         }
         Ok(())
     }

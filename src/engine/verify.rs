@@ -207,6 +207,9 @@ pub struct DeepReport {
     /// Shards of compressed or encrypted backups decoded and checked by plaintext SHA-256;
     /// `None` when the check did not decode (`verify --deep` without `--decrypt`).
     pub decoded: Option<u64>,
+    /// Shards of erasure-coded backups that `--decrypt` could not join and decode from `k`
+    /// good pieces: backup, shard, why. A restore would fail on them.
+    pub undecodable: Vec<(BackupKey, u64, String)>,
 }
 
 /// Which shards a deep check downloads, and what it decodes.
@@ -252,13 +255,19 @@ pub async fn deep_check_in(
     progress.begin("deep check", Some(total), &names);
     let none = Decoding::default();
     let decoding = scope.decoding.unwrap_or(&none);
-    let results = run_checks_decoding(providers, checks, limits, decoding, progress, cancel).await;
+    let results =
+        run_checks_decoding(providers, checks, limits, decoding, progress, cancel).await?;
     progress.finish();
     let mut report = DeepReport {
         decoded: scope.decoding.map(|_| 0),
         ..DeepReport::default()
     };
-    for (c, v) in results? {
+    if let Some(d) = scope.decoding {
+        let joined = join_pieces(d, &results, providers, limits, progress, cancel).await?;
+        report.decoded = Some(joined.decoded);
+        report.undecodable = joined.failed;
+    }
+    for (c, v) in results {
         match v {
             Verdict::Good(_) => {
                 report.bytes += c.length;
@@ -295,6 +304,25 @@ pub async fn deep_check_in(
         }
     }
     Ok(report)
+}
+
+/// `--decrypt` of the erasure-coded backups `decoding` covers: their shards joined from the
+/// pieces `results` found good, decoded and checked.
+async fn join_pieces(
+    decoding: &Decoding,
+    results: &[(Check, Verdict)],
+    providers: &[DynProvider],
+    limits: Limits,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<decrypt::Joined> {
+    progress.begin("decode pieces", None, &[]);
+    let joined = tokio::select! {
+        j = decoding.join(results, providers, limits, progress) => j,
+        _ = cancel.cancelled() => return Err(Interrupted.into()),
+    };
+    progress.finish();
+    Ok(joined)
 }
 
 #[cfg(test)]

@@ -371,6 +371,11 @@ fn erasure_with_encryption_restores_identical_and_no_piece_holds_plaintext() {
             path.display()
         );
     }
+    let n = manifest(&env, &["p1"]).shards.len();
+    let verify = env.offsite(&["verify", "--decrypt"]);
+    let text = verify.assert_exit(0).stdout_text();
+    let want = format!("{n} shard(s) of compressed or encrypted backups decoded");
+    assert!(text.contains(&want), "{text}");
     let _away = Away::providers(&env, &["p1"]);
     assert_restores(&env, &data, "restored encrypted backup without p1");
 }

@@ -27,10 +27,10 @@ pub struct VerifyReport {
     /// `None` without `--decrypt`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decrypted: Option<u64>,
-    /// Erasure-coded backups a `--decrypt` check did not decode: their pieces are checked by
-    /// SHA-256 only (joining pieces is restore's work). `None` without `--decrypt`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pieces_only: Option<u64>,
+    /// Shards of erasure-coded backups that `--decrypt` could not join and decode from `k`
+    /// good pieces (a restore would fail on them: exit 1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecodable: Vec<UndecodableShard>,
     /// Datasets whose newest complete backup is older than their `max_age`, or that have none.
     pub stale: Vec<crate::engine::stale::Stale>,
     /// What verify found wrong and what to do (exit 3); `None` when nothing.
@@ -141,6 +141,15 @@ pub fn verify_report(
 ) -> VerifyReport {
     let mut problems = Vec::new();
     let mut backups = Vec::new();
+    let undecodable: Vec<UndecodableShard> = (scope.deep.into_iter())
+        .flat_map(|d| &d.undecodable)
+        .map(|(k, shard, error)| UndecodableShard {
+            dataset: k.dataset.clone(),
+            backup_id: k.id.to_string(),
+            shard: *shard,
+            error: error.clone(),
+        })
+        .collect();
     for (key, f) in surveys.iter().filter(|(_, f)| f.is_finished()) {
         backups.push(finished_backup(key, f, scope, &mut problems));
     }
@@ -169,14 +178,32 @@ pub fn verify_report(
         unreachable: catalog.unreachable.keys().cloned().collect(),
         checked_bytes: scope.deep.map(|d| d.bytes),
         decrypted: scope.deep.and_then(|d| d.decoded),
-        pieces_only: scope.deep.and_then(|d| d.decoded).map(|_| {
-            let erasure = surveys.iter().filter(|(_, f)| f.strength.is_some());
-            erasure.count() as u64
-        }),
+        undecodable: undecodable.clone(),
         stale: Vec::new(),
         problems: summary(problems),
-        lost: lost_summary(surveys),
+        lost: add_undecodable(lost_summary(surveys), &undecodable),
     }
+}
+
+/// A shard of an erasure-coded backup that did not decode from `k` good pieces.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndecodableShard {
+    pub dataset: String,
+    pub backup_id: String,
+    pub shard: u64,
+    pub error: String,
+}
+
+fn add_undecodable(lost: Option<String>, shards: &[UndecodableShard]) -> Option<String> {
+    let more = shards.iter().map(|u| {
+        format!(
+            "shard {} of backup {} of {:?} does not decode from good pieces ({}): a restore fails \
+             on it; run `offsite backup` of {:?} again",
+            u.shard, u.backup_id, u.dataset, u.error, u.dataset
+        )
+    });
+    let all: Vec<String> = lost.into_iter().chain(more).collect();
+    (!all.is_empty()).then(|| all.join("; "))
 }
 
 fn finished_backup(

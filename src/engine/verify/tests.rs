@@ -355,8 +355,16 @@ mod erasure {
         (i, path(m, &m.piece_object(&m.shards[s], p)))
     }
 
-    /// `verify --deep` (`--decrypt` when `decrypt`) over the three providers.
+    /// `verify --deep` over the three providers.
     async fn verify(mems: &[Arc<MemoryProvider>; 3], decrypt: bool) -> VerifyReport {
+        verify_decoding(mems, decrypt.then(Decoding::default)).await
+    }
+
+    /// `verify --deep`, with `--decrypt` decoding as `decoding` says.
+    async fn verify_decoding(
+        mems: &[Arc<MemoryProvider>; 3],
+        decoding: Option<Decoding>,
+    ) -> VerifyReport {
         let (_dir, cfg) = config(&NAMES);
         let providers: Vec<DynProvider> = mems.iter().map(|p| p.clone() as DynProvider).collect();
         let catalog = Catalog::scan(&providers, "h", None).await;
@@ -365,10 +373,9 @@ mod erasure {
             shards_in_flight: 2,
             concurrency: 2,
         };
-        let none = Decoding::default();
         let scope = DeepScope {
             only: None,
-            decoding: decrypt.then_some(&none),
+            decoding: decoding.as_ref(),
         };
         let progress: Arc<dyn Progress> = Arc::new(NoProgress);
         let cancel = CancellationToken::new();
@@ -427,12 +434,39 @@ mod erasure {
         assert_eq!(b.strength.as_ref().map(|s| s.degraded), Some(1));
     }
 
+    fn decoding(m: &Manifest) -> Decoding {
+        let key = crate::catalog::BackupKey {
+            dataset: m.dataset.clone(),
+            id: crate::layout::BackupId::parse(&m.backup_id).unwrap(),
+        };
+        Decoding::from_parts([(key, m.clone())].into(), None)
+    }
+
     #[tokio::test]
-    async fn decrypt_checks_the_pieces_of_an_erasure_backup_and_says_so() {
-        let (_, mems) = backup();
-        let report = verify(&mems, true).await;
-        assert_eq!(report.problems, None);
-        assert_eq!(report.pieces_only, Some(1));
+    async fn decrypt_joins_k_good_pieces_of_each_shard_and_checks_the_shard() {
+        let (m, mems) = backup();
+        let (i, at) = piece(&m, 1, 0);
+        mems[i].remove_object(&at);
+        let report = verify_decoding(&mems, Some(decoding(&m))).await;
+        assert_eq!(report.lost, None);
+        assert_eq!(
+            report.decrypted,
+            Some(3),
+            "shard 1 from its two other pieces"
+        );
+        assert!(report.undecodable.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_shard_that_does_not_decode_from_good_pieces_is_lost() {
+        let (mut m, mems) = backup();
+        // The manifest says zstd, the stored bytes are not a zstd frame.
+        m.encoding.compression = Some(crate::layout::Compression::Zstd);
+        let report = verify_decoding(&mems, Some(decoding(&m))).await;
+        assert_eq!(report.undecodable.len(), 3, "{:?}", report.undecodable);
+        let lost = report.lost.expect("exit 1");
+        assert!(lost.contains("shard 0 of backup"), "{lost}");
+        assert!(lost.contains("does not decode from good pieces"), "{lost}");
     }
 
     #[tokio::test]
