@@ -205,40 +205,29 @@ pub(super) async fn rebuild_shard(run: &Run<'_>, job: &RebuildJob) -> (Vec<Copie
     (copied, failed)
 }
 
-/// Downloads good pieces until `k` check out by length and SHA-256: `k + m` slots.
+/// Downloads good pieces until `k` check out by length and SHA-256: `k + m` slots. The first
+/// `k` sources are read at once (each from its own provider, so the shard takes as long as the
+/// slowest one, not the sum); a source that fails is replaced by the next.
 async fn fetch_k(run: &Run<'_>, job: &RebuildJob) -> Result<Vec<Option<Bytes>>, String> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let mut given: Vec<Option<Bytes>> = vec![None; job.scheme.total()];
     let (mut have, mut tried) = (0, Vec::new());
-    for src in &job.sources {
-        if have == job.scheme.k {
-            break;
-        }
-        let provider = run.provider(&src.provider)?;
-        let data = match provider
-            .get(&run.path(&job.key, &src.name), src.length)
-            .await
-        {
-            Ok(d) if d.len() as u64 == src.length => d,
-            Ok(d) => {
-                tried.push(format!(
-                    "{} holds {} bytes of {}",
-                    src.provider,
-                    d.len(),
-                    src.name
-                ));
-                continue;
-            }
-            Err(e) => {
-                tried.push(e.to_string());
-                continue;
-            }
-        };
-        match crate::hashing::sha256_blocking(data.clone()).await {
-            Ok(d) if d == src.sha256 => {
+    let mut next = job.sources.iter();
+    let mut reading: FuturesUnordered<_> = next
+        .by_ref()
+        .take(job.scheme.k)
+        .map(|src| fetch_piece(run, job, src))
+        .collect();
+    while let Some((src, got)) = reading.next().await {
+        match got {
+            Ok(data) => {
                 given[src.piece] = Some(data);
                 have += 1;
             }
-            _ => tried.push(format!("{} holds a corrupt {}", src.provider, src.name)),
+            Err(why) => {
+                tried.push(why);
+                reading.extend(next.next().map(|src| fetch_piece(run, job, src)));
+            }
         }
     }
     if have < job.scheme.k {
@@ -249,4 +238,31 @@ async fn fetch_k(run: &Run<'_>, job: &RebuildJob) -> Result<Vec<Option<Bytes>>, 
         ));
     }
     Ok(given)
+}
+
+/// One source piece, checked by length and SHA-256.
+async fn fetch_piece<'p>(
+    run: &Run<'_>,
+    job: &RebuildJob,
+    src: &'p PieceAt,
+) -> (&'p PieceAt, Result<Bytes, String>) {
+    let provider = match run.provider(&src.provider) {
+        Ok(p) => p,
+        Err(e) => return (src, Err(e)),
+    };
+    let data = match provider.get(&run.path(&job.key, &src.name), src.length).await {
+        Ok(d) if d.len() as u64 == src.length => d,
+        Ok(d) => {
+            let why = format!("{} holds {} bytes of {}", src.provider, d.len(), src.name);
+            return (src, Err(why));
+        }
+        Err(e) => return (src, Err(e.to_string())),
+    };
+    match crate::hashing::sha256_blocking(data.clone()).await {
+        Ok(d) if d == src.sha256 => (src, Ok(data)),
+        _ => {
+            let why = format!("{} holds a corrupt {}", src.provider, src.name);
+            (src, Err(why))
+        }
+    }
 }
