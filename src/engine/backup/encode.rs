@@ -25,6 +25,7 @@ pub(super) struct Encoded {
 }
 
 /// What the providers get of one shard.
+#[derive(Clone)]
 pub(super) enum Payload {
     /// Mirrored: the same stored bytes to every provider.
     Whole(Bytes),
@@ -50,8 +51,9 @@ pub(super) struct Encoder {
     pub erasure: Option<Scheme>,
 }
 
-/// Encodes one shard on the blocking pool. `plain_sha` is the plaintext's SHA-256 when already
-/// known (a resumed shard checked against the journal), so it is not hashed twice.
+/// Encodes one shard on the blocking pool, hashes included. `plain_sha` is the plaintext's
+/// SHA-256 when already known (a resumed shard checked against the journal), so it is not
+/// hashed twice.
 pub(super) async fn encode(
     encoder: &Encoder,
     index: u64,
@@ -59,44 +61,93 @@ pub(super) async fn encode(
     plain: Bytes,
     plain_sha: Option<String>,
 ) -> io::Result<Encoded> {
+    encode_unhashed(encoder, index, offset, plain, plain_sha)
+        .await?
+        .hashed()
+        .await
+}
+
+/// An encoded shard whose stored objects are not hashed yet: its payload can go out while
+/// [`Unhashed::hashed`] runs (uploads need only the lengths), which takes the hashing of a
+/// shard off the path from reading it to its first upload.
+pub(super) struct Unhashed {
+    /// The record with every length; the stored objects' hashes are empty.
+    pub record: ShardRecord,
+    pub payload: Payload,
+    /// Erasure-coded: the whole stored shard, hashed for the record (its data pieces are
+    /// slices of it, so keeping it costs nothing).
+    stored: Option<Bytes>,
+}
+
+impl Unhashed {
+    /// The record with the stored objects' SHA-256 (and MD5, SHA-1), hashed on the blocking pool.
+    pub async fn record(&self) -> io::Result<ShardRecord> {
+        let (mut record, payload, stored) = (
+            self.record.clone(),
+            self.payload.clone(),
+            self.stored.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            hash_objects(&mut record, &payload, stored.as_deref());
+            record
+        })
+        .await
+        .map_err(io::Error::other)
+    }
+
+    /// This shard with its record hashed.
+    pub async fn hashed(self) -> io::Result<Encoded> {
+        let record = self.record().await?;
+        Ok(Encoded {
+            record,
+            payload: self.payload,
+        })
+    }
+}
+
+/// Fills in the hashes of the objects that store a shard: the stored bytes' SHA-256, MD5 and
+/// SHA-1; erasure-coded, the whole stored shard's SHA-256 (checked after a restore joins the
+/// pieces) and each piece's three hashes, and no MD5/SHA-1 of the shard, which no provider
+/// holds whole.
+fn hash_objects(record: &mut ShardRecord, payload: &Payload, stored: Option<&[u8]>) {
+    match (payload, stored) {
+        (Payload::Whole(b), _) => {
+            let d = hashing::digests_two_threads(b);
+            (record.sha256, record.md5, record.sha1) = (d.sha256, Some(d.md5), Some(d.sha1));
+        }
+        (Payload::Pieces(pieces), Some(stored)) => {
+            record.sha256 = hashing::sha256(stored);
+            for (rec, p) in record.pieces.iter_mut().zip(pieces) {
+                let d = hashing::digests_two_threads(p);
+                (rec.sha256, rec.md5, rec.sha1) = (d.sha256, Some(d.md5), Some(d.sha1));
+            }
+        }
+        (Payload::Pieces(_), None) => unreachable!("pieces are cut from a stored shard"),
+    }
+}
+
+/// [`encode`] without the hashes of the stored objects, on the blocking pool.
+pub(super) async fn encode_unhashed(
+    encoder: &Encoder,
+    index: u64,
+    offset: u64,
+    plain: Bytes,
+    plain_sha: Option<String>,
+) -> io::Result<Unhashed> {
     let encoder = encoder.clone();
     tokio::task::spawn_blocking(move || encode_now(&encoder, index, offset, plain, plain_sha))
         .await
         .map_err(io::Error::other)?
 }
 
-/// Cuts an encoded shard into its pieces and records their hashes; the shard's own record keeps
-/// its stored length and SHA-256 (checked after a restore joins the pieces) and no MD5/SHA-1,
-/// since no provider holds the whole object.
-fn cut(scheme: Scheme, mut record: ShardRecord, stored: Bytes) -> io::Result<Encoded> {
-    let pieces = erasure::split(scheme, &stored).map_err(io::Error::other)?;
-    drop(stored);
-    record.pieces = pieces
-        .iter()
-        .map(|p| {
-            let d = hashing::digests_two_threads(p);
-            PieceRecord {
-                length: p.len() as u64,
-                sha256: d.sha256,
-                md5: Some(d.md5),
-                sha1: Some(d.sha1),
-            }
-        })
-        .collect();
-    Ok(Encoded {
-        record,
-        payload: Payload::Pieces(pieces),
-    })
-}
-
-/// [`encode`], on the calling thread.
+/// [`encode_unhashed`], on the calling thread.
 fn encode_now(
     encoder: &Encoder,
     index: u64,
     offset: u64,
     plain: Bytes,
     plain_sha: Option<String>,
-) -> io::Result<Encoded> {
+) -> io::Result<Unhashed> {
     #[cfg(test)]
     ENCODED_HERE.with(|n| n.set(n.get() + 1));
     let codec = &encoder.codec;
@@ -120,13 +171,27 @@ fn encode_now(
         pieces: Vec::new(),
     };
     let Some(scheme) = encoder.erasure else {
-        let d = hashing::digests_two_threads(&stored);
-        (record.sha256, record.md5, record.sha1) = (d.sha256, Some(d.md5), Some(d.sha1));
         let payload = Payload::Whole(stored);
-        return Ok(Encoded { record, payload });
+        return Ok(Unhashed {
+            record,
+            payload,
+            stored: None,
+        });
     };
-    record.sha256 = hashing::sha256(&stored);
-    cut(scheme, record, stored)
+    let pieces = erasure::split(scheme, &stored).map_err(io::Error::other)?;
+    record.pieces = (pieces.iter())
+        .map(|p| PieceRecord {
+            length: p.len() as u64,
+            sha256: String::new(),
+            md5: None,
+            sha1: None,
+        })
+        .collect();
+    Ok(Unhashed {
+        record,
+        payload: Payload::Pieces(pieces),
+        stored: Some(stored),
+    })
 }
 
 #[cfg(test)]

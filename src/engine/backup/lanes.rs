@@ -2,7 +2,7 @@
 //! and, when resuming, what it already held. [`ship`] encodes one shard once and uploads the
 //! same stored bytes to every lane, or, erasure-coded, each lane the piece placed on it.
 
-use super::encode::{encode, Encoder, Payload};
+use super::encode::{encode_unhashed, Encoder, Payload};
 use super::BackupJob;
 use crate::engine::confirm::Listed;
 use crate::engine::lane::Lane;
@@ -156,37 +156,50 @@ pub(super) struct Delivery {
 }
 
 /// Encodes one shard (on the blocking pool) and uploads the same stored bytes (or each its
-/// piece) to every provider still in the run that lacks them.
+/// piece) to every provider still in the run that lacks them. A fresh shard's objects are
+/// hashed while they upload (uploads need only their lengths), and journaled once hashed.
 pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
     let (index, offset) = (shard.index, shard.offset);
-    let delivery = match shard.journaled {
-        Some(j) => super::resume::delivery(shard.data, j, s).await?,
+    let (delivery, unhashed) = match shard.journaled {
+        Some(j) => (super::resume::delivery(shard.data, j, s).await?, None),
         None => {
-            let enc = encode(&s.encoder, index, offset, shard.data, None)
+            let enc = encode_unhashed(&s.encoder, index, offset, shard.data, None)
                 .await
                 .with_context(|| format!("encoding shard {index} (byte {offset})"))?;
-            // The journal describes the source, not the uploads: a shard is recorded as soon
-            // as it is encoded, so a resume trusts a provider's whole object even if a slower
-            // provider never got it.
-            s.journal(&enc.record)?;
-            Delivery {
-                record: enc.record,
-                payload: Some(enc.payload),
+            let delivery = Delivery {
+                record: enc.record.clone(),
+                payload: Some(enc.payload.clone()),
                 send_to: (0..s.lanes.len()).collect(),
-            }
+            };
+            (delivery, Some(enc))
         }
     };
     let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
         let send = delivery.send_to.contains(&i);
         upload(lane, s, &delivery, send)
     });
-    let results = futures::future::join_all(uploads).await;
+    let record = async {
+        let Some(enc) = &unhashed else {
+            return Ok(delivery.record.clone());
+        };
+        let record = enc
+            .record()
+            .await
+            .with_context(|| format!("hashing shard {index}"))?;
+        // The journal describes the source, not the uploads: a shard is recorded as soon as
+        // it is encoded, so a resume trusts a provider's whole object even if a slower
+        // provider never got it.
+        s.journal(&record)?;
+        anyhow::Ok(record)
+    };
+    let (record, results) = futures::future::join(record, futures::future::join_all(uploads)).await;
+    let record = record?;
     let held = results.iter().filter(|r| matches!(r, Ok(true))).count();
     if held < s.needed() {
         let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
         bail!("{}: {}", too_few(s, index, offset, held), why.join("; "));
     }
-    Ok(delivery.record)
+    Ok(record)
 }
 
 /// Why a shard that reached only `held` providers (or pieces) fails the backup.

@@ -250,7 +250,10 @@ async fn fetch_piece<'p>(
         Ok(p) => p,
         Err(e) => return (src, Err(e)),
     };
-    let data = match provider.get(&run.path(&job.key, &src.name), src.length).await {
+    let data = match provider
+        .get(&run.path(&job.key, &src.name), src.length)
+        .await
+    {
         Ok(d) if d.len() as u64 == src.length => d,
         Ok(d) => {
             let why = format!("{} holds {} bytes of {}", src.provider, d.len(), src.name);
