@@ -353,7 +353,20 @@ fn resolve_program(name: &str, base: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=offsite`: `/var/lib/offsite`; the
+/// first when it lists several), else `$XDG_STATE_HOME/offsite`, else
+/// `~/.local/state/offsite`.
 fn default_state_dir() -> PathBuf {
+    let systemd = std::env::var_os("STATE_DIRECTORY").filter(|x| !x.is_empty());
+    if let Some(dirs) = systemd {
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return PathBuf::from(first);
+    }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("offsite");
     }

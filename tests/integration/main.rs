@@ -23,3 +23,4 @@ mod secrets;
 mod signals;
 mod status;
 mod sync;
+mod systemd;
