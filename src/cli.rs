@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Each provider: reachable? free space? object count.
     Providers,
+    /// Check the config and every provider's rclone setup (remote known, flags accepted,
+    /// writable with a probe object it deletes); exit 2 with one line per problem.
+    Check,
     /// Write a new age identity (mode 0600) and print its recipient (`age1...`) for
     /// `[encryption] recipients`.
     Keygen {

@@ -2,7 +2,8 @@
 //!
 //! Backs up each selected dataset through the engine ([`crate::engine::backup::back_up_dataset`]:
 //! resume or plan, snapshot, pipeline, local retention), keeps going past a dataset that
-//! fails, and reports what each backup wrote.
+//! fails, and reports what each backup wrote. `--dry-run` reports each dataset's plan instead
+//! (engine::backup::dry_run), from the providers' listings, making nothing.
 
 use super::{Ctx, Outcome};
 use crate::cli::BackupArgs;
@@ -11,7 +12,8 @@ use crate::engine::backup::{
     self as engine, BackupReport, BackupRequest, DatasetRun, ProviderOutcome,
 };
 use crate::error::{ConfigError, Interrupted};
-use crate::output;
+use crate::outln;
+use crate::output::{self, Report};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -117,12 +119,19 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
         ))
         .into());
     }
+    let mut names: Vec<String> = datasets.iter().flat_map(|d| d.providers.clone()).collect();
+    names.sort();
+    names.dedup();
+    crate::engine::preflight::require(&ctx.cfg, &names, &ctx.cancel).await?;
     let req = BackupRequest {
         once: args.once,
         full: args.full,
         dry_run: args.dry_run,
         restart: args.restart,
     };
+    if args.dry_run {
+        return dry_run(ctx, &datasets, req).await;
+    }
     let mut summary = BackupSummary {
         backups: Vec::new(),
         failed: Vec::new(),
@@ -148,6 +157,43 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
     summary.failed = errors.iter().map(|e| format!("{e:#}")).collect();
     let late = errors.into_iter().next().map_or(Ok(()), Err);
     output::conclude(ctx.json, &summary, late)
+}
+
+/// `backup --dry-run`: each dataset's plan, from the providers' listings; nothing is made.
+async fn dry_run(ctx: &Ctx, datasets: &[&Dataset], req: BackupRequest) -> Result<Outcome> {
+    let mut plans = Vec::new();
+    for ds in datasets {
+        let run = DatasetRun {
+            cfg: &ctx.cfg,
+            dataset: ds,
+            providers: ctx.providers(&ds.providers)?,
+            progress: ctx.progress.clone(),
+            cancel: &ctx.cancel,
+        };
+        let plan = engine::dry_run::plan_dataset(run, req).await;
+        plans.push(plan.map_err(|e| e.context(format!("dataset {:?}", ds.name)))?);
+    }
+    let report = BackupDryRun {
+        dry_run: true,
+        datasets: plans,
+    };
+    output::conclude(ctx.json, &report, Ok(()))
+}
+
+/// `backup --dry-run`'s report.
+#[derive(Debug, Serialize)]
+pub struct BackupDryRun {
+    pub dry_run: bool,
+    pub datasets: Vec<engine::dry_run::DatasetPlan>,
+}
+
+impl Report for BackupDryRun {
+    fn render_text(&self) -> std::io::Result<()> {
+        for d in &self.datasets {
+            outln!("dry run: {}", d.describe())?;
+        }
+        Ok(())
+    }
 }
 
 /// One dataset's backup with its providers; `None` when nothing was due.

@@ -2,6 +2,7 @@
 //! engine and turns its result into output and an [`Outcome`].
 
 pub mod backup;
+pub mod check;
 pub mod keygen;
 pub mod list;
 pub mod providers;
@@ -196,6 +197,7 @@ pub async fn run(
         Command::Backup(args) => backup::run(&ctx, &args).await,
         Command::List { dataset } => list::run(&ctx, dataset.as_deref()).await,
         Command::Providers => providers::run(&ctx).await,
+        Command::Check => check::run(&ctx).await,
         Command::Prune { dry_run } => prune::run(&ctx, dry_run).await,
         Command::Restore(args) => restore::run(&ctx, &args).await,
         Command::Status { dataset } => status::run(&ctx, dataset.as_deref()).await,

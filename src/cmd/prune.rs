@@ -81,6 +81,8 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         dry_run,
         ..Stack::default()
     });
+    let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
+    crate::engine::preflight::require(&ctx.cfg, &names, &ctx.cancel).await?;
     let catalog = list_all(ctx, &providers).await?;
     let planned = plan_all(&catalog, &datasets, &mut left_alone);
     left_alone.extend(unconfigured(ctx, &catalog));

@@ -21,6 +21,12 @@ use std::collections::BTreeMap;
 pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
     let mode = mode(args)?;
     let providers = ctx.providers_with(&mode.named())?;
+    let names: Vec<String> = providers.iter().map(|p| p.name().to_string()).collect();
+    crate::engine::preflight::require(&ctx.cfg, &names, &ctx.cancel).await?;
+    if args.datasets.iter().any(|d| ctx.cfg.dataset(d).is_none()) {
+        // A name that is not configured may still be on the providers; else exit 2.
+        ctx.scan(&providers, &args.datasets, false).await?;
+    }
     let cx = SyncContext {
         cfg: &ctx.cfg,
         providers: &providers,

@@ -35,6 +35,7 @@
 //! `lanes`, `pump` and `seal` are the pipeline's stages.
 
 pub mod dataset;
+pub mod dry_run;
 mod encode;
 mod lanes;
 pub mod plan;

@@ -7,6 +7,7 @@ pub mod confirm;
 pub mod discard;
 pub mod lane;
 pub mod list;
+pub mod preflight;
 pub mod probe;
 pub mod providers;
 pub mod prune;

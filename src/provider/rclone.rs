@@ -108,6 +108,7 @@ impl RcloneProvider {
             Some(3) | Some(4) => ErrorKind::NotFound,
             Some(6) | Some(7) => ErrorKind::Permanent,
             _ if e.not_started() => ErrorKind::Permanent,
+            _ if permanent_complaint(&e.stderr).is_some() => ErrorKind::Permanent,
             _ => ErrorKind::Transient,
         };
         ProviderError::new(
@@ -117,6 +118,24 @@ impl RcloneProvider {
             kind,
             crate::redact::text(&e.to_string()),
         )
+    }
+
+    /// `rclone listremotes` run with this provider's flags: the remotes its rclone config
+    /// defines (`name:` each), or rclone's complaint about the flags (an unknown flag, a bad
+    /// `--bwlimit`). One short rclone run, nothing touched on the remote.
+    pub async fn list_remotes(&self) -> Result<Vec<String>, ProviderError> {
+        let out = self.output("check", "", &["listremotes"]).await?;
+        let text = String::from_utf8_lossy(&out);
+        Ok(text
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// The remote path this provider writes under.
+    pub fn remote(&self) -> &str {
+        &self.remote
     }
 
     async fn put_inner(
@@ -482,3 +501,73 @@ impl Provider for RcloneProvider {
 
 #[cfg(test)]
 mod fuzz;
+
+/// What rclone's stderr says when retrying cannot help: its configuration or the account is
+/// wrong (an unknown remote or flag, a refused login, no permission, no space). `None` for
+/// anything else, which is worth another attempt.
+pub fn permanent_complaint(stderr: &str) -> Option<&'static str> {
+    const PERMANENT: [(&str, &str); 15] = [
+        (
+            "didn't find section in config file",
+            "the remote is not in rclone's config",
+        ),
+        ("unknown flag", "rclone does not know a flag"),
+        ("invalid argument \"", "rclone refuses a flag's value"),
+        (
+            "unknown command",
+            "rclone does not understand its command line",
+        ),
+        ("unknown shorthand flag", "rclone does not know a flag"),
+        ("permission denied", "permission denied"),
+        ("unable to authenticate", "the login is refused"),
+        ("accessdenied", "access denied"),
+        (
+            "invalidaccesskeyid",
+            "the access key is not known to the provider",
+        ),
+        ("signaturedoesnotmatch", "the secret key is wrong"),
+        (
+            "invalid_grant",
+            "the OAuth token is revoked or expired: run `rclone config reconnect`",
+        ),
+        ("nosuchbucket", "the bucket does not exist"),
+        ("quotaexceeded", "the account's storage quota is used up"),
+        ("insufficient storage", "the provider has no space left"),
+        ("no space left on device", "no space left on the device"),
+    ];
+    let lower = stderr.to_ascii_lowercase();
+    PERMANENT
+        .iter()
+        .find(|(needle, _)| lower.contains(needle))
+        .map(|(_, why)| *why)
+}
+
+#[cfg(test)]
+mod complaint_tests {
+    use super::permanent_complaint;
+
+    /// rclone 1.60's own words (captured from this machine) are permanent; a dropped
+    /// connection is not.
+    #[test]
+    fn configuration_and_account_errors_are_permanent_and_network_errors_are_not() {
+        let permanent = [
+            "Failed to create file system for \"nosuch:x\": didn't find section in config file",
+            "Fatal error: unknown flag: --nosuchflag",
+            "Fatal error: invalid argument \"xyz\" for \"--bwlimit\" flag: bad suffix 'z'",
+            "Failed to copy: open /mnt/x: permission denied",
+            "googleapi: Error 403: The user's Drive storage quota has been exceeded., storageQuotaExceeded",
+            "couldn't fetch token: invalid_grant: maybe token expired?",
+        ];
+        for p in permanent {
+            assert!(permanent_complaint(p).is_some(), "{p}");
+        }
+        let transient = [
+            "Failed to copy: Put \"http://127.0.0.1:8080/x\": dial tcp 127.0.0.1:8080: connect: connection refused",
+            "googleapi: Error 403: Rate Limit Exceeded, rateLimitExceeded",
+            "read: connection reset by peer",
+        ];
+        for t in transient {
+            assert_eq!(permanent_complaint(t), None, "{t}");
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod harness;
 mod backup;
 mod backup_faults;
 mod chains;
+mod check;
 mod config;
 mod encryption;
 mod encryption_faults;

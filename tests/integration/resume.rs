@@ -140,7 +140,7 @@ pub(crate) fn calls(env: &Env) -> Vec<(String, String, String)> {
     // Probe objects (written when min_providers > 1 to tell storages apart) are not backups.
     lines
         .iter()
-        .filter(|l| !l.starts_with("version"))
+        .filter(|l| !l.starts_with("version") && !l.starts_with("listremotes"))
         .map(parse)
         .filter(|(_, _, name)| !name.contains(".offsite-probe-"))
         .collect()

@@ -150,7 +150,7 @@ fn provider_down_mid_backup_leaves_gaps_that_the_rerun_fills_for_that_provider_o
     let dry = env
         .offsite(&["backup", "--dry-run"])
         .assert_exit(0)
-        .stderr_text();
+        .stdout_text();
     assert!(
         dry.contains(&format!("would resume unfinished backup {id}")),
         "{dry}"

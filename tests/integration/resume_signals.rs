@@ -87,7 +87,7 @@ fn dry_run_says_it_would_resume_the_unfinished_backup_and_touches_nothing() {
     let before = trees(&env, &names);
 
     let out = rerun(&env, &["backup", "--dry-run"]);
-    let err = out.assert_exit(0).stderr_text();
+    let err = out.assert_exit(0).stdout_text();
     let said = format!(
         "would resume unfinished backup {} of \"{DS}\" (8 shards recorded)",
         u.backup_id

@@ -49,14 +49,15 @@ pub async fn back_up_dataset(
     run: DatasetRun<'_>,
     req: BackupRequest,
 ) -> Result<Option<BackupReport>> {
+    if req.dry_run {
+        let plan = super::dry_run::plan_dataset(run, req).await?;
+        tracing::info!("dry run: {}", plan.describe());
+        return Ok(None);
+    }
     let (cfg, ds) = (run.cfg, run.dataset);
     snapshots::check_send_flags(ds).await?;
     cfg.check_erasure(ds)?;
     let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
-    if req.dry_run {
-        dry_run(&run, &req, &state).await?;
-        return Ok(None);
-    }
     let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
     if req.restart {
         restart(&run, &state).await?;
@@ -92,33 +93,6 @@ pub async fn back_up_dataset(
     }
     log_metrics(ds, &report);
     Ok(Some(report))
-}
-
-/// Says what a run would do, and does nothing.
-async fn dry_run(run: &DatasetRun<'_>, req: &BackupRequest, state: &DatasetState) -> Result<()> {
-    let ds = run.dataset;
-    match state.load()? {
-        Some((u, r)) if !req.restart => tracing::info!(
-            "dry run: would resume unfinished backup {} of {:?} ({} shards recorded)",
-            u.backup_id,
-            ds.name,
-            r.len()
-        ),
-        _ => match decide(run, req).await?.action {
-            Action::NotDue { next_due } => not_due(ds, next_due),
-            Action::Make(new) => tracing::info!(
-                "dry run: would make {} of {:?} to {}{}",
-                plan::describe(&new.decision),
-                ds.name,
-                ds.providers.join(", "),
-                ds.erasure.map_or(String::new(), |e| format!(
-                    " (erasure = \"{e}\": each shard cut into {} pieces, one per provider)",
-                    e.total()
-                ))
-            ),
-        },
-    }
-    Ok(())
 }
 
 /// `--restart`: forgets the unfinished backup and removes its objects from the providers at
@@ -274,7 +248,7 @@ async fn resume(
 }
 
 /// Lists the providers and plans the run from what they hold (see [`plan::plan`]).
-async fn decide(run: &DatasetRun<'_>, req: &BackupRequest) -> Result<plan::BackupPlan> {
+pub(super) async fn decide(run: &DatasetRun<'_>, req: &BackupRequest) -> Result<plan::BackupPlan> {
     let ds = run.dataset;
     let catalog = scan_dataset(run).await?;
     let snapshot_present = match LastBackup::of(&catalog, &ds.name) {
