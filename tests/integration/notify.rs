@@ -203,3 +203,31 @@ fn notify_command_gets_the_offsite_variables() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn the_shipped_alert_rules_parse_and_cover_the_metrics() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/offsite-alerts.yml"
+    ))
+    .unwrap();
+    yaml_shape(&text);
+    for metric in [
+        "offsite_last_success_timestamp_seconds",
+        "offsite_last_run_exit_code",
+        "offsite_provider_up",
+        "offsite_missing_objects",
+    ] {
+        assert!(text.contains(metric), "{metric} has no alert");
+    }
+}
+
+/// A YAML check without a YAML crate (promtool is not installed here): no tabs, one group,
+/// every `- alert:` with its `expr:`.
+fn yaml_shape(text: &str) {
+    assert!(!text.contains('\t'), "tabs are not YAML indentation");
+    assert!(text.starts_with("#") && text.contains("groups:\n"));
+    let alerts = text.matches("- alert: ").count();
+    assert_eq!(alerts, text.matches("        expr: ").count());
+    assert_eq!(alerts, 4);
+}
