@@ -19,6 +19,7 @@ pub mod hashing;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod notify;
 pub mod output;
 pub mod process;
 pub mod progress;

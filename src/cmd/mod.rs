@@ -187,22 +187,35 @@ pub async fn run(
     }
     let path = Config::locate(cli.config.as_deref())?;
     let cfg = Config::load(&path, cli.host.as_deref())?;
+    let watch = crate::notify::Watch::of(&cfg, &cli.command);
     let ctx = Ctx {
         cfg,
         json: cli.json,
         progress,
         cancel,
     };
-    match cli.command {
-        Command::Backup(args) => backup::run(&ctx, &args).await,
-        Command::List { dataset } => list::run(&ctx, dataset.as_deref()).await,
-        Command::Providers => providers::run(&ctx).await,
-        Command::Check => check::run(&ctx).await,
-        Command::Prune { dry_run } => prune::run(&ctx, dry_run).await,
-        Command::Restore(args) => restore::run(&ctx, &args).await,
-        Command::Status { dataset } => status::run(&ctx, dataset.as_deref()).await,
-        Command::Verify(args) => verify::run(&ctx, &args).await,
-        Command::Sync(args) => sync::run(&ctx, &args).await,
+    if let Some(w) = &watch {
+        w.started().await;
+    }
+    let result = dispatch(&ctx, cli.command).await;
+    if let Some(w) = &watch {
+        w.ended(&crate::notify::Ended::of(&result)).await;
+    }
+    result
+}
+
+/// Runs the command itself.
+async fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
+    match command {
+        Command::Backup(args) => backup::run(ctx, &args).await,
+        Command::List { dataset } => list::run(ctx, dataset.as_deref()).await,
+        Command::Providers => providers::run(ctx).await,
+        Command::Check => check::run(ctx).await,
+        Command::Prune { dry_run } => prune::run(ctx, dry_run).await,
+        Command::Restore(args) => restore::run(ctx, &args).await,
+        Command::Status { dataset } => status::run(ctx, dataset.as_deref()).await,
+        Command::Verify(args) => verify::run(ctx, &args).await,
+        Command::Sync(args) => sync::run(ctx, &args).await,
         Command::Keygen { .. } => unreachable!("keygen needs no config"),
     }
 }

@@ -48,6 +48,19 @@ pub struct Config {
     pub encryption: Option<EncryptionConfig>,
     /// The folder of the provider files.
     pub providers_dir: PathBuf,
+    /// `metrics_file`, `notify_url`, `notify_command`: who hears how a run ended.
+    pub monitor: Monitor,
+}
+
+/// The top-level monitoring keys (see `crate::notify`).
+#[derive(Debug, Clone, Default)]
+pub struct Monitor {
+    /// Prometheus text file, rewritten after backup, sync, verify, prune and status.
+    pub metrics_file: Option<PathBuf>,
+    /// healthchecks.io-style ping URL (http or https).
+    pub notify_url: Option<String>,
+    /// Run through `sh -c` after backup, sync, verify and prune, with `OFFSITE_*` variables.
+    pub notify_command: Option<String>,
 }
 
 /// The `[encryption]` table: whom backups are encrypted to, and where a restore finds its key.
@@ -136,6 +149,8 @@ pub struct Dataset {
     /// `max_age`: `status` and `verify` report the dataset as stale (exit 3) when its newest
     /// complete backup is older, or when it has none.
     pub max_age: Option<Duration>,
+    /// `notify_url` of this dataset: a backup of it pings this URL instead of the top-level one.
+    pub notify_url: Option<String>,
     /// The retention grid: `keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`.
     pub keep: Grid,
     /// Names of the providers this dataset goes to (enabled ones only).
@@ -254,6 +269,11 @@ impl Config {
             (compression, encryption.is_some(), erasure),
         )?;
         let (host, foreign_host) = validate::host(path, raw.host, host_override)?;
+        let monitor = Monitor {
+            metrics_file: raw.metrics_file.map(|p| base.join(p)),
+            notify_url: validate::notify_url(&file, raw.notify_url.as_ref(), "notify_url")?,
+            notify_command: validate::notify_command(&file, raw.notify_command.as_ref())?,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             host,
@@ -273,6 +293,7 @@ impl Config {
             datasets,
             encryption,
             providers_dir,
+            monitor,
         })
     }
 

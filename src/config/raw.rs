@@ -23,6 +23,9 @@ pub(super) struct RawConfig {
     pub compression: Option<Spanned<String>>,
     pub erasure: Option<Spanned<String>>,
     pub encryption: Option<Spanned<RawEncryption>>,
+    pub metrics_file: Option<PathBuf>,
+    pub notify_url: Option<Spanned<String>>,
+    pub notify_command: Option<Spanned<String>>,
     #[serde(default)]
     pub dataset: Vec<Spanned<RawDataset>>,
 }
@@ -58,6 +61,7 @@ pub(super) struct RawDataset {
     pub compression: Option<Spanned<String>>,
     pub encrypt: Option<Spanned<bool>>,
     pub erasure: Option<Spanned<String>>,
+    pub notify_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

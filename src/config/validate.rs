@@ -247,6 +247,11 @@ fn dataset(
             "dataset {name:?}: keep_chains = 0 would delete every backup; use 1 or more, or leave it out to keep everything"
         )));
     }
+    let notify_url = notify_url(
+        file,
+        d.notify_url.as_ref(),
+        &format!("dataset {name:?}: notify_url"),
+    )?;
     Ok(Dataset {
         name,
         source,
@@ -254,6 +259,7 @@ fn dataset(
         incremental_every: d.incremental_every.map(|s| s.0),
         keep_chains: d.keep_chains,
         max_age: d.max_age.map(|s| s.0),
+        notify_url,
         keep: super::Grid {
             daily: d.keep_daily.unwrap_or(0),
             weekly: d.keep_weekly.unwrap_or(0),
@@ -365,4 +371,41 @@ fn listed_providers(
         }
     }
     Ok(out)
+}
+
+/// A `notify_url`: an http or https URL (`what` names the key in the message).
+pub(super) fn notify_url(
+    file: &SourceFile,
+    url: Option<&Spanned<String>>,
+    what: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(url) = url else { return Ok(None) };
+    let u = url.get_ref().trim();
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !u.contains(char::is_whitespace) => {
+            Ok(Some(u.trim_end_matches('/').to_string()))
+        }
+        _ => Err(file.err(
+            url.span(),
+            format!("{what} = {u:?} is not an http:// or https:// URL (e.g. \"https://hc-ping.com/UUID\")"),
+        )),
+    }
+}
+
+/// `notify_command`: a non-empty shell command line.
+pub(super) fn notify_command(
+    file: &SourceFile,
+    cmd: Option<&Spanned<String>>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(cmd) = cmd else { return Ok(None) };
+    if cmd.get_ref().trim().is_empty() {
+        return Err(file.err(
+            cmd.span(),
+            "notify_command is empty; name a program to run, or leave the key out".into(),
+        ));
+    }
+    Ok(Some(cmd.get_ref().clone()))
 }

@@ -13,6 +13,7 @@ mod encryption;
 mod encryption_faults;
 mod encryption_keys;
 mod erasure;
+mod notify;
 mod prune;
 mod restore;
 mod restore_output;

@@ -17,6 +17,7 @@ fn zfs() -> Dataset {
         incremental_every: None,
         keep: Default::default(),
         max_age: None,
+        notify_url: None,
         keep_chains: None,
         providers: vec!["p".into()],
         snapshot_pattern: None,

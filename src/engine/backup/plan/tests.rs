@@ -27,6 +27,7 @@ fn zfs() -> Dataset {
         incremental_every: Some(DAY),
         keep: Default::default(),
         max_age: None,
+        notify_url: None,
         keep_chains: None,
         providers: vec!["p".into()],
         snapshot_pattern: None,
