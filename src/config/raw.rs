@@ -58,6 +58,7 @@ pub(super) struct RawDataset {
     pub compression: Option<Spanned<String>>,
     pub encrypt: Option<Spanned<bool>>,
     pub erasure: Option<Spanned<String>>,
+    pub resume: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

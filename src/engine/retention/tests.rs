@@ -25,6 +25,7 @@ fn zfs() -> Dataset {
         compression: Default::default(),
         encrypt: false,
         erasure: None,
+        resume: Default::default(),
     }
 }
 

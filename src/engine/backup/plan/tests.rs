@@ -35,6 +35,7 @@ fn zfs() -> Dataset {
         compression: Default::default(),
         encrypt: false,
         erasure: None,
+        resume: Default::default(),
     }
 }
 
