@@ -378,7 +378,12 @@ fn default_state_dir() -> PathBuf {
 fn state_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
     let set = |k: &str| var(k).filter(|x| !x.is_empty());
     if let Some(dirs) = set("STATE_DIRECTORY") {
-        let first = dirs.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() {
             return PathBuf::from(first);
         }
