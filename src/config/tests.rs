@@ -430,7 +430,10 @@ fn resume_is_auto_by_default_and_takes_always_or_never() {
         assert_eq!(load(&body, TWO).unwrap().datasets[0].resume, want);
     }
     let e = err(&dataset("command = \"x\"\nresume = \"sometimes\"\n"));
-    assert!(e.contains("offsite.toml:6:") && e.contains("\"never\""), "{e}");
+    assert!(
+        e.contains("offsite.toml:6:") && e.contains("\"never\""),
+        "{e}"
+    );
 }
 
 #[test]

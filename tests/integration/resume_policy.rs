@@ -4,6 +4,7 @@
 //! backup flagged `empty` (backup and status exit 3). Helpers: see `resume.rs`.
 
 use crate::harness::*;
+use crate::resume::MIB;
 use crate::resume::*;
 
 /// A run killed with shard 3 stuck on one provider; returns the env, the source file, its
