@@ -77,6 +77,11 @@ impl DatasetState {
         self.dir.join("journal")
     }
 
+    /// Whether a run left an unfinished backup (its file may be damaged).
+    pub fn exists(&self) -> bool {
+        self.unfinished_path().exists()
+    }
+
     /// The unfinished backup and the shard records journaled for it, if there is one.
     pub fn load(&self) -> Result<Option<(Unfinished, BTreeMap<u64, ShardRecord>)>> {
         let path = self.unfinished_path();

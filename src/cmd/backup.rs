@@ -34,6 +34,10 @@ pub struct DatasetBackup {
     pub shards: u64,
     pub elapsed_secs: f64,
     pub complete: bool,
+    /// The source sent 0 bytes: stored, but flagged (exit 3).
+    pub empty: bool,
+    /// The unfinished backup discarded first because its command's stream changed.
+    pub discarded: Option<String>,
     pub providers: Vec<ProviderOutcome>,
 }
 
@@ -46,6 +50,8 @@ impl DatasetBackup {
             shards: r.shards,
             elapsed_secs: r.elapsed.as_secs_f64(),
             complete: r.complete(),
+            empty: r.empty(),
+            discarded: r.discarded.clone(),
             providers: r.providers.clone(),
         }
     }
@@ -99,13 +105,26 @@ impl output::Report for BackupSummary {
             .filter(|b| !b.complete)
             .map(DatasetBackup::gap_text)
             .collect();
-        if gaps.is_empty() {
-            Outcome::Done
-        } else {
-            Outcome::Gaps(format!(
+        let mut problems: Vec<String> = self
+            .backups
+            .iter()
+            .filter(|b| b.empty)
+            .map(|b| {
+                format!(
+                    "backup {} of {:?} is empty: its command printed nothing and exited 0; check the command",
+                    b.backup_id, b.dataset
+                )
+            })
+            .collect();
+        if !gaps.is_empty() {
+            problems.push(format!(
                 "{}; run `offsite sync` once the provider is back",
                 gaps.join("; ")
-            ))
+            ));
+        }
+        match problems.is_empty() {
+            true => Outcome::Done,
+            false => Outcome::Gaps(problems.join("; ")),
         }
     }
 }

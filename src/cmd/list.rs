@@ -58,11 +58,13 @@ fn providers(b: &ListedBackup) -> String {
     }
 }
 
-/// The STATE column: a complete backup's kind, else `unfinished` (damaged ones too).
+/// The STATE column: a complete backup's kind, `empty` (0 bytes), else `unfinished` (damaged
+/// ones too).
 fn kind_state(b: &ListedBackup) -> &'static str {
     match (b.state, b.kind) {
         (CopyState::Complete, BackupKind::Incremental) => "incremental",
         (CopyState::Complete, _) => "full",
+        (CopyState::Empty, _) => "empty",
         _ => "unfinished",
     }
 }

@@ -2,7 +2,8 @@
 //! unexpected objects, or how far an unfinished backup got. One listing per provider.
 //!
 //! Exit 3 when a provider that should hold a backup misses something or holds it damaged, when
-//! a backup is unfinished, or when a provider could not be listed. Unexpected objects are shown
+//! a backup is unfinished, when a dataset's newest backup is empty (0 bytes), or when a
+//! provider could not be listed. Unexpected objects are shown
 //! but are not gaps. Erasure-coded backups also show their shards at full strength, degraded
 //! (some piece missing or bad, still restorable: exit 3) and lost (fewer than `k` good pieces:
 //! the backup cannot be restored, exit 1 after the table).

@@ -169,6 +169,21 @@ pub struct Dataset {
     /// data and m parity pieces on different providers; `None`: every provider holds every
     /// shard.
     pub erasure: Option<crate::erasure::Scheme>,
+    /// `resume`: what a backup does with an unfinished one it finds.
+    pub resume: Resume,
+}
+
+/// A dataset's `resume` key: what `backup` does with the unfinished backup a stopped run left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// `"auto"`: resume; a command source whose re-read stream differs is discarded and a
+    /// fresh backup starts in the same run (zfs and btrfs streams are resumed as `Always`).
+    #[default]
+    Auto,
+    /// `"always"`: resume; a stream that differs fails the run until `--restart`.
+    Always,
+    /// `"never"`: discard the unfinished backup and start afresh.
+    Never,
 }
 
 /// `keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`: how many periods of each
@@ -378,20 +393,29 @@ fn resolve_program(name: &str, base: &Path) -> Result<PathBuf, String> {
 /// first when it lists several), else `$XDG_STATE_HOME/offsite`, else
 /// `~/.local/state/offsite`.
 fn default_state_dir() -> PathBuf {
-    let systemd = std::env::var_os("STATE_DIRECTORY").filter(|x| !x.is_empty());
-    if let Some(dirs) = systemd {
+    state_dir_from(|k| std::env::var_os(k))
+}
+
+/// The state dir when the config names none: `$STATE_DIRECTORY` (set by systemd's
+/// `StateDirectory=`; its first entry), then `$XDG_STATE_HOME/offsite`, then
+/// `~/.local/state/offsite`.
+fn state_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let set = |k: &str| var(k).filter(|x| !x.is_empty());
+    if let Some(dirs) = set("STATE_DIRECTORY") {
         let first = dirs
             .to_string_lossy()
             .split(':')
             .next()
-            .unwrap_or_default()
+            .unwrap_or("")
             .to_string();
-        return PathBuf::from(first);
+        if !first.is_empty() {
+            return PathBuf::from(first);
+        }
     }
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+    if let Some(x) = set("XDG_STATE_HOME") {
         return PathBuf::from(x).join("offsite");
     }
-    let home = std::env::var_os("HOME")
+    let home = var("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/root".into());
     home.join(".local/state/offsite")

@@ -62,6 +62,7 @@ pub(super) struct RawDataset {
     pub encrypt: Option<Spanned<bool>>,
     pub erasure: Option<Spanned<String>>,
     pub notify_url: Option<Spanned<String>>,
+    pub resume: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -419,3 +419,47 @@ fn min_providers_above_a_datasets_providers_is_refused() {
 }
 
 mod encryption;
+
+#[test]
+fn resume_is_auto_by_default_and_takes_always_or_never() {
+    use super::Resume;
+    let cfg = load(&dataset("command = \"pg_dumpall\"\n"), TWO).unwrap();
+    assert_eq!(cfg.datasets[0].resume, Resume::Auto);
+    for (text, want) in [("always", Resume::Always), ("never", Resume::Never)] {
+        let body = dataset(&format!("command = \"x\"\nresume = \"{text}\"\n"));
+        assert_eq!(load(&body, TWO).unwrap().datasets[0].resume, want);
+    }
+    let e = err(&dataset("command = \"x\"\nresume = \"sometimes\"\n"));
+    assert!(
+        e.contains("offsite.toml:6:") && e.contains("\"never\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_state_dir_is_state_directory_then_xdg_then_home() {
+    use std::ffi::OsString;
+    let env = |vars: &'static [(&str, &str)]| {
+        move |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    let all = &[
+        ("STATE_DIRECTORY", "/var/lib/offsite:/var/lib/other"),
+        ("XDG_STATE_HOME", "/x"),
+        ("HOME", "/home/u"),
+    ];
+    assert_eq!(
+        super::state_dir_from(env(all)),
+        Path::new("/var/lib/offsite")
+    );
+    let xdg = &[("STATE_DIRECTORY", ""), ("XDG_STATE_HOME", "/x")];
+    assert_eq!(super::state_dir_from(env(xdg)), Path::new("/x/offsite"));
+    let home = &[("HOME", "/home/u")];
+    assert_eq!(
+        super::state_dir_from(env(home)),
+        Path::new("/home/u/.local/state/offsite")
+    );
+}

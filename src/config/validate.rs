@@ -273,7 +273,25 @@ fn dataset(
         compression,
         encrypt,
         erasure,
+        resume: resume(file, d.resume.as_ref())?,
     })
+}
+
+/// A dataset's `resume`: `"auto"` (the default), `"always"` or `"never"`.
+fn resume(file: &SourceFile, raw: Option<&Spanned<String>>) -> Result<super::Resume, ConfigError> {
+    use super::Resume;
+    let Some(raw) = raw else {
+        return Ok(Resume::Auto);
+    };
+    match raw.get_ref().as_str() {
+        "auto" => Ok(Resume::Auto),
+        "always" => Ok(Resume::Always),
+        "never" => Ok(Resume::Never),
+        other => Err(file.err(
+            raw.span(),
+            format!("resume = {other:?}: set \"auto\", \"always\" or \"never\""),
+        )),
+    }
 }
 
 /// A dataset's `name`: non-empty printable text.

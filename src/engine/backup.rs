@@ -128,9 +128,17 @@ pub struct BackupReport {
     pub shards: u64,
     pub elapsed: Duration,
     pub providers: Vec<ProviderOutcome>,
+    /// The unfinished backup this run discarded because its command's stream changed
+    /// (`resume = "auto"`), if it did.
+    pub discarded: Option<String>,
 }
 
 impl BackupReport {
+    /// The source sent 0 bytes (a command that printed nothing and exited 0).
+    pub fn empty(&self) -> bool {
+        self.total_bytes == 0
+    }
+
     /// Every provider holds every shard and the manifest.
     pub fn complete(&self) -> bool {
         self.providers
@@ -183,6 +191,14 @@ pub async fn run(
             job.source_kind
         );
     }
+    if records.is_empty() {
+        tracing::warn!(
+            "{:?}: {} printed nothing and exited 0: backup {} is empty (0 bytes); check the command",
+            job.dataset,
+            job.source_desc,
+            job.id
+        );
+    }
     let confirmed = seal::confirm_sizes(&shipping, &records, &cancel).await?;
     seal::check_min_providers(&shipping, &records, &confirmed)?;
     let rewrite = restored_afresh(&job, &records);
@@ -198,6 +214,7 @@ pub async fn run(
         shards: manifest.shards.len() as u64,
         elapsed: start.elapsed(),
         providers,
+        discarded: None,
     })
 }
 

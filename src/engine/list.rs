@@ -67,7 +67,10 @@ fn finished(key: &BackupKey, entry: &BackupEntry, m: &Manifest) -> ListedBackup 
         dataset: key.dataset.clone(),
         backup_id: key.id.to_string(),
         kind: m.kind,
-        state: CopyState::Complete,
+        state: match m.total_bytes {
+            0 => CopyState::Empty,
+            _ => CopyState::Complete,
+        },
         created: Some(m.created.clone()),
         snapshot: m.snapshot.clone(),
         parent: m.parent.as_ref().map(|p| p.backup_id.clone()),

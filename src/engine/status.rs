@@ -20,6 +20,8 @@ pub enum CopyState {
     Damaged,
     /// Looks complete, but a deep check could not read some shards.
     Unverified,
+    /// Complete, but its stream had 0 bytes (a command that printed nothing and exited 0).
+    Empty,
 }
 
 impl CopyState {
@@ -32,6 +34,7 @@ impl CopyState {
             CopyState::Unreachable => "unreachable",
             CopyState::Damaged => "damaged",
             CopyState::Unverified => "unverified",
+            CopyState::Empty => "empty",
         }
     }
 }
@@ -186,15 +189,42 @@ pub fn status_report(
     surveys: &[(BackupKey, BackupFindings)],
     advice: &str,
 ) -> StatusReport {
+    let backups: Vec<BackupStatus> = surveys.iter().map(|(k, f)| backup_status(k, f)).collect();
+    let gaps = gaps_summary(catalog, surveys, advice);
+    let gaps = match (gaps, empty_summary(&backups)) {
+        (Some(g), Some(e)) => Some(format!("{g}; {e}")),
+        (g, e) => g.or(e),
+    };
     StatusReport {
         host: catalog.host.clone(),
-        backups: surveys.iter().map(|(k, f)| backup_status(k, f)).collect(),
+        backups,
         unreachable: catalog.unreachable.keys().cloned().collect(),
         order: catalog.order.clone(),
         stale: Vec::new(),
-        gaps: gaps_summary(catalog, surveys, advice),
+        gaps,
         lost: lost_summary(surveys),
     }
+}
+
+/// The exit-3 message for the datasets whose newest finished backup is empty (0 bytes): it
+/// counts as a backup (for `max_age` too), but a dump that printed nothing needs a look.
+/// `None` when no dataset's is.
+pub fn empty_summary(backups: &[BackupStatus]) -> Option<String> {
+    let mut newest: std::collections::BTreeMap<&str, &BackupStatus> = Default::default();
+    for b in backups.iter().filter(|b| b.finished) {
+        newest.insert(&b.dataset, b); // in catalog order: the last one is the newest
+    }
+    let empty: Vec<String> = newest
+        .values()
+        .filter(|b| b.state == CopyState::Empty)
+        .map(|b| {
+            format!(
+                "the newest backup of {:?}, {}, is empty (its source sent 0 bytes); check its command",
+                b.dataset, b.backup_id
+            )
+        })
+        .collect();
+    (!empty.is_empty()).then(|| empty.join("; "))
 }
 
 fn backup_status(k: &BackupKey, f: &BackupFindings) -> BackupStatus {
@@ -210,7 +240,10 @@ fn backup_status(k: &BackupKey, f: &BackupFindings) -> BackupStatus {
         dataset: k.dataset.clone(),
         backup_id: k.id.to_string(),
         kind: k.id.kind,
-        state: backup_state(f),
+        state: match backup_state(f) {
+            CopyState::Complete if f.total_bytes == Some(0) => CopyState::Empty,
+            state => state,
+        },
         error: f.damaged.clone(),
         shards: finished.then_some(shard_count(f)),
         total_bytes: f.total_bytes.filter(|_| finished),

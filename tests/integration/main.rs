@@ -19,6 +19,7 @@ mod restore;
 mod restore_output;
 mod resume;
 mod resume_changes;
+mod resume_policy;
 mod resume_provider_down;
 mod resume_signals;
 mod secrets;

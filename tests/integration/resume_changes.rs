@@ -45,7 +45,9 @@ fn shards_deleted_or_truncated_between_runs_are_uploaded_again() {
 
 #[test]
 fn a_source_that_differs_on_resume_is_refused_and_restart_starts_afresh() {
-    let (env, src, mut data) = mocked_env(3);
+    // resume = "always" (the default, "auto", would start afresh: see resume_policy.rs).
+    let (mut env, src, mut data) = mocked_env(3);
+    env.dataset_set(DS, "resume", "always");
     let names = providers(3);
     env.mock_rules("rcat *s0000000003-* hang 1\n");
     kill_9_when(
@@ -107,9 +109,10 @@ fn a_source_that_differs_on_resume_is_refused_and_restart_starts_afresh() {
 
 #[test]
 fn a_changed_source_is_caught_even_when_no_shard_reached_every_provider() {
+    let (mut env, src, mut data) = mocked_env(3);
+    env.dataset_set(DS, "resume", "always");
     // p3 never finishes an upload: with two uploads per provider and 4 shards in flight the
     // run is stuck with shards 0-3 read, journaled and on p1 and p2, and nothing on p3.
-    let (env, src, mut data) = mocked_env(3);
     let names = providers(3);
     env.mock_rules("rcat *remotes/p3/* hang inf\n");
     kill_9_when(&env, "shards 0-3 journaled and on p1 and p2", || {

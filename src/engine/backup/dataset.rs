@@ -10,9 +10,9 @@ use super::{BackupJob, BackupReport};
 use crate::catalog::Catalog;
 use crate::codec::{Codec, Compression};
 use crate::config::units::{human_bytes, human_rate};
-use crate::config::{Config, Dataset, SourceSpec};
+use crate::config::{Config, Dataset, Resume, SourceSpec};
 use crate::engine::{discard, probe, retention, scan};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, SourceChanged};
 use crate::layout;
 use crate::lock::DatasetLock;
 use crate::manifest::{ErasureRecord, ShardRecord};
@@ -60,7 +60,9 @@ pub async fn back_up_dataset(
     let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
     let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
     if req.restart {
-        restart(&run, &state).await?;
+        restart(&run, &state, "--restart").await?;
+    } else if ds.resume == Resume::Never && state.exists() {
+        restart(&run, &state, "resume = \"never\"").await?;
     }
     // Two provider files on one storage must not hold two pieces of a shard either.
     let (distinct, rule) = match ds.erasure.filter(|e| e.total() > cfg.min_providers) {
@@ -75,8 +77,9 @@ pub async fn back_up_dataset(
     let Some(started) = start(&run, &req, &state).await? else {
         return Ok(None);
     };
-    let Started { unfinished, resume } = started;
-    let report = pipeline(&run, &state, &unfinished, resume).await?;
+    let Some((unfinished, report)) = run_started(&run, &req, &state, started).await? else {
+        return Ok(None);
+    };
     let u = &unfinished;
     if report.complete() || u.gaps_retry {
         state.clear()?;
@@ -95,15 +98,60 @@ pub async fn back_up_dataset(
     Ok(Some(report))
 }
 
-/// `--restart`: forgets the unfinished backup and removes its objects from the providers at
-/// once (best effort), since nothing will resume it. A backup that already has a manifest
-/// somewhere (complete, with gaps) is kept: it is a real backup.
-async fn restart(run: &DatasetRun<'_>, state: &DatasetState) -> Result<()> {
+/// Runs the pipeline for `started`. Under `resume = "auto"`, a resumed command source whose
+/// stream differs from what was recorded is discarded and a fresh backup is made at once,
+/// with a warning: a pg_dump is rarely the same twice, and no night may block the next.
+async fn run_started(
+    run: &DatasetRun<'_>,
+    req: &BackupRequest,
+    state: &DatasetState,
+    started: Started,
+) -> Result<Option<(Unfinished, BackupReport)>> {
+    let Started { unfinished, resume } = started;
+    let resumed = resume.is_some();
+    let err = match pipeline(run, state, &unfinished, resume).await {
+        Ok(report) => return Ok(Some((unfinished, report))),
+        Err(e) => e,
+    };
+    let ds = run.dataset;
+    let changed = err.chain().find_map(|c| c.downcast_ref::<SourceChanged>());
+    let auto = ds.resume == Resume::Auto && matches!(ds.source, SourceSpec::Command { .. });
+    let Some(changed) = changed.filter(|_| auto && resumed) else {
+        return Err(err);
+    };
+    tracing::warn!(
+        "{:?}: the command's stream differs from what unfinished backup {} recorded at shard {} ({}); \
+         resume = \"auto\": discarding it and starting a fresh backup now",
+        ds.name,
+        changed.backup_id,
+        changed.index,
+        changed.what
+    );
+    let old = changed.backup_id.clone();
+    restart(run, state, "resume = \"auto\", the stream changed").await?;
+    let Some(started) = start(run, req, state).await? else {
+        return Ok(None);
+    };
+    let report = pipeline(run, state, &started.unfinished, started.resume).await?;
+    Ok(Some((
+        started.unfinished,
+        BackupReport {
+            discarded: Some(old),
+            ..report
+        },
+    )))
+}
+
+/// `--restart` (or `resume` deciding not to resume, `why`): forgets the unfinished backup and
+/// removes its objects from the providers at once (best effort), since nothing will resume it.
+/// A backup that already has a manifest somewhere (complete, with gaps) is kept: it is a real
+/// backup.
+async fn restart(run: &DatasetRun<'_>, state: &DatasetState, why: &str) -> Result<()> {
     let (cfg, ds) = (run.cfg, run.dataset);
     match state.load() {
         Ok(Some((u, _))) => {
             tracing::warn!(
-                "discarding unfinished backup {} of {:?} (--restart)",
+                "discarding unfinished backup {} of {:?} ({why})",
                 u.backup_id,
                 ds.name
             );
@@ -132,7 +180,7 @@ async fn restart(run: &DatasetRun<'_>, state: &DatasetState) -> Result<()> {
         }
         Ok(None) => {}
         // The message of a damaged state file tells the user to use --restart: let it work.
-        Err(e) => tracing::warn!("{e:#}; discarding it (--restart)"),
+        Err(e) => tracing::warn!("{e:#}; discarding it ({why})"),
     }
     state.clear()
 }

@@ -87,7 +87,7 @@ pub async fn plan_dataset(run: DatasetRun<'_>, req: BackupRequest) -> Result<Dat
     };
     let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
     match state.load()? {
-        Some((u, recorded)) if !req.restart => {
+        Some((u, recorded)) if !req.restart && ds.resume != crate::config::Resume::Never => {
             out.action = "resume";
             out.backup_id = Some(u.backup_id.clone());
             out.shards_recorded = Some(recorded.len());

@@ -26,6 +26,7 @@ fn zfs() -> Dataset {
         compression: Default::default(),
         encrypt: false,
         erasure: None,
+        resume: Default::default(),
     }
 }
 

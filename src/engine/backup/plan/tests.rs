@@ -36,6 +36,7 @@ fn zfs() -> Dataset {
         compression: Default::default(),
         encrypt: false,
         erasure: None,
+        resume: Default::default(),
     }
 }
 
