@@ -161,7 +161,10 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
             return Err(Interrupted.into());
         }
         match back_up(ctx, ds, req).await {
-            Ok(Some(r)) => summary.backups.push(DatasetBackup::new(&ds.name, &r)),
+            Ok(Some(r)) => {
+                ctx.observe(|o| o.backed_up(&ds.name, &r));
+                summary.backups.push(DatasetBackup::new(&ds.name, &r))
+            }
             Ok(None) => {}
             Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),
             Err(e) => {

@@ -38,6 +38,8 @@ pub struct Ctx {
     pub json: bool,
     pub progress: Arc<dyn Progress>,
     pub cancel: CancellationToken,
+    /// What the run saw of providers and backups, for the metrics file.
+    pub observed: std::sync::Mutex<crate::notify::observed::Observed>,
 }
 
 impl Ctx {
@@ -100,6 +102,7 @@ impl Ctx {
             hashes,
         };
         let catalog = crate::engine::scan::scan(providers, scope, &self.cancel).await?;
+        self.observe(|o| o.listed(&catalog, providers.iter().map(|p| p.name().to_string())));
         self.known_datasets(providers, datasets, &catalog).await?;
         Ok(catalog)
     }
@@ -160,6 +163,13 @@ impl Ctx {
         }
     }
 
+    /// Records what the run saw, for the metrics file.
+    pub fn observe(&self, f: impl FnOnce(&mut crate::notify::observed::Observed)) {
+        if let Ok(mut o) = self.observed.lock() {
+            f(&mut o);
+        }
+    }
+
     /// Every enabled provider, in priority order.
     pub fn enabled_providers(&self) -> Vec<DynProvider> {
         self.enabled_providers_in(Stack::default())
@@ -193,13 +203,15 @@ pub async fn run(
         json: cli.json,
         progress,
         cancel,
+        observed: Default::default(),
     };
     if let Some(w) = &watch {
         w.started().await;
     }
     let result = dispatch(&ctx, cli.command).await;
     if let Some(w) = &watch {
-        w.ended(&crate::notify::Ended::of(&result)).await;
+        let observed = ctx.observed.lock().map(|o| o.clone()).unwrap_or_default();
+        w.ended(&crate::notify::Ended::of(&result), &observed).await;
     }
     result
 }

@@ -26,6 +26,7 @@ pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
         status::status_report(&catalog, &surveys, "run `offsite sync` to fill the gaps");
     report.stale = stale::stale(&ctx.cfg, &catalog, &datasets, std::time::SystemTime::now());
     report.gaps = stale::add_to(report.gaps.take(), &report.stale);
+    ctx.observe(|o| o.surveyed(&surveys));
     let lost = report
         .lost
         .clone()

@@ -42,7 +42,15 @@ pub async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<Outcome> {
     };
     match sync::run(&cx, &request).await? {
         SyncRun::Planned(plan) => output::conclude(ctx.json, &plan, Ok(())),
-        SyncRun::Done(report, late) => output::conclude(ctx.json, &report, late),
+        SyncRun::Done(report, late) => {
+            ctx.observe(|o| {
+                for name in &names {
+                    let up = !report.unreachable.contains(name);
+                    o.provider_up.insert(name.clone(), up);
+                }
+            });
+            output::conclude(ctx.json, &report, late)
+        }
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<Outcome> {
     let mut report = verify::verify_report(&catalog, &surveys, scope);
     report.stale = stale::stale(&ctx.cfg, &catalog, &datasets, std::time::SystemTime::now());
     report.problems = stale::add_to(report.problems.take(), &report.stale);
+    ctx.observe(|o| o.surveyed(&surveys));
     let lost = report
         .lost
         .clone()

@@ -24,6 +24,8 @@ pub struct Run<'a> {
     pub exit: i32,
     /// Datasets backed up successfully in this run.
     pub succeeded: &'a [String],
+    /// Providers, missing objects and backup sizes the run saw.
+    pub observed: &'a super::observed::Observed,
     /// Unix seconds.
     pub now: u64,
 }
@@ -93,6 +95,19 @@ pub fn merge(mut series: Series, run: &Run) -> Series {
             run.now.to_string(),
         );
     }
+    let o = run.observed;
+    for (d, bytes) in &o.backup_bytes {
+        let l = labels(&[("host", run.host), ("dataset", d)]);
+        set("offsite_backup_bytes", l, bytes.to_string());
+    }
+    for (p, up) in &o.provider_up {
+        let l = labels(&[("host", run.host), ("provider", p)]);
+        set("offsite_provider_up", l, u8::from(*up).to_string());
+    }
+    for ((d, p), n) in &o.missing_objects {
+        let l = labels(&[("host", run.host), ("dataset", d), ("provider", p)]);
+        set("offsite_missing_objects", l, n.to_string());
+    }
     series
 }
 
@@ -139,7 +154,10 @@ pub fn update(path: &Path, run: &Run) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::observed::Observed;
     use super::*;
+
+    static NOTHING: std::sync::LazyLock<Observed> = std::sync::LazyLock::new(Observed::default);
 
     fn run<'a>(command: &'a str, exit: i32, ok: &'a [String], now: u64) -> Run<'a> {
         Run {
@@ -147,8 +165,37 @@ mod tests {
             command,
             exit,
             succeeded: ok,
+            observed: &NOTHING,
             now,
         }
+    }
+
+    #[test]
+    fn writes_what_the_run_observed_and_keeps_what_it_did_not() {
+        let mut seen = Observed::default();
+        seen.backup_bytes.insert("db".into(), 1024);
+        seen.provider_up.insert("b2".into(), true);
+        seen.provider_up.insert("usb".into(), false);
+        seen.missing_objects.insert(("db".into(), "b2".into()), 3);
+        let first = Run {
+            observed: &seen,
+            ..run("status", 3, &[], 10)
+        };
+        let text = render(&merge(Series::new(), &first));
+        assert!(text.contains("offsite_backup_bytes{host=\"nas\",dataset=\"db\"} 1024\n"));
+        assert!(text.contains("offsite_provider_up{host=\"nas\",provider=\"usb\"} 0\n"));
+        assert!(text
+            .contains("offsite_missing_objects{host=\"nas\",dataset=\"db\",provider=\"b2\"} 3\n"));
+        let mut later = Observed::default();
+        later.provider_up.insert("usb".into(), true);
+        let second = Run {
+            observed: &later,
+            ..run("sync", 0, &[], 20)
+        };
+        let text = render(&merge(parse(&text), &second));
+        assert!(text.contains("offsite_provider_up{host=\"nas\",provider=\"usb\"} 1\n"));
+        assert!(text.contains("offsite_provider_up{host=\"nas\",provider=\"b2\"} 1\n"));
+        assert!(text.contains("provider=\"b2\"} 3\n"), "not looked at: kept");
     }
 
     #[test]

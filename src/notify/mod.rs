@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod metrics;
+pub mod observed;
 pub mod ping;
 
 use crate::cli::Command;
@@ -101,7 +102,7 @@ impl Watch {
     }
 
     /// After the run: the metrics file, the pings (`URL` or `URL/fail`), the hook command.
-    pub async fn ended(&self, ended: &Ended) {
+    pub async fn ended(&self, ended: &Ended, observed: &observed::Observed) {
         if let Some(path) = &self.monitor.metrics_file {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -111,6 +112,7 @@ impl Watch {
                 command: self.command,
                 exit: ended.exit,
                 succeeded: &self.succeeded(ended),
+                observed,
                 now,
             };
             if let Err(e) = metrics::update(path, &run) {

@@ -231,3 +231,38 @@ fn yaml_shape(text: &str) {
     assert_eq!(alerts, text.matches("        expr: ").count());
     assert_eq!(alerts, 4);
 }
+
+#[test]
+fn metrics_name_the_backup_size_providers_up_and_missing_objects() {
+    let (mut env, data) = command_env(2, "db", 6);
+    let prom = env.path().join("offsite.prom");
+    env.set("metrics_file", prom.display().to_string());
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let bytes = r#"offsite_backup_bytes{host="testhost",dataset="db"}"#;
+    assert_eq!(sample(&text, bytes), Some(data.len().to_string().as_str()));
+    let up = |p: &str| format!(r#"offsite_provider_up{{host="testhost",provider="{p}"}}"#);
+    assert_eq!(sample(&text, &up("p2")), Some("1"));
+
+    // Everything p2 held is gone: status counts its objects, p1 misses none.
+    std::fs::remove_dir_all(env.path().join("remotes/p2")).unwrap();
+    std::fs::create_dir_all(env.path().join("remotes/p2")).unwrap();
+    env.offsite(&["status"]).assert_exit(3);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let missing = |p: &str| {
+        format!(r#"offsite_missing_objects{{host="testhost",dataset="db",provider="{p}"}}"#)
+    };
+    assert_eq!(sample(&text, &missing("p1")), Some("0"));
+    let shards = data.len().div_ceil(MIB);
+    let want = (shards + 1).to_string(); // every shard and the manifest
+    assert_eq!(sample(&text, &missing("p2")), Some(want.as_str()), "{text}");
+
+    // p2 cannot be listed: down; its last known count is kept.
+    env.use_mock_rclone();
+    env.mock_rules("lsjson */remotes/p2* exit:6 inf\n");
+    env.offsite(&["status"]).assert_exit(3);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(sample(&text, &up("p2")), Some("0"), "{text}");
+    assert_eq!(sample(&text, &up("p1")), Some("1"));
+    assert_eq!(sample(&text, &missing("p2")), Some(want.as_str()));
+}

@@ -1,6 +1,6 @@
 //! The shipped systemd units (`scripts/offsite.service`, `offsite.timer`,
 //! `offsite-notify@.service`): `systemd-analyze verify` clean and a security exposure of 4.0
-//! or lower (when systemd-analyze exists); the service's backup-prune-sync chain run with a
+//! or lower (when systemd-analyze exists); the service's backup-prune-sync-status chain run with a
 //! stand-in offsite (exit 3 is a failure, sync still runs after it, a stop ends the chain);
 //! and `$STATE_DIRECTORY` as the state directory.
 
@@ -127,14 +127,19 @@ fn run_chain(codes: &[(&str, i32)]) -> (i32, Vec<String>) {
 }
 
 #[test]
-fn the_service_runs_backup_prune_and_sync_and_fails_on_exit_three() {
+fn the_service_runs_backup_prune_sync_status_and_fails_on_exit_three() {
     assert_eq!(
         run_chain(&[]),
-        (0, vec!["backup".into(), "prune".into(), "sync".into()])
+        (
+            0,
+            ["backup", "prune", "sync", "status"]
+                .map(String::from)
+                .to_vec()
+        )
     );
     // Gaps: sync still runs (it fills them), and the unit fails so OnFailure= fires.
     let (code, steps) = run_chain(&[("backup", 3)]);
-    assert_eq!((code, steps.len()), (3, 3));
+    assert_eq!((code, steps.len()), (3, 4));
     // The first failure decides the exit, whatever follows.
     assert_eq!(run_chain(&[("prune", 2), ("sync", 1)]).0, 2);
     // A stop (SIGTERM: exit 130) ends the chain at once.
