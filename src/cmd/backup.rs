@@ -165,9 +165,16 @@ pub async fn run(ctx: &Ctx, args: &BackupArgs) -> Result<Outcome> {
                 ctx.observe(|o| o.backed_up(&ds.name, &r));
                 summary.backups.push(DatasetBackup::new(&ds.name, &r))
             }
-            Ok(None) => {}
+            Ok(None) => ctx.observe(|o| {
+                o.dataset_exit
+                    .insert(ds.name.clone(), crate::error::code::OK);
+            }),
             Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),
             Err(e) => {
+                let exit = crate::error::exit_code(&e);
+                ctx.observe(|o| {
+                    o.dataset_exit.insert(ds.name.clone(), exit);
+                });
                 let e = e.context(format!("backup of dataset {:?} failed", ds.name));
                 if !errors.is_empty() {
                     tracing::error!("{e:#}");

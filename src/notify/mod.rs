@@ -22,7 +22,7 @@ pub struct Watch {
     host: String,
     monitor: crate::config::Monitor,
     /// The ping URLs, each with the datasets it reports on.
-    urls: Vec<String>,
+    urls: Vec<(String, Vec<String>)>,
 }
 
 /// How a run ended, as the process will exit.
@@ -59,31 +59,36 @@ impl Watch {
     /// The watch for `command`, or `None` for the commands nobody monitors (list, restore...).
     pub fn of(cfg: &Config, command: &Command) -> Option<Watch> {
         let (name, named): (&'static str, Vec<String>) = match command {
-            Command::Backup(a) => ("backup", a.datasets.clone()),
-            Command::Sync(a) => ("sync", a.datasets.clone()),
+            Command::Backup(a) if !a.dry_run => ("backup", a.datasets.clone()),
+            Command::Sync(a) if !a.dry_run => ("sync", a.datasets.clone()),
             Command::Verify(a) => ("verify", a.dataset.iter().cloned().collect()),
-            Command::Prune { .. } => ("prune", Vec::new()),
+            Command::Prune { dry_run: false } => ("prune", Vec::new()),
             Command::Status { dataset } => ("status", dataset.iter().cloned().collect()),
-            _ => return None,
+            _ => return None, // list, restore, a dry run...: nobody monitors those
         };
         let datasets = if named.is_empty() {
             cfg.datasets.iter().map(|d| d.name.clone()).collect()
         } else {
             named
         };
-        let mut urls: Vec<String> = Vec::new();
+        let mut urls: Vec<(String, Vec<String>)> = Vec::new();
         if name == "backup" {
-            // Per dataset: its own URL, else the top-level one; each URL pinged once.
+            // Per dataset: its own URL, else the top-level one; each URL pinged once, about
+            // the datasets it stands for.
             for d in &datasets {
                 let own = cfg.dataset(d).and_then(|d| d.notify_url.clone());
-                if let Some(u) = own.or_else(|| cfg.monitor.notify_url.clone()) {
-                    if !urls.contains(&u) {
-                        urls.push(u);
-                    }
+                let Some(u) = own.or_else(|| cfg.monitor.notify_url.clone()) else {
+                    continue;
+                };
+                match urls.iter_mut().find(|(x, _)| *x == u) {
+                    Some((_, ds)) => ds.push(d.clone()),
+                    None => urls.push((u, vec![d.clone()])),
                 }
             }
         } else if name != "status" {
-            urls.extend(cfg.monitor.notify_url.clone());
+            if let Some(u) = &cfg.monitor.notify_url {
+                urls.push((u.clone(), datasets.clone()));
+            }
         }
         Some(Watch {
             command: name,
@@ -96,7 +101,7 @@ impl Watch {
 
     /// Before the run: `URL/start` on every ping URL.
     pub async fn started(&self) {
-        for url in &self.urls {
+        for (url, _) in &self.urls {
             ping::send(format!("{url}/start"), String::new()).await;
         }
     }
@@ -111,7 +116,7 @@ impl Watch {
                 host: &self.host,
                 command: self.command,
                 exit: ended.exit,
-                succeeded: &self.succeeded(ended),
+                succeeded: &self.succeeded(ended, observed),
                 observed,
                 now,
             };
@@ -122,8 +127,13 @@ impl Watch {
         if self.command == "status" {
             return;
         }
-        for url in &self.urls {
-            if ended.exit == code::OK {
+        for (url, datasets) in &self.urls {
+            // A backup's URL reports on its own datasets; a failure elsewhere is not theirs.
+            let exit = match self.command {
+                "backup" => observed.exit_of(datasets).unwrap_or(ended.exit),
+                _ => ended.exit,
+            };
+            if exit == code::OK {
                 ping::send(url.clone(), String::new()).await;
             } else {
                 ping::send(format!("{url}/fail"), ping::tail(&ended.message)).await;
@@ -134,13 +144,20 @@ impl Watch {
         }
     }
 
-    /// The datasets a successful backup stored (none when the run failed).
-    fn succeeded(&self, ended: &Ended) -> Vec<String> {
-        if self.command == "backup" && ended.exit == code::OK {
-            self.datasets.clone()
-        } else {
-            Vec::new()
+    /// The datasets whose backup ended with exit 0 in this run (a failure of another dataset
+    /// does not hold back their last-success time).
+    fn succeeded(&self, ended: &Ended, observed: &observed::Observed) -> Vec<String> {
+        if self.command != "backup" {
+            return Vec::new();
         }
+        self.datasets
+            .iter()
+            .filter(|d| match observed.dataset_exit.get(*d) {
+                Some(exit) => *exit == code::OK,
+                None => ended.exit == code::OK,
+            })
+            .cloned()
+            .collect()
     }
 
     /// The `OFFSITE_*` variables of the hook command.

@@ -6,6 +6,7 @@
 
 use crate::catalog::{BackupKey, Catalog};
 use crate::engine::backup::BackupReport;
+use crate::error::code;
 use crate::gaps::{BackupFindings, ManifestState};
 use std::collections::BTreeMap;
 
@@ -18,6 +19,8 @@ pub struct Observed {
     pub missing_objects: BTreeMap<(String, String), u64>,
     /// Dataset → stream bytes of the backup this run made.
     pub backup_bytes: BTreeMap<String, u64>,
+    /// Dataset → how its backup in this run ended, as an exit code (0 also when none was due).
+    pub dataset_exit: BTreeMap<String, i32>,
 }
 
 impl Observed {
@@ -45,15 +48,30 @@ impl Observed {
         }
     }
 
-    /// After a backup of `dataset`: its bytes, which providers took it, and what each misses.
+    /// After a backup of `dataset`: its bytes, which providers took it, and how it ended.
     pub fn backed_up(&mut self, dataset: &str, report: &BackupReport) {
         self.backup_bytes
             .insert(dataset.to_string(), report.total_bytes);
+        let exit = match report.complete() && !report.empty() {
+            true => code::OK,
+            false => code::GAPS,
+        };
+        self.dataset_exit.insert(dataset.to_string(), exit);
         for p in &report.providers {
             let up = p.error.is_none();
             let was = self.provider_up.entry(p.provider.clone()).or_insert(up);
             *was &= up;
         }
+    }
+
+    /// How the datasets' backups ended: the first non-zero exit among them, 0 when all were
+    /// 0, `None` when one of them was not recorded (the run stopped before it).
+    pub fn exit_of(&self, datasets: &[String]) -> Option<i32> {
+        let exits: Option<Vec<i32>> = datasets
+            .iter()
+            .map(|d| self.dataset_exit.get(d).copied())
+            .collect();
+        exits.map(|e| e.into_iter().find(|&c| c != code::OK).unwrap_or(code::OK))
     }
 }
 
@@ -89,5 +107,10 @@ mod tests {
         assert!(o.provider_up["a"]);
         assert!(!o.provider_up["b"], "down once in the run is down");
         assert_eq!(o.backup_bytes["db"], 42);
+        assert_eq!(o.exit_of(&["home".into()]), Some(code::OK));
+        assert_eq!(o.exit_of(&["home".into(), "db".into()]), Some(code::GAPS));
+        o.dataset_exit.insert("web".into(), 1);
+        assert_eq!(o.exit_of(&["web".into(), "db".into()]), Some(1));
+        assert_eq!(o.exit_of(&["db".into(), "mail".into()]), None);
     }
 }

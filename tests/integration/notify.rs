@@ -28,9 +28,7 @@ impl Monitor {
                     break;
                 }
                 if let Ok(c) = conn {
-                    if let Some(req) = answer(c) {
-                        s.lock().unwrap().push(req);
-                    }
+                    answer(c, &s);
                 }
             }
         });
@@ -63,8 +61,9 @@ impl Drop for Monitor {
     }
 }
 
-/// Reads one request, answers 200, returns its path and body.
-fn answer(conn: TcpStream) -> Option<(String, String)> {
+/// Reads one request, records its path and body, then answers 200 (recorded first: once
+/// offsite has its answer, the test sees the request).
+fn answer(conn: TcpStream, seen: &Mutex<Vec<(String, String)>>) -> Option<()> {
     let mut reader = BufReader::new(conn.try_clone().ok()?);
     let mut first = String::new();
     reader.read_line(&mut first).ok()?;
@@ -82,10 +81,12 @@ fn answer(conn: TcpStream) -> Option<(String, String)> {
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
+    seen.lock()
+        .unwrap()
+        .push((path, String::from_utf8_lossy(&body).into_owned()));
     let mut conn = conn;
     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    Some((path, String::from_utf8_lossy(&body).into_owned()))
+        .ok()
 }
 
 fn paths(reqs: &[(String, String)]) -> Vec<&str> {
@@ -119,6 +120,34 @@ fn a_good_backup_pings_start_then_success_and_a_failing_one_start_then_fail() {
         "fail body: {:?}",
         reqs[3].1
     );
+}
+
+#[test]
+fn a_dataset_with_its_own_notify_url_hears_only_about_itself_and_dry_runs_ping_nothing() {
+    let monitor = Monitor::start();
+    let (mut env, _) = command_env(2, "db", 2);
+    env.set("notify_url", monitor.url.as_str());
+    env.command_dataset("media", "echo 'tar: cannot read' >&2; exit 5")
+        .dataset_set("media", "notify_url", format!("{}-media", monitor.url));
+    let out = env.offsite(&["backup", "--once"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr_text());
+    let reqs = monitor.requests();
+    let mut seen = paths(&reqs);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "/ping/uuid-1",
+            "/ping/uuid-1-media/fail",
+            "/ping/uuid-1-media/start",
+            "/ping/uuid-1/start"
+        ],
+        "db succeeded, media failed"
+    );
+
+    env.offsite(&["backup", "--dry-run", "db"]).assert_exit(0);
+    env.offsite(&["prune", "--dry-run"]).assert_exit(0);
+    assert_eq!(monitor.requests().len(), reqs.len(), "a dry run pinged");
 }
 
 #[test]
