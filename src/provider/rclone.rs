@@ -506,10 +506,14 @@ mod fuzz;
 /// wrong (an unknown remote or flag, a refused login, no permission, no space). `None` for
 /// anything else, which is worth another attempt.
 pub fn permanent_complaint(stderr: &str) -> Option<&'static str> {
-    const PERMANENT: [(&str, &str); 15] = [
+    const PERMANENT: [(&str, &str); 16] = [
         (
             "didn't find section in config file",
             "the remote is not in rclone's config",
+        ),
+        (
+            "didn't find backend called",
+            "the remote's type in rclone's config is not a backend this rclone has",
         ),
         ("unknown flag", "rclone does not know a flag"),
         ("invalid argument \"", "rclone refuses a flag's value"),
