@@ -9,6 +9,7 @@ mod backup_faults;
 mod chains;
 mod check;
 mod config;
+mod docs;
 mod encryption;
 mod encryption_faults;
 mod encryption_keys;
