@@ -4,7 +4,7 @@
 #   1. installs what the tests need, only if something is missing (Debian: apt-get):
 #      rclone, zfs-fuse, btrfs-progs, GNU time, age and zstd (the encryption tests recover a
 #      backup with these two CLIs, as README.md tells a user to), faketime (backups made at
-#      other dates, for retention);
+#      other dates, for retention), and cargo-deb (the Debian package test) where dpkg-deb exists;
 #   2. makes sure a zfs-fuse daemon answers (`zpool list`), starting one if needed;
 #   3. cargo fmt --check, cargo clippy -D warnings, cargo test --release.
 #
@@ -86,7 +86,16 @@ step() {
     fi
 }
 
+# cargo-deb, for the package test (scripts/package.sh); a few minutes, once per machine.
+install_cargo_deb() {
+    if command -v dpkg-deb >/dev/null && ! cargo deb --version >/dev/null 2>&1; then
+        log "installing cargo-deb (cargo install cargo-deb --locked)"
+        cargo install cargo-deb --locked
+    fi
+}
+
 install_missing
+install_cargo_deb
 if [[ ${OFFSITE_TEST_NO_ZFS:-0} != 1 ]]; then
     ensure_zfs_daemon
 fi

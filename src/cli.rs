@@ -4,11 +4,30 @@ use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+/// The end of `offsite --help`: what each exit code means, and two first commands.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    done (backup/sync/status/verify: every provider holds what it should)
+  1    failed; what was done is kept and a re-run resumes
+  2    bad usage or invalid configuration; nothing was touched
+  3    done, with gaps: a provider misses something, a stream was empty or a dataset is stale
+  4    another offsite holds the lock for this dataset
+  130  interrupted (SIGINT, SIGTERM, SIGHUP)
+
+Examples:
+  offsite init && offsite check            write a commented config, then check it
+  offsite backup --once                    back up every dataset now, due or not
+  offsite --host nas1 restore media --target tank/media-restored
+                                           restore nas1's newest backup of media into zfs
+
+Reference: man offsite, /usr/share/doc/offsite/docs/ (docs/ in the source).";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "offsite",
     version,
-    about = "Offsite copies of ZFS/btrfs datasets and command output on several rclone remotes"
+    about = "Offsite copies of ZFS/btrfs datasets and command output on several rclone remotes",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Config file (else $OFFSITE_CONFIG, /etc/offsite/offsite.toml, ~/.config/offsite/offsite.toml).
@@ -40,15 +59,27 @@ pub enum Command {
     /// Restore a backup chain into zfs, btrfs, a file or stdout.
     Restore(RestoreArgs),
     /// Backups on the providers, newest last.
-    List { dataset: Option<String> },
+    List {
+        /// Only this dataset (its name in the config or on the providers).
+        dataset: Option<String>,
+        /// Every host's backups, summarized per host (as `offsite hosts`).
+        #[arg(long, conflicts_with = "dataset")]
+        all_hosts: bool,
+    },
+    /// The hosts whose backups the providers hold: where to restore from on a new machine.
+    Hosts,
     /// Backups x providers: complete, missing or bad shards.
-    Status { dataset: Option<String> },
+    Status {
+        /// Only this dataset (its name in the config or on the providers).
+        dataset: Option<String>,
+    },
     /// Check that providers hold what the manifests say (--deep: download and hash).
     Verify(VerifyArgs),
     /// Fill every provider's gaps from providers that hold a good copy.
     Sync(SyncArgs),
     /// Apply retention on providers and local snapshots.
     Prune {
+        /// Say what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -64,6 +95,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Write a commented offsite.toml and an example provider into the config directory
+    /// (--config's, else $OFFSITE_CONFIG's, else /etc/offsite as root, ~/.config/offsite
+    /// otherwise); never overwrites a file.
+    Init,
+    /// Print the shell completion script for SHELL on stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `offsite man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +167,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Only this dataset (default: all).
     pub dataset: Option<String>,
     /// Download every shard and check its SHA-256.
     #[arg(long)]
@@ -166,7 +210,7 @@ pub struct SyncArgs {
     pub deep: bool,
 }
 
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 15] = [
     "backup",
     "restore",
     "list",
@@ -175,6 +219,12 @@ const SUBCOMMANDS: [&str; 9] = [
     "sync",
     "prune",
     "providers",
+    "hosts",
+    "check",
+    "keygen",
+    "init",
+    "completions",
+    "man",
     "help",
 ];
 
@@ -234,6 +284,46 @@ mod tests {
         assert!(
             matches!(c.command, Command::Sync(ref s) if s.migrate.as_deref() == Some("b2") && s.to.as_deref() == Some("s3"))
         );
+    }
+
+    /// Every argument and flag of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_a_description() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "offsite", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:?}");
+    }
+
+    #[test]
+    fn every_subcommand_is_known_to_the_alias_rewriter() {
+        use clap::CommandFactory;
+        for sub in Cli::command().get_subcommands() {
+            assert!(SUBCOMMANDS.contains(&sub.get_name()), "{}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn help_ends_with_the_exit_codes_and_examples() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for needle in ["Exit codes:", "130", "Examples:", "offsite backup --once"] {
+            assert!(help.contains(needle), "{needle} in {help}");
+        }
     }
 
     #[test]

@@ -19,7 +19,11 @@ fn bars() -> &'static MultiProgress {
 }
 
 /// Sets up tracing: `-q` shows errors only, `-v` debug, `-vv` trace; `RUST_LOG` overrides.
+/// Under systemd (stderr is the journal stream `$JOURNAL_STREAM` names) each line starts with
+/// its syslog priority (`<3>` error .. `<7>` debug, as sd-daemon(3) describes) and no time
+/// stamp, so that `journalctl -p err` finds the errors.
 pub fn init_logging(verbose: u8, quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "info",
@@ -38,10 +42,78 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .with_ansi(tty)
         .with_writer(|| BarsWriter);
-    if tty {
+    if journal() {
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_target(false)
+            .with_ansi(false);
+        builder.event_format(Journal(format)).init();
+    } else if tty {
         builder.without_time().init();
     } else {
         builder.init();
+    }
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: commands print no tables or summaries (a `--json` document still goes out).
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// stderr is the journal: `$JOURNAL_STREAM` (`DEVICE:INODE`) names the file stderr is.
+fn journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let stderr = std::fs::metadata("/proc/self/fd/2").or_else(|_| std::fs::metadata("/dev/stderr"));
+    match (stream.to_str().and_then(|s| s.split_once(':')), stderr) {
+        (Some((dev, ino)), Ok(m)) => dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()),
+        _ => false,
+    }
+}
+
+/// A log line's syslog priority: err, warning, info, debug.
+fn priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// Formats each event as the wrapped format does, behind its `<N>` priority prefix.
+struct Journal<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journal<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// Prints how the run failed: through the log when it shows errors, else straight to stderr
+/// (`RUST_LOG=off`, a filter for another crate): the final error is never lost.
+pub fn final_error(message: &str) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{message}");
+    } else {
+        let prefix = if journal() { "<3>" } else { "" };
+        let line = crate::redact::text(&format!("{prefix}offsite: error: {message}\n"));
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 
@@ -157,12 +229,16 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
 /// that a closed stdout (`offsite list | head -1`) is an error that ends the run quietly
 /// (`error::is_broken_pipe`), never the panic `println!` makes of it.
 pub fn out(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    let text = crate::redact::text(&line.to_string());
+    let mut text = crate::redact::text(&line.to_string());
+    text.push('\n');
+    out_bytes(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout as they are (generated files: completions, the man page; they
+/// hold no configuration, so nothing to redact), with [`out`]'s handling of a closed pipe.
+pub fn out_bytes(bytes: &[u8]) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let written = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.write_all(b"\n"))
-        .and_then(|()| stdout.flush());
+    let written = stdout.write_all(bytes).and_then(|()| stdout.flush());
     written.map_err(|e| match e.kind() {
         std::io::ErrorKind::BrokenPipe => {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)

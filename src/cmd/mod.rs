@@ -3,10 +3,13 @@
 
 pub mod backup;
 pub mod check;
+pub mod hosts;
+pub mod init;
 pub mod keygen;
 pub mod list;
 pub mod providers;
 pub mod prune;
+pub mod reference;
 pub mod restore;
 pub mod status;
 pub mod sync;
@@ -192,8 +195,13 @@ pub async fn run(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Outcome> {
-    if let Command::Keygen { output } = &cli.command {
-        return keygen::run(output.as_deref(), cli.json);
+    // The commands that need no configuration (init writes one).
+    match &cli.command {
+        Command::Keygen { output } => return keygen::run(output.as_deref(), cli.json),
+        Command::Init => return init::run(cli.config.as_deref(), cli.json),
+        Command::Completions { shell } => return reference::completions(*shell),
+        Command::Man => return reference::man(),
+        _ => {}
     }
     let path = Config::locate(cli.config.as_deref())?;
     let cfg = Config::load(&path, cli.host.as_deref())?;
@@ -220,7 +228,11 @@ pub async fn run(
 async fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
     match command {
         Command::Backup(args) => backup::run(ctx, &args).await,
-        Command::List { dataset } => list::run(ctx, dataset.as_deref()).await,
+        Command::List {
+            all_hosts: true, ..
+        }
+        | Command::Hosts => hosts::run(ctx).await,
+        Command::List { dataset, .. } => list::run(ctx, dataset.as_deref()).await,
         Command::Providers => providers::run(ctx).await,
         Command::Check => check::run(ctx).await,
         Command::Prune { dry_run } => prune::run(ctx, dry_run).await,
@@ -228,6 +240,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Status { dataset } => status::run(ctx, dataset.as_deref()).await,
         Command::Verify(args) => verify::run(ctx, &args).await,
         Command::Sync(args) => sync::run(ctx, &args).await,
-        Command::Keygen { .. } => unreachable!("keygen needs no config"),
+        Command::Keygen { .. } | Command::Init | Command::Completions { .. } | Command::Man => {
+            unreachable!("run without a config")
+        }
     }
 }
