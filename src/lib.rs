@@ -98,7 +98,7 @@ fn exit_code_of(result: anyhow::Result<cmd::Outcome>, cancelled: bool) -> i32 {
             code::GAPS
         }
         Err(e) => {
-            tracing::error!("{e:#}");
+            ui::final_error(&format!("{e:#}"));
             error::exit_code(&e)
         }
         Ok(cmd::Outcome::Done) => code::OK,

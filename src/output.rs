@@ -34,13 +34,16 @@ struct Versioned<'a, R> {
     report: &'a R,
 }
 
-/// Prints `report` as JSON (`json`) or as text.
+/// Prints `report` as JSON (`json`) or as text; under `-q` the text is left out (the JSON,
+/// asked for, is not).
 pub fn emit<R: Report>(json: bool, report: &R) -> std::io::Result<()> {
     if json {
         crate::ui::print_json(&Versioned {
             version: VERSION,
             report,
         })
+    } else if crate::ui::quiet() {
+        Ok(())
     } else {
         report.render_text()
     }

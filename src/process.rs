@@ -104,6 +104,18 @@ pub struct ChildProc {
     stderr: Option<JoinHandle<String>>,
     guard: Option<Guard>,
     done: bool,
+    /// Set by [`ChildProc::spawn_logged`]: how the child is named in the log, and since when
+    /// it runs.
+    logged: Option<(std::sync::Arc<str>, std::time::Instant)>,
+}
+
+/// How [`ChildProc::spawn_logged`] logs a child: `label` (a redacted command line) with its
+/// exit and duration at debug level when it ends; with `forward`, each stderr line as it
+/// comes, at debug level; lines `noise` matches are neither forwarded nor kept for errors.
+pub struct Logged {
+    pub label: String,
+    pub forward: bool,
+    pub noise: fn(&str) -> bool,
 }
 
 /// The guard of a child's process group (see the module doc): a shell that kills the group
@@ -144,6 +156,23 @@ impl Guard {
 impl ChildProc {
     /// Spawns `cmd` with piped stdout and stderr, and stdin as the caller set it (default null).
     pub fn spawn(program: &str, cmd: &mut Command) -> Result<ChildProc, ChildError> {
+        Self::spawn_with(program, cmd, None)
+    }
+
+    /// [`ChildProc::spawn`], logged as `log` says.
+    pub fn spawn_logged(
+        program: &str,
+        cmd: &mut Command,
+        log: Logged,
+    ) -> Result<ChildProc, ChildError> {
+        Self::spawn_with(program, cmd, Some(log))
+    }
+
+    fn spawn_with(
+        program: &str,
+        cmd: &mut Command,
+        log: Option<Logged>,
+    ) -> Result<ChildProc, ChildError> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0);
         let parent = std::process::id() as libc::pid_t;
@@ -173,29 +202,18 @@ impl ChildProc {
         if let Some(p) = &child.stdout {
             grow_pipe(p.as_fd());
         }
-        let stderr = child.stderr.take().map(|mut err| {
-            tokio::spawn(async move {
-                let mut tail = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 2 * STDERR_TAIL {
-                        tail.drain(..tail.len() - STDERR_TAIL);
-                    }
-                }
-                let start = tail.len().saturating_sub(STDERR_TAIL);
-                String::from_utf8_lossy(&tail[start..]).into_owned()
-            })
-        });
+        let label: Option<std::sync::Arc<str>> = log.as_ref().map(|l| l.label.as_str().into());
+        let stderr = child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(drain_stderr(err, log, label.clone())));
         Ok(ChildProc {
             program: program.to_string(),
             child,
             stderr,
             guard: None,
             done: false,
+            logged: label.map(|l| (l, std::time::Instant::now())),
         })
     }
 
@@ -267,6 +285,12 @@ impl ChildProc {
             let _ = self.child.wait().await;
         }
         self.done = true;
+        if let Some((label, started)) = &self.logged {
+            tracing::debug!(
+                "{label}: stopped after {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         if let Some(g) = self.guard.take() {
             g.release_and_wait().await;
         }
@@ -285,6 +309,20 @@ impl ChildProc {
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let s = self.child.wait().await;
         self.done = true;
+        if let Some((label, started)) = &self.logged {
+            let how = match &s {
+                Ok(st) => match (st.code(), st.signal()) {
+                    (Some(c), _) => format!("exit {c}"),
+                    (None, Some(sig)) => format!("signal {sig}"),
+                    _ => "ended".to_string(),
+                },
+                Err(e) => format!("wait failed: {e}"),
+            };
+            tracing::debug!(
+                "{label}: {how} after {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         if let Some(g) = self.guard.take() {
             g.release_and_wait().await;
         }
@@ -299,6 +337,52 @@ impl ChildProc {
             }
         }
     }
+}
+
+/// Reads a child's stderr to its end and returns the last [`STDERR_TAIL`] bytes of it, minus
+/// the lines `log` calls noise; with `log.forward`, logs each line (at debug level, named
+/// by `label`) as it comes. A line longer than the tail is cut, so memory stays bounded
+/// whatever the child writes.
+async fn drain_stderr(
+    mut err: tokio::process::ChildStderr,
+    log: Option<Logged>,
+    label: Option<std::sync::Arc<str>>,
+) -> String {
+    let mut tail = Vec::new();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    let keep = |line: &mut Vec<u8>, tail: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line);
+        let noise = log.as_ref().is_some_and(|l| (l.noise)(&text));
+        if !noise {
+            if let (Some(l), Some(label)) = (&log, &label) {
+                if l.forward {
+                    tracing::debug!("{label}: {}", text.trim_end());
+                }
+            }
+            tail.extend_from_slice(line);
+            if tail.len() > 2 * STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+        }
+        line.clear();
+    };
+    while let Ok(n) = err.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            line.push(b);
+            if b == b'\n' || line.len() >= STDERR_TAIL {
+                keep(&mut line, &mut tail);
+            }
+        }
+    }
+    if !line.is_empty() {
+        keep(&mut line, &mut tail);
+    }
+    let start = tail.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&tail[start..]).into_owned()
 }
 
 /// The token cancelled when offsite is asked to stop (first SIGINT/SIGTERM/SIGHUP). Commands

@@ -3,7 +3,6 @@
 use super::{Ctx, Outcome};
 use crate::config::units::human_bytes;
 use crate::engine::list::{self, ListReport, ListedBackup};
-use crate::engine::status::CopyState;
 use crate::layout::BackupKind;
 use crate::outln;
 use crate::output::{self, Report};
@@ -12,8 +11,12 @@ use anyhow::Result;
 pub async fn run(ctx: &Ctx, dataset: Option<&str>) -> Result<Outcome> {
     let providers = ctx.providers_with(&[])?;
     let datasets: Vec<String> = dataset.map(str::to_string).into_iter().collect();
-    let catalog = ctx.scan(&providers, &datasets, false).await?;
-    output::conclude(ctx.json, &list::list_report(&catalog), Ok(()))
+    // Hashes too, as `status` lists them: the same listings give the same verdicts.
+    let catalog = ctx.scan(&providers, &datasets, true).await?;
+    let mut report = list::list_report(&catalog);
+    let surveys = crate::gaps::survey(&ctx.cfg, &catalog, &crate::gaps::Corrupt::new());
+    list::judge(&mut report, &surveys);
+    output::conclude(ctx.json, &report, Ok(()))
 }
 
 impl Report for ListReport {
@@ -23,9 +26,10 @@ impl Report for ListReport {
             return Ok(());
         }
         outln!(
-            "{:<20} {:<22} {:<11} {:>10} {:>10} {:>7}  PROVIDERS",
+            "{:<20} {:<28} {:<5} {:<11} {:>10} {:>10} {:>7}  PROVIDERS",
             "DATASET",
             "BACKUP",
+            "KIND",
             "STATE",
             "SIZE",
             "STORED",
@@ -34,10 +38,14 @@ impl Report for ListReport {
         let size = |n: Option<u64>| n.map(human_bytes).unwrap_or_else(|| "-".into());
         for b in &self.backups {
             outln!(
-                "{:<20} {:<22} {:<11} {:>10} {:>10} {:>7}  {}",
+                "{:<20} {:<28} {:<5} {:<11} {:>10} {:>10} {:>7}  {}",
                 b.dataset,
                 b.backup_id,
-                kind_state(b),
+                match b.kind {
+                    BackupKind::Full => "full",
+                    BackupKind::Incremental => "incr",
+                },
+                b.state.as_str(),
                 size(b.total_bytes),
                 size(b.stored_bytes),
                 b.shards
@@ -55,16 +63,5 @@ fn providers(b: &ListedBackup) -> String {
     match &b.erasure {
         Some(e) => format!("{} (erasure {e})", b.providers.join(",")),
         None => b.providers.join(","),
-    }
-}
-
-/// The STATE column: a complete backup's kind, `empty` (0 bytes), else `unfinished` (damaged
-/// ones too).
-fn kind_state(b: &ListedBackup) -> &'static str {
-    match (b.state, b.kind) {
-        (CopyState::Complete, BackupKind::Incremental) => "incremental",
-        (CopyState::Complete, _) => "full",
-        (CopyState::Empty, _) => "empty",
-        _ => "unfinished",
     }
 }

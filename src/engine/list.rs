@@ -62,6 +62,20 @@ pub fn list_report(catalog: &Catalog) -> ListReport {
     }
 }
 
+/// Gives every backup of `report` the state `status` gives it from the same listings
+/// (`surveys`, from `gaps::survey`): one vocabulary across commands, so `list` says
+/// `complete` only where every provider that should hold the backup holds all of it.
+pub fn judge(report: &mut ListReport, surveys: &[(BackupKey, crate::gaps::BackupFindings)]) {
+    for b in &mut report.backups {
+        let found = surveys
+            .iter()
+            .find(|(k, _)| k.dataset == b.dataset && k.id.to_string() == b.backup_id);
+        if let Some((_, f)) = found {
+            b.state = crate::engine::status::backup_word(f);
+        }
+    }
+}
+
 fn finished(key: &BackupKey, entry: &BackupEntry, m: &Manifest) -> ListedBackup {
     ListedBackup {
         dataset: key.dataset.clone(),

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod chain;
 pub mod confirm;
 pub mod discard;
+pub mod hosts;
 pub mod lane;
 pub mod list;
 pub mod preflight;

@@ -61,6 +61,15 @@ pub fn backup_state(f: &BackupFindings) -> CopyState {
     }
 }
 
+/// The state a backup is shown with, in `status` and `list` alike: [`backup_state`], and
+/// `empty` for a complete backup of a 0-byte stream.
+pub fn backup_word(f: &BackupFindings) -> CopyState {
+    match backup_state(f) {
+        CopyState::Complete if f.total_bytes == Some(0) => CopyState::Empty,
+        state => state,
+    }
+}
+
 /// What one provider's copy of a backup is, in a few words (`complete`, `missing 2 shards,
 /// 1 truncated`, ...); in parentheses when the provider is not expected to hold it.
 pub fn describe(p: &ProviderFindings, finished: bool) -> String {
@@ -240,10 +249,7 @@ fn backup_status(k: &BackupKey, f: &BackupFindings) -> BackupStatus {
         dataset: k.dataset.clone(),
         backup_id: k.id.to_string(),
         kind: k.id.kind,
-        state: match backup_state(f) {
-            CopyState::Complete if f.total_bytes == Some(0) => CopyState::Empty,
-            state => state,
-        },
+        state: backup_word(f),
         error: f.damaged.clone(),
         shards: finished.then_some(shard_count(f)),
         total_bytes: f.total_bytes.filter(|_| finished),

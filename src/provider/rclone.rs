@@ -31,6 +31,18 @@ pub struct RcloneProvider {
     fast_hashes: tokio::sync::OnceCell<Vec<&'static str>>,
 }
 
+/// `-vv`: rclone runs with its own `-v`, and its stderr is logged line by line.
+fn verbose_rclone() -> bool {
+    tracing::enabled!(tracing::Level::TRACE)
+}
+
+/// rclone 1.60 says `NOTICE: Config file "..." not found - using defaults` on every run
+/// without a config file, which is normal for local and connection-string remotes: not an
+/// error, never shown.
+fn is_config_notice(line: &str) -> bool {
+    line.contains("NOTICE: Config file") && line.contains("not found - using defaults")
+}
+
 impl RcloneProvider {
     pub fn new(cfg: &Config, p: &ProviderConfig) -> Self {
         Self::from_parts(&cfg.rclone, cfg.rclone_config.as_deref(), p)
@@ -67,7 +79,11 @@ impl RcloneProvider {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.program);
-        c.args(&self.global_args).args(args).stdin(Stdio::null());
+        c.args(&self.global_args);
+        if verbose_rclone() {
+            c.arg("-v");
+        }
+        c.args(args).stdin(Stdio::null());
         // rclone 1.60 builds a terminal lookup table at start-up (tcell's init): a third of the
         // CPU a short rclone run costs, for a UI it never shows here.
         c.env("TCELL_MINIMIZE", "1");
@@ -84,20 +100,19 @@ impl RcloneProvider {
         path: &str,
         cmd: &mut Command,
     ) -> Result<ChildProc, ProviderError> {
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let args: Vec<String> = cmd
-                .as_std()
-                .get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            let shown = crate::redact::flags(&args).join(" ");
-            tracing::debug!(
-                "provider {}: rclone {}",
-                self.name,
-                crate::redact::text(&shown)
-            );
-        }
-        ChildProc::spawn("rclone", cmd).map_err(|e| self.error(op, path, e))
+        let args: Vec<String> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let shown = crate::redact::text(&crate::redact::flags(&args).join(" "));
+        let log = crate::process::Logged {
+            label: format!("provider {}: rclone {shown}", self.name),
+            forward: verbose_rclone(),
+            noise: is_config_notice,
+        };
+        tracing::trace!("{}: started", log.label);
+        ChildProc::spawn_logged("rclone", cmd, log).map_err(|e| self.error(op, path, e))
     }
 
     /// Classifies a failed rclone by its documented exit codes: 3 and 4 are not-found, 6 and 7

@@ -92,6 +92,7 @@ fn every_json_document_has_the_keys_docs_json_md_shows() {
     let env = env();
     let key = env.path().join("offsite.key").display().to_string();
     let out = env.path().join("db.out").display().to_string();
+    let fresh = env.path().join("fresh/offsite.toml").display().to_string();
     let runs: Vec<(&str, Vec<&str>, i32)> = vec![
         ("offsite backup --json", vec!["backup", "--once"], 0),
         (
@@ -100,6 +101,9 @@ fn every_json_document_has_the_keys_docs_json_md_shows() {
             0,
         ),
         ("offsite list --json", vec!["list"], 0),
+        ("offsite hosts --json", vec!["hosts"], 0),
+        ("offsite hosts --json", vec!["list", "--all-hosts"], 0),
+        ("offsite init --json", vec!["init"], 0),
         ("offsite status --json", vec!["status"], 0),
         ("offsite verify --json", vec!["verify"], 0),
         ("offsite verify --json", vec!["verify", "--deep"], 0),
@@ -143,7 +147,14 @@ fn every_json_document_has_the_keys_docs_json_md_shows() {
         }
         let mut argv = args.clone();
         argv.push("--json");
-        let o = env.offsite(&argv);
+        let o = match args[0] {
+            // The env's own config exists: init writes a fresh one elsewhere.
+            "init" => std::process::Command::new(env!("CARGO_BIN_EXE_offsite"))
+                .args(["--config", &fresh, "init", "--json"])
+                .output()
+                .unwrap(),
+            _ => env.offsite(&argv),
+        };
         o.assert_exit(*code);
         let real = o.json();
         if top_keys(&real) != top_keys(doc) {
