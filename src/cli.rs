@@ -48,6 +48,17 @@ pub struct Cli {
     /// No progress bars or progress log lines.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// When stderr is not a terminal: log a progress line this often (seconds, or 30s, 5m;
+    /// 0: none). The closing summary is logged either way.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        env = "OFFSITE_PROGRESS_INTERVAL",
+        default_value = "60",
+        value_parser = crate::progress::parse_interval
+    )]
+    pub progress_interval: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -287,6 +298,14 @@ mod tests {
     }
 
     /// Every argument and flag of every command says what it is for in `--help`.
+    #[test]
+    fn progress_is_logged_once_a_minute_unless_told_otherwise() {
+        let c = parse(&["offsite", "status"]);
+        assert_eq!(c.progress_interval, std::time::Duration::from_secs(60));
+        let c = parse(&["offsite", "backup", "--progress-interval", "5m"]);
+        assert_eq!(c.progress_interval, std::time::Duration::from_secs(300));
+    }
+
     #[test]
     fn every_argument_has_a_description() {
         use clap::CommandFactory;

@@ -59,7 +59,11 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     ui::init_logging(cli.verbose, cli.quiet);
-    let progress = ui::progress(cli.quiet, cli.no_progress || cli.json);
+    let progress = ui::progress(
+        cli.quiet,
+        cli.no_progress || cli.json,
+        cli.progress_interval,
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -300,23 +300,25 @@ pub fn flag_in_usage(flag: &str, usage: &str) -> bool {
     !short.is_empty() && short.chars().all(|c| letters.contains(&c))
 }
 
-/// The expected size of a full send, for progress: `zfs send -nP` where supported, else the
-/// dataset's `referenced` property.
-pub async fn estimate(spec: &SourceSpec, snapshot: Option<&str>, incremental: bool) -> Option<u64> {
+/// The expected size of a zfs send, for progress: `zfs send -nP [-i PARENT] SNAP` where
+/// supported; else, for a full send, the dataset's `referenced` property. An incremental
+/// without `-nP` has no estimate (its full size would make the ETA a lie).
+pub async fn estimate(
+    spec: &SourceSpec,
+    snapshot: Option<&str>,
+    parent: Option<&str>,
+) -> Option<u64> {
     let SourceSpec::Zfs { dataset } = spec else {
         return None;
     };
     if let Some(snap) = snapshot {
-        if let Ok(out) = run("zfs", &["send", "-nP", snap]).await {
-            if let Some(n) = out
-                .lines()
-                .find_map(|l| l.strip_prefix("size").map(|v| v.trim().parse().ok()))
-            {
-                return n;
+        if let Ok(out) = run("zfs", &dry_run_args(snap, parent)).await {
+            if let Some(n) = parse_dry_run_size(&out) {
+                return Some(n);
             }
         }
     }
-    if incremental {
+    if parent.is_some() {
         return None;
     }
     run("zfs", &["get", "-Hp", "-o", "value", "referenced", dataset])
@@ -327,9 +329,44 @@ pub async fn estimate(spec: &SourceSpec, snapshot: Option<&str>, incremental: bo
         .ok()
 }
 
+/// `zfs send -nP [-i PARENT] SNAP`: what the send would be, without sending.
+fn dry_run_args<'a>(snap: &'a str, parent: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec!["send", "-nP"];
+    if let Some(p) = parent {
+        args.extend(["-i", p]);
+    }
+    args.push(snap);
+    args
+}
+
+/// The `size` line of `zfs send -nP`'s output (`size\t12345`).
+fn parse_dry_run_size(out: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("size")).then(|| words.next()?.parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incremental_estimate_asks_for_the_increment() {
+        assert_eq!(
+            dry_run_args("tank/d@b", Some("tank/d@a")),
+            ["send", "-nP", "-i", "tank/d@a", "tank/d@b"]
+        );
+        assert_eq!(dry_run_args("tank/d@a", None), ["send", "-nP", "tank/d@a"]);
+        let out = "incremental\ttank/d@a\ttank/d@b\t1234\nsize\t1234\n";
+        assert_eq!(parse_dry_run_size(out), Some(1234));
+        assert_eq!(
+            parse_dry_run_size("full\ttank/d@a\t99\nsize 99\n"),
+            Some(99)
+        );
+        assert_eq!(parse_dry_run_size("sizeable 3\n"), None);
+        assert_eq!(parse_dry_run_size(""), None);
+    }
 
     #[test]
     fn globs() {

@@ -49,6 +49,10 @@ pub struct Unfinished {
     /// An erasure-coded backup's code and placement: a resume keeps both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erasure: Option<crate::manifest::ErasureRecord>,
+    /// The size of the dataset's newest backup when this one started: what a command's
+    /// stream is expected to be, for progress (a resume keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_bytes: Option<u64>,
 }
 
 impl Unfinished {
@@ -236,6 +240,7 @@ mod tests {
             encoding: Encoding::default(),
             recipients: Vec::new(),
             erasure: None,
+            previous_bytes: None,
         };
         let j = st.begin(&u).unwrap();
         j.record(&rec(0)).unwrap();
@@ -293,6 +298,7 @@ mod tests {
             },
             recipients: vec!["age1xyz".into()],
             erasure: None,
+            previous_bytes: None,
         };
         let j = st.begin(&u).unwrap();
         let first = ShardRecord {

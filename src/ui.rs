@@ -2,14 +2,17 @@
 //! module; the engine reports through `progress::Progress`.
 //!
 //! Log lines go through [`BarsWriter`], which suspends the bars while a line is printed so that
-//! logs never tear them.
+//! logs never tear them. The bars themselves (`bars.rs`) draw lines that fit 80 columns.
+
+mod bars;
+
+pub use bars::Bars;
 
 use crate::config::units::human_bytes;
 use crate::progress::{LogProgress, NoProgress, Progress};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::HashMap;
+use indicatif::{MultiProgress, ProgressDrawTarget};
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 static BARS: OnceLock<MultiProgress> = OnceLock::new();
@@ -137,85 +140,15 @@ impl Write for BarsWriter {
     }
 }
 
-/// The progress reporter for this run: bars on a terminal, log lines elsewhere, nothing
-/// under `-q`, `--no-progress` or `--json`.
-pub fn progress(quiet: bool, no_progress: bool) -> Arc<dyn Progress> {
+/// The progress reporter for this run: bars on a terminal, a log line every `log_every`
+/// elsewhere (see [`LogProgress`]), nothing under `-q`, `--no-progress` or `--json`.
+pub fn progress(quiet: bool, no_progress: bool, log_every: Duration) -> Arc<dyn Progress> {
     if quiet || no_progress {
         Arc::new(NoProgress)
     } else if std::io::stderr().is_terminal() {
-        Arc::new(Bars::default())
+        Arc::new(Bars::new(bars()))
     } else {
-        Arc::new(LogProgress::new(Duration::from_secs(5)))
-    }
-}
-
-/// indicatif bars: one for the stream, one per provider.
-#[derive(Default)]
-pub struct Bars {
-    main: Mutex<Option<ProgressBar>>,
-    lanes: Mutex<HashMap<String, ProgressBar>>,
-}
-
-impl Progress for Bars {
-    fn begin(&self, what: &str, total: Option<u64>, providers: &[String]) {
-        let mp = bars();
-        let main = match total {
-            Some(t) => ProgressBar::new(t).with_style(
-                ProgressStyle::with_template(
-                    "{msg:20} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            ),
-            None => ProgressBar::no_length().with_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg:18} {bytes} {binary_bytes_per_sec} {elapsed}",
-                )
-                .expect("valid template"),
-            ),
-        };
-        let main = mp.add(main.with_message(what.to_string()));
-        main.enable_steady_tick(Duration::from_millis(200));
-        let width = providers.iter().map(|p| p.len()).max().unwrap_or(0);
-        let lanes = providers
-            .iter()
-            .map(|p| {
-                let bar = mp.add(
-                    ProgressBar::no_length()
-                        .with_style(
-                            ProgressStyle::with_template(
-                                "  {prefix} {bytes} {binary_bytes_per_sec}",
-                            )
-                            .expect("valid template"),
-                        )
-                        .with_prefix(format!("{p:width$}")),
-                );
-                (p.clone(), bar)
-            })
-            .collect();
-        *self.main.lock().unwrap() = Some(main);
-        *self.lanes.lock().unwrap() = lanes;
-    }
-
-    fn advance(&self, bytes: u64) {
-        if let Some(b) = &*self.main.lock().unwrap() {
-            b.inc(bytes);
-        }
-    }
-
-    fn provider(&self, provider: &str, bytes: u64) {
-        if let Some(b) = self.lanes.lock().unwrap().get(provider) {
-            b.inc(bytes);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = self.main.lock().unwrap().take() {
-            b.finish_and_clear();
-        }
-        for (_, b) in self.lanes.lock().unwrap().drain() {
-            b.finish_and_clear();
-        }
+        Arc::new(LogProgress::new(Some(log_every)))
     }
 }
 

@@ -65,6 +65,7 @@ impl Ctx {
                     p,
                     &self.cancel,
                     stack,
+                    &self.progress,
                 ));
             }
         }
@@ -185,7 +186,7 @@ impl Ctx {
             .providers
             .iter()
             .filter(|p| p.enabled)
-            .map(|p| provider::from_config_with(&self.cfg, p, &self.cancel, stack))
+            .map(|p| provider::from_config_with(&self.cfg, p, &self.cancel, stack, &self.progress))
             .collect()
     }
 }

@@ -129,7 +129,7 @@ fn providers(ctx: &Ctx, from: Option<&str>) -> Result<Vec<DynProvider>, ConfigEr
     }
     Ok(chosen
         .into_iter()
-        .map(|p| provider::from_config_with(cfg, p, &ctx.cancel, RESTORE_STACK))
+        .map(|p| provider::from_config_with(cfg, p, &ctx.cancel, RESTORE_STACK, &ctx.progress))
         .collect())
 }
 

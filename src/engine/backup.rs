@@ -165,10 +165,11 @@ pub async fn run(
 ) -> Result<BackupReport> {
     let start = Instant::now();
     let dir = layout::backup_dir(&job.host, &job.dataset, &job.id);
-    let lanes: Arc<Vec<BackupLane>> = Arc::new(lanes::make_lanes(&job, &dir, &cancel).await?);
-    let names: Vec<String> = lanes.iter().map(|l| l.name().to_string()).collect();
+    let names: Vec<String> = job.providers.iter().map(|p| p.name().to_string()).collect();
     progress.begin(&format!("backup {}", job.dataset), job.estimate, &names);
     let finish = FinishProgress(progress.clone());
+    let lanes = lanes::make_lanes(&job, &dir, &progress, &cancel).await?;
+    let lanes: Arc<Vec<BackupLane>> = Arc::new(lanes);
 
     let shipping = Arc::new(Shipping {
         dir: dir.clone(),

@@ -4,10 +4,12 @@
 //! run, and the first reason is kept for the report. Calls already waiting on the provider
 //! (queued behind its `concurrency` limit, or retrying) can race [`Lane::dropped`] and end as
 //! soon as it fires, instead of each spending its own retries on a provider that is gone.
+//! The run's progress hears of the drop: the provider's line says `DOWN`.
 
 use crate::error::ProviderError;
+use crate::progress::{NoProgress, Progress, ProviderState};
 use crate::provider::DynProvider;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 pub struct Lane {
@@ -16,6 +18,7 @@ pub struct Lane {
     down: OnceLock<String>,
     /// Fired when it is dropped.
     gone: CancellationToken,
+    progress: Arc<dyn Progress>,
 }
 
 impl Lane {
@@ -24,7 +27,13 @@ impl Lane {
             provider,
             down: OnceLock::new(),
             gone: CancellationToken::new(),
+            progress: Arc::new(NoProgress),
         }
+    }
+
+    /// Reports the provider's drop from the run to `progress`.
+    pub fn reporting_to(self, progress: Arc<dyn Progress>) -> Lane {
+        Lane { progress, ..self }
     }
 
     /// Ends once the provider has been dropped from the run.
@@ -60,6 +69,10 @@ impl Lane {
     pub fn mark_down(&self, err: &ProviderError) -> bool {
         let first = self.down.set(err.to_string()).is_ok();
         self.gone.cancel();
+        if first {
+            self.progress
+                .provider_state(self.name(), ProviderState::Down);
+        }
         first
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! - [`DryRun`] (only with `Stack { dry_run: true }`): reads pass, writes are recorded and
 //!   skipped;
-//! - [`Retry`]: transient failures are retried with backoff; every call and every backoff ends
-//!   at once when the run is cancelled;
+//! - [`Retry`]: transient failures are retried with backoff, and reported to the run's
+//!   progress; every call and every backoff ends at once when the run is cancelled;
 //! - [`Limit`]: at most `concurrency` calls on the provider at once, the only place that key is
 //!   enforced; a call holds its permit while it runs, not while [`Retry`] backs off;
 //! - [`Timeout`]: each attempt ends after the `timeout` key (time spent waiting for a permit
@@ -165,22 +165,26 @@ pub fn from_config(
     p: &crate::config::ProviderConfig,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> DynProvider {
-    from_config_with(cfg, p, cancel, Stack::default())
+    let quiet: Arc<dyn crate::progress::Progress> = Arc::new(crate::progress::NoProgress);
+    from_config_with(cfg, p, cancel, Stack::default(), &quiet)
 }
 
-/// [`from_config`], with the optional layers `stack` asks for.
+/// [`from_config`], with the optional layers `stack` asks for, reporting retries to
+/// `progress` (the provider's line then says `retrying 3/5 in 4s`).
 pub fn from_config_with(
     cfg: &crate::config::Config,
     p: &crate::config::ProviderConfig,
     cancel: &tokio_util::sync::CancellationToken,
     stack: Stack,
+    progress: &Arc<dyn crate::progress::Progress>,
 ) -> DynProvider {
     let rclone = Timeout::new(RcloneProvider::new(cfg, p), cfg.timeout);
     let retry = Retry::new(
         Limit::new(rclone, cfg.concurrency + usize::from(stack.overlap)),
         cfg.retry,
     )
-    .cancel_on(cancel.clone());
+    .cancel_on(cancel.clone())
+    .report_to(progress.clone());
     if stack.dry_run {
         Arc::new(DryRun::new(retry))
     } else {

@@ -7,18 +7,25 @@
 //! a [`super::Limit`] permit) and the call returns an [`ErrorKind::Interrupted`] error at once,
 //! so no command waits on a hung provider after Ctrl-C. A retrying call holds no permit of a
 //! `Limit` below it while it backs off. The per-attempt deadline is [`super::Timeout`]'s.
+//!
+//! A retry is reported to the run's progress ([`Retry::report_to`]): the provider's line says
+//! `retrying 3/5 in 4s` until the call ends, whichever way (dropping a provider from the run
+//! is the engine's decision, and its report).
 
 use super::{Layer, Op, Provider};
 use crate::config::RetryPolicy;
 use crate::error::{ErrorKind, ProviderError};
+use crate::progress::{NoProgress, Progress, ProviderState};
 use futures::future::BoxFuture;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub struct Retry<P> {
     inner: P,
     policy: RetryPolicy,
     cancel: CancellationToken,
+    progress: Arc<dyn Progress>,
 }
 
 impl<P: Provider> Retry<P> {
@@ -28,7 +35,14 @@ impl<P: Provider> Retry<P> {
             inner,
             policy,
             cancel: CancellationToken::new(),
+            progress: Arc::new(NoProgress),
         }
+    }
+
+    /// Reports retries to `progress` ([`ProviderState::Retrying`], then `Normal`).
+    pub fn report_to(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Ends every call at once, with [`ErrorKind::Interrupted`], when `cancel` fires.
@@ -63,7 +77,7 @@ impl<P: Provider> Retry<P> {
         mut call: impl FnMut() -> BoxFuture<'a, Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
         let mut attempt = 1;
-        loop {
+        let result = loop {
             // Dropping the attempt's future kills its rclone child (see `process`).
             let result = tokio::select! {
                 biased;
@@ -78,6 +92,11 @@ impl<P: Provider> Retry<P> {
                         self.policy.attempts,
                         delay.as_secs_f64()
                     );
+                    self.report(ProviderState::Retrying {
+                        attempt: attempt + 1,
+                        of: self.policy.attempts,
+                        at: Instant::now() + delay,
+                    });
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.cancel.cancelled() => return Err(self.interrupted(&op)),
@@ -86,11 +105,19 @@ impl<P: Provider> Retry<P> {
                 }
                 Err(mut e) if attempt > 1 => {
                     e.message = format!("{} (after {attempt} attempts)", e.message.trim_end());
-                    return Err(e);
+                    break Err(e);
                 }
-                other => return other,
+                other => break other,
             }
+        };
+        if attempt > 1 {
+            self.report(ProviderState::Normal);
         }
+        result
+    }
+
+    fn report(&self, state: ProviderState) {
+        self.progress.provider_state(self.inner.name(), state);
     }
 }
 

@@ -16,6 +16,7 @@ mod procs;
 mod remote;
 mod running;
 mod server;
+mod terminal;
 mod zfs;
 
 pub use btrfs::BtrfsMount;
@@ -279,10 +280,16 @@ impl Env {
 
     /// The command that runs `offsite --config ... --no-progress ARGS`.
     pub fn command(&self, args: &[&str]) -> Command {
+        let mut all = vec!["--no-progress"];
+        all.extend_from_slice(args);
+        self.command_with_progress(&all)
+    }
+
+    /// The command that runs `offsite --config ... ARGS`, progress reporting left on.
+    pub fn command_with_progress(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_offsite"));
         c.arg("--config")
             .arg(self.config_path())
-            .arg("--no-progress")
             .args(args)
             .current_dir(self.path())
             .env_remove("AWS_CA_BUNDLE")
@@ -307,6 +314,18 @@ impl Env {
         let mut c = self.command(args);
         c.envs(vars.iter().copied());
         Running::spawn(c).wait()
+    }
+
+    /// Runs `offsite ARGS` to completion with progress reporting on (stderr is a pipe, so
+    /// progress is logged as lines).
+    pub fn offsite_with_progress(&self, args: &[&str]) -> Output {
+        Running::spawn(self.command_with_progress(args)).wait()
+    }
+
+    /// Runs `offsite ARGS` (progress on) in a pseudo-terminal of 80 columns; `watch` sees each
+    /// line the terminal shows as it comes (see [`terminal::run_in_terminal`]).
+    pub fn offsite_in_terminal(&self, args: &[&str], watch: impl FnMut(&str)) -> Output {
+        terminal::run_in_terminal(&self.command_with_progress(args), watch)
     }
 
     /// Starts offsite in the background; the returned guard kills it if it is still running

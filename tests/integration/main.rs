@@ -30,3 +30,4 @@ mod signals;
 mod status;
 mod sync;
 mod systemd;
+mod watch;

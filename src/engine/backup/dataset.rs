@@ -372,8 +372,11 @@ async fn pipeline(
     });
     let parent_snap = u.parent.as_ref().and_then(|p| p.snapshot.clone());
     let source_desc = source::describe(&ds.source, u.snapshot.as_deref(), parent_snap.as_deref());
-    let estimate =
-        snapshots::estimate(&ds.source, u.snapshot.as_deref(), parent_snap.is_some()).await;
+    let estimate = match &ds.source {
+        // A command's stream is expected to be about as big as its previous one.
+        SourceSpec::Command { .. } => u.previous_bytes,
+        _ => snapshots::estimate(&ds.source, u.snapshot.as_deref(), parent_snap.as_deref()).await,
+    };
     tracing::info!(
         "backing up {:?} as {id}: {source_desc} to {}",
         ds.name,

@@ -1,6 +1,13 @@
 //! A provider's part of a backup run: its [`Lane`] (dropped out or not), what it has been sent,
 //! and, when resuming, what it already held. [`ship`] encodes one shard once and uploads the
 //! same stored bytes to every lane, or, erasure-coded, each lane the piece placed on it.
+//!
+//! Progress tells the truth about each provider: an object counts as stored when its upload
+//! succeeded (bytes handed to rclone before that are only `sending`, see
+//! `progress::UploadMeter`), a failed one never; a shard counts as done for the backup once
+//! every provider still in the run has ended its upload, so the main rate is the upload rate
+//! of the slowest provider, not the source's read rate. Objects a resumed backup finds in
+//! place count as done, not in any rate.
 
 use super::encode::{encode_unhashed, Encoder, Payload};
 use super::BackupJob;
@@ -9,13 +16,11 @@ use crate::engine::lane::Lane;
 use crate::error::Interrupted;
 use crate::layout;
 use crate::manifest::{ErasureRecord, ShardRecord};
-use crate::progress::Progress;
-use crate::provider::ProgressFn;
+use crate::progress::{Progress, UploadMeter};
 use crate::state::Journal;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -43,15 +48,17 @@ impl BackupLane {
     }
 }
 
-/// One lane per provider; when resuming, each provider is listed once to see what it holds.
+/// One lane per provider, its drop reported to `progress`; when resuming, each provider is
+/// listed once to see what it holds.
 pub(super) async fn make_lanes(
     job: &BackupJob,
     dir: &str,
+    progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<BackupLane>> {
     let lanes = job.providers.iter().map(|p| async move {
         let lane = BackupLane {
-            lane: Lane::new(p.clone()),
+            lane: Lane::new(p.clone()).reporting_to(progress.clone()),
             uploaded: Mutex::default(),
             present: Listed::default(),
         };
@@ -174,6 +181,8 @@ pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
             (delivery, Some(enc))
         }
     };
+    let moved =
+        delivery.payload.is_some() && delivery.send_to.iter().any(|&i| !s.lanes[i].is_down());
     let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
         let send = delivery.send_to.contains(&i);
         upload(lane, s, &delivery, send)
@@ -198,6 +207,10 @@ pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
     if held < s.needed() {
         let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
         bail!("{}: {}", too_few(s, index, offset, held), why.join("; "));
+    }
+    match moved {
+        true => s.progress.advance(record.plain_len()),
+        false => s.progress.already_done(None, record.plain_len()),
     }
     Ok(record)
 }
@@ -234,7 +247,7 @@ async fn upload(lane: &BackupLane, s: &Shipping, d: &Delivery, send: bool) -> Re
         (Some(payload), true) => payload.part(placed.piece),
         _ => {
             lane.uploaded.lock().unwrap().insert(index);
-            s.progress.provider(lane.name(), placed.length);
+            s.progress.already_done(Some(lane.name()), placed.length);
             return Ok(true);
         }
     };
@@ -242,16 +255,17 @@ async fn upload(lane: &BackupLane, s: &Shipping, d: &Delivery, send: bool) -> Re
     // (`provider::Limit`); the memory bound is `shards_in_flight`, held by the caller.
     // An upload waiting for its turn (or retrying) ends when another shard's upload drops the
     // provider: it would only spend its own retries on a provider that is gone.
-    let on_sent = provider_progress(s.progress.clone(), lane.name());
-    let path = s.path(&placed);
+    let meter = UploadMeter::new(s.progress.clone(), lane.name());
+    let (path, length) = (s.path(&placed), bytes.len() as u64);
     let put = tokio::select! {
         biased;
         _ = lane.dropped() => return Err(lane.down_error()),
-        r = lane.provider.put(&path, bytes, Some(on_sent)) => r,
+        r = lane.provider.put(&path, bytes, Some(meter.on_sent())) => r,
     };
     match put {
         Ok(()) => {
             lane.uploaded.lock().unwrap().insert(index);
+            meter.stored(length);
             Ok(true)
         }
         Err(e) => {
@@ -259,17 +273,4 @@ async fn upload(lane: &BackupLane, s: &Shipping, d: &Delivery, send: bool) -> Re
             Err(e.to_string())
         }
     }
-}
-
-/// Reports an upload's cumulative byte count as increments; a retry's restart from zero does
-/// not count twice.
-fn provider_progress(progress: Arc<dyn Progress>, name: &str) -> ProgressFn {
-    let name = name.to_string();
-    let high = AtomicU64::new(0);
-    Arc::new(move |sent| {
-        let before = high.fetch_max(sent, Ordering::Relaxed);
-        if sent > before {
-            progress.provider(&name, sent - before);
-        }
-    })
 }

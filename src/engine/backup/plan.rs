@@ -100,6 +100,8 @@ pub struct NewBackup {
     pub id: BackupId,
     /// The parent of an incremental; `None` for a full backup.
     pub parent: Option<ParentRef>,
+    /// The stream size of the dataset's newest restorable backup, if any.
+    pub previous_bytes: Option<u64>,
 }
 
 /// Plans the run of `ds` at `now` from what `catalog` lists. `snapshot_present` answers
@@ -158,6 +160,10 @@ fn new_backup(
         Decision::Incremental => BackupKind::Incremental,
         _ => BackupKind::Full,
     };
+    let previous_bytes = catalog
+        .restorable(dataset)
+        .last()
+        .map(|(_, m)| m.total_bytes);
     let newest_listed = catalog
         .backups
         .keys()
@@ -170,6 +176,7 @@ fn new_backup(
             .filter(|_| kind == BackupKind::Incremental)
             .map(|l| l.parent),
         decision,
+        previous_bytes,
     }
 }
 
@@ -203,6 +210,7 @@ impl NewBackup {
                 .as_ref()
                 .map_or_else(Vec::new, |r| r.to_strings()),
             erasure: None,
+            previous_bytes: self.previous_bytes,
         }
     }
 }

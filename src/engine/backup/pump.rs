@@ -40,7 +40,6 @@ pub(super) async fn pump<R: AsyncRead + Unpin>(
         if len == 0 {
             break;
         }
-        shipping.progress.advance(len);
         let journaled = match job.resume.as_ref().and_then(|r| r.get(&index)) {
             Some(rec) => Some(check_recorded(job, rec, &data).await?),
             None => None,

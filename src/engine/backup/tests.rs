@@ -279,6 +279,7 @@ async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
         encoding: Default::default(),
         recipients: Vec::new(),
         erasure: None,
+        previous_bytes: None,
     };
     let mut j = job(dyns(&m), 1);
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
@@ -411,6 +412,7 @@ async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others
         encoding: Default::default(),
         recipients: Vec::new(),
         erasure: None,
+        previous_bytes: None,
     };
     // p0 takes every shard; `stuck` never finishes one, as a provider that lags behind.
     let mut j = job(vec![m[0].clone() as DynProvider, Arc::new(Stuck)], 1);

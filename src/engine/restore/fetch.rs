@@ -156,7 +156,10 @@ impl Fetcher {
     ) -> Fetcher {
         Fetcher {
             shared: Arc::new(Shared {
-                lanes: providers.into_iter().map(DownloadLane::new).collect(),
+                lanes: providers
+                    .into_iter()
+                    .map(|p| DownloadLane::new(p, progress.clone()))
+                    .collect(),
                 downloads_per_provider: concurrency.max(1),
                 progress,
             }),

@@ -3,8 +3,9 @@
 
 use crate::engine::lane::Lane;
 use crate::error::ProviderError;
+use crate::progress::Progress;
 use crate::provider::DynProvider;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -91,9 +92,10 @@ pub struct LaneReport {
 }
 
 impl DownloadLane {
-    pub fn new(provider: DynProvider) -> DownloadLane {
+    /// A lane whose drop from the run `progress` hears of.
+    pub fn new(provider: DynProvider, progress: Arc<dyn Progress>) -> DownloadLane {
         DownloadLane {
-            lane: Lane::new(provider),
+            lane: Lane::new(provider).reporting_to(progress),
             stats: Mutex::default(),
         }
     }

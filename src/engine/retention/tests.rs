@@ -68,6 +68,7 @@ fn unfinished(snapshot: &str) -> Unfinished {
         encoding: Default::default(),
         recipients: Vec::new(),
         erasure: None,
+        previous_bytes: None,
     }
 }
 

@@ -6,13 +6,12 @@ use crate::catalog::BackupKey;
 use crate::engine::confirm::{Listed, Mismatch};
 use crate::error::{Interrupted, ProviderError};
 use crate::layout::{self, MANIFEST};
-use crate::progress::Progress;
-use crate::provider::{DynProvider, ProgressFn};
+use crate::progress::{Progress, UploadMeter};
+use crate::provider::DynProvider;
 use anyhow::Result;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -238,19 +237,14 @@ pub(super) async fn upload(
     data: Bytes,
 ) -> Result<(), String> {
     let dst = run.provider(dest)?;
-    let progress = run.progress.clone();
-    let name = dest.to_string();
-    let high = AtomicU64::new(0);
-    let report: ProgressFn = Arc::new(move |sent| {
-        let before = high.fetch_max(sent, Ordering::Relaxed);
-        if sent > before {
-            progress.provider(&name, sent - before);
-        }
-    });
+    // Stored bytes count once the upload succeeded; until then they are only `sending`.
+    let meter = UploadMeter::new(run.progress.clone(), dest);
     debug_assert_eq!(data.len() as u64, job.length);
-    dst.put(path, data, Some(report))
+    dst.put(path, data, Some(meter.on_sent()))
         .await
-        .map_err(|e: ProviderError| e.to_string())
+        .map_err(|e: ProviderError| e.to_string())?;
+    meter.stored(job.length);
+    Ok(())
 }
 
 /// Downloads the shard from the first source whose bytes have the right length and SHA-256.

@@ -38,6 +38,7 @@ fn unfinished(encoding: Encoding, recipients: Vec<String>) -> Unfinished {
         encoding,
         recipients,
         erasure: None,
+        previous_bytes: None,
     }
 }
 

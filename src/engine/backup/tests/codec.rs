@@ -206,6 +206,7 @@ async fn first_run(
         encoding: codec.encoding(),
         recipients: Vec::new(),
         erasure: None,
+        previous_bytes: None,
     };
     let mut j = job(dyns(m), 1);
     j.codec = codec.clone();

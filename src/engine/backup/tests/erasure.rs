@@ -177,6 +177,7 @@ async fn lose_and_resume(
         encoding: codec.encoding(),
         recipients: Vec::new(),
         erasure: j.erasure.clone(),
+        previous_bytes: None,
     };
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
     let erasure_record = j.erasure.clone();
