@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Every host folder found on the providers.
 #[derive(Debug, Serialize)]
 pub struct HostsReport {
+    /// The `host` of this machine's config (`--host` included).
+    pub this_host: String,
     /// By host name.
     pub hosts: Vec<HostSummary>,
     /// Providers that could not be listed.
@@ -32,7 +34,7 @@ pub struct HostSummary {
 }
 
 /// Lists every provider's whole remote (in parallel) and summarizes it per host.
-pub async fn hosts(providers: &[DynProvider]) -> HostsReport {
+pub async fn hosts(providers: &[DynProvider], this_host: &str) -> HostsReport {
     let listings = futures::future::join_all(
         providers
             .iter()
@@ -51,6 +53,7 @@ pub async fn hosts(providers: &[DynProvider]) -> HostsReport {
         }
     }
     HostsReport {
+        this_host: this_host.to_string(),
         hosts: summarize(&ok),
         unreachable,
     }

@@ -99,7 +99,13 @@ async fn check_one(cfg: &Config, p: &ProviderConfig) -> Option<SetupProblem> {
         || std::env::var_os(format!("RCLONE_CONFIG_{}_TYPE", name.to_uppercase())).is_some();
     (!known).then(|| {
         let listed = if remotes.is_empty() {
-            "none".to_string()
+            // Most often the wrong (or a missing) config file: another user's, or $HOME
+            // not set under a service manager.
+            let file = match &cfg.rclone_config {
+                Some(c) => format!("{} (`rclone_config`)", c.display()),
+                None => "rclone's default (`rclone config file` shows which)".to_string(),
+            };
+            format!("none, so its config file may be missing or not the one you meant: {file}")
         } else {
             remotes.join(" ")
         };

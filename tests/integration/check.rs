@@ -39,9 +39,11 @@ fn check_passes_a_good_config_and_writes_nothing_that_stays() {
 
 #[test]
 fn an_unknown_rclone_remote_is_exit_two_naming_the_file_and_nothing_is_uploaded() {
-    let env = env_with_bad(|env| {
+    let mut env = env_with_bad(|env| {
         env.provider("bad", "nosuchremote:bucket/offsite");
     });
+    let no_config = env.path().join("no-rclone.conf");
+    env.var("RCLONE_CONFIG", &no_config.display().to_string());
     let out = env.offsite(&["check"]);
     out.assert_exit(2);
     let t = text(&out);
@@ -49,6 +51,8 @@ fn an_unknown_rclone_remote_is_exit_two_naming_the_file_and_nothing_is_uploaded(
         t.contains("bad.toml") && t.contains("not in rclone's config"),
         "{t}"
     );
+    // rclone listing no remote at all points at its config file.
+    assert!(t.contains("config file may be missing"), "{t}");
 
     let out = env.offsite(&["backup", "--once"]);
     out.assert_exit(2);

@@ -127,14 +127,18 @@ fn hosts_and_list_all_hosts_show_whose_backups_each_provider_holds() {
             .lines()
             .find(|l| l.starts_with("laptop"))
             .expect("laptop");
-        assert!(laptop.ends_with("p2"), "{laptop}");
+        assert!(
+            laptop.ends_with("p2") && !laptop.contains("(this host)"),
+            "{laptop}"
+        );
         let me = text.lines().find(|l| l.starts_with(HOST)).expect(HOST);
-        assert!(me.ends_with("p1,p2"), "{me}");
+        assert!(me.ends_with("p1,p2") && me.contains("(this host)"), "{me}");
         assert!(text.contains("offsite --host"), "{text}");
     }
     let json = env.offsite(&["--json", "hosts"]).assert_exit(0).json();
     let hosts = json["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 2, "{json}");
+    assert_eq!(json["this_host"], HOST);
     assert_eq!(hosts[0]["host"], "laptop");
     assert_eq!(hosts[0]["datasets"][0], DS);
     assert_eq!(hosts[0]["backups"], 1);
