@@ -11,7 +11,8 @@
 #   peer: rclone copyto   `rclone copyto STREAM DIR/x` to each directory in turn
 #   offsite restore       `offsite restore --output /dev/null`, then `--output FILE`
 #   peer: rclone cat      `rclone cat` of every shard of one provider in sequence, to /dev/null
-#                         and to FILE (the target: offsite restore no slower than this)
+#                         and to FILE, then `sync FILE` (offsite fsyncs a restored file too);
+#                         the target: offsite restore no slower than this
 # CPU is user + system seconds of the tool and the children it waited for (offsite's rclone
 # processes included), per GiB of stream. The restored file is compared with the stream once.
 #
@@ -35,12 +36,15 @@ peer_copy() {
     for d; do rclone --config "$conf" copyto "$stream" "$d/peer.bin"; done
 }
 
-# peer_cat RCLONE_CONF DIR OUT : `rclone cat` of every shard under DIR, in order, into OUT.
+# peer_cat RCLONE_CONF DIR OUT : `rclone cat` of every shard under DIR, in order, into OUT;
+# then `sync OUT` (fsync) for a regular file: offsite's restore ends with one, a restore that
+# says "done" is on disk.
 peer_cat() {
     local conf=$1 dir=$2 out=$3 f
     while read -r f; do
         rclone --config "$conf" cat "$f"
     done < <(find "$dir" -name 's*' -type f | sort) >"$out"
+    if [[ -f $out ]]; then sync "$out"; fi
 }
 
 case ${1:-} in
@@ -146,4 +150,4 @@ row peer-copyto "rclone copyto x3" peer-copyto
 row offsite-restore-null "offsite restore > /dev/null" peer-cat-null
 row peer-cat-null "rclone cat shards > /dev/null" peer-cat-null
 row offsite-restore-file "offsite restore --output FILE" peer-cat-file
-row peer-cat-file "rclone cat shards > FILE" peer-cat-file
+row peer-cat-file "rclone cat shards > FILE; sync FILE" peer-cat-file

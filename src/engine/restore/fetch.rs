@@ -14,9 +14,11 @@
 //!   bytes are right but do not decode to the recorded plaintext, nothing from that shard on is
 //!   written and the error names the shard and every provider with why it could not serve it.
 //! - Shards are fetched in pieces spread over every provider that holds them. A piece is sized
-//!   to take about [`PIECE_SECS`] at the providers' mean measured rate ([`PIECE_SIZE`] before
-//!   anything is measured; a fixed size with [`Fetcher::with_piece_size`]): long against
-//!   rclone's start-up, short enough to share a shard out; fast providers get whole shards.
+//!   to take up to [`PIECE_SECS_MAX`] at the providers' mean measured rate while much of the
+//!   stream is left, shrinking to [`PIECE_SECS`] near its end ([`PIECE_SIZE`] before anything
+//!   is measured; a fixed size with [`Fetcher::with_piece_size`]): long against rclone's
+//!   start-up, short enough at the end to keep every provider busy; fast providers (local
+//!   disks) get whole shards.
 //!   Pieces are planned earliest first, each on the provider expected to finish it first (its
 //!   backlog plus the piece, over its measured rate), with `concurrency` downloads per
 //!   provider. So every provider stays busy, a fast provider takes more pieces, one shard comes
@@ -68,8 +70,14 @@ use tokio_util::sync::CancellationToken;
 /// The size of the pieces a shard is fetched in before the providers' rates are measured.
 pub const PIECE_SIZE: u64 = 16 << 20;
 
-/// How long a piece should take at the providers' mean rate.
+/// How long a piece should take at the providers' mean rate, at the end of a stream.
 pub const PIECE_SECS: f64 = 0.3;
+
+/// How long a piece may take while much of the stream is left (see [`Fetcher::piece_size`]).
+pub const PIECE_SECS_MAX: f64 = 1.0;
+
+/// Pieces are cut so that what is left takes about this many pieces' time.
+const PIECES_LEFT: f64 = 4.0;
 
 /// No good copy of a shard on any provider.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -193,9 +201,13 @@ impl Fetcher {
         self
     }
 
-    /// The piece size for a shard of `len` bytes: fixed, or `len` cut into pieces of equal
-    /// size that take about [`PIECE_SECS`] each at the mean rate of the providers measured.
-    fn piece_size(&self, len: u64) -> u64 {
+    /// The piece size for a shard of `len` bytes, `left` bytes of the stream (this shard's
+    /// included) still to be admitted: fixed, or `len` cut into pieces of equal size that take
+    /// about [`PIECE_SECS`] each at the providers' mean rate near the end of the stream, and up
+    /// to [`PIECE_SECS_MAX`] while much is left. Every piece costs an rclone start (about 50
+    /// ms of CPU, far more on a busy NAS; local disks pay it for nothing); small pieces pay off
+    /// only at the end, where they keep every provider busy until the last byte.
+    fn piece_size(&self, len: u64, left: u64) -> u64 {
         if let Some(fixed) = self.piece_size {
             return fixed;
         }
@@ -207,9 +219,16 @@ impl Fetcher {
             .collect();
         let target = match rates.len() {
             0 => self.first_piece_size as f64,
-            n => rates.iter().sum::<f64>() / n as f64 * PIECE_SECS,
+            n => {
+                let total: f64 = rates.iter().sum();
+                let secs = (left as f64 / total / PIECES_LEFT).clamp(PIECE_SECS, PIECE_SECS_MAX);
+                total / n as f64 * secs
+            }
         };
-        let count = (len as f64 / target).round().max(1.0) as u64;
+        // Enough pieces in the window of shards for every download slot to have one.
+        let slots = (self.shared.lanes.len() * self.shared.downloads_per_provider) as u64;
+        let least = slots.div_ceil(self.shards_in_flight.max(1) as u64);
+        let count = ((len as f64 / target).round() as u64).max(least).max(1);
         len.div_ceil(count).max(1)
     }
 
@@ -246,6 +265,7 @@ impl Fetcher {
             id,
             dir,
             shards: BTreeMap::new(),
+            left: link.manifest.shards.iter().map(|s| s.length).sum(),
             next_admit: 0,
             next_send: 0,
             failed: false,

@@ -26,6 +26,8 @@ pub(super) struct LinkFetch<'a> {
     pub(super) dir: String,
     /// Admitted shards not yet handed to the writer, by index.
     pub(super) shards: BTreeMap<usize, Shard>,
+    /// Stored bytes of the shards not admitted yet.
+    pub(super) left: u64,
     pub(super) next_admit: usize,
     pub(super) next_send: usize,
     /// A shard has no good copy: nothing after it is admitted.
@@ -137,7 +139,8 @@ impl LinkFetch<'_> {
         let i = self.next_admit;
         let rec = &self.link.manifest.shards[i];
         let job = self.fetcher.wanted(self.link, &self.id, &self.dir, rec);
-        let piece_size = self.fetcher.piece_size(rec.length);
+        let piece_size = self.fetcher.piece_size(rec.length, self.left);
+        self.left = self.left.saturating_sub(rec.length);
         let mut shard = Shard::new(job, permit, piece_size);
         shard.check_left();
         self.failed |= matches!(shard.state, State::Failed(_));
