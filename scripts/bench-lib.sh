@@ -38,6 +38,18 @@ toml_str() {
 
 now() { date +%s.%N; }
 
+# write_providers CONFDIR REMOTE... : CONFDIR/providers.d/p1.toml, p2.toml, ... with those
+# remotes, priorities 1, 2, ...
+write_providers() {
+    local dir=$1 n=0 r
+    shift
+    mkdir -p "$dir/providers.d"
+    for r; do
+        n=$((n + 1))
+        printf 'remote = %s\npriority = %d\n' "$(toml_str "$r")" "$n" >"$dir/providers.d/p$n.toml"
+    done
+}
+
 # Total size of the regular files under each directory given, one line per directory.
 dir_bytes() {
     local d

@@ -70,12 +70,8 @@ OFFSITE_ARGS=(--config "$CONF/offsite.toml" --no-progress)
 SELF=$(realpath "${BASH_SOURCE[0]}")
 
 write_config() {
-    local n=0 d
-    mkdir -p "$CONF/providers.d" "${DIRS[@]}"
-    for d in "${DIRS[@]}"; do
-        n=$((n + 1))
-        printf 'remote = %s\npriority = %d\n' "$(toml_str "$d")" "$n" >"$CONF/providers.d/p$n.toml"
-    done
+    mkdir -p "${DIRS[@]}"
+    write_providers "$CONF" "${DIRS[@]}"
     cat >"$CONF/offsite.toml" <<EOF
 host = "bench"
 state_dir = $(toml_str "$WORK/state")

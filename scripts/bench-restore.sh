@@ -42,13 +42,9 @@ ROWS=() # "tool|bytes|seconds|rss MiB|note"
 
 # config DIR REMOTE... : an offsite config in DIR with providers p1.. at the remotes given.
 config() {
-    local dir=$1 n=0 r
+    local dir=$1
     shift
-    mkdir -p "$dir/providers.d"
-    for r; do
-        n=$((n + 1))
-        printf 'remote = %s\npriority = %d\n' "$(toml_str "$r")" "$n" >"$dir/providers.d/p$n.toml"
-    done
+    write_providers "$dir" "$@"
     cat >"$dir/offsite.toml" <<EOF
 host = "bench"
 state_dir = $(toml_str "$dir/state")

@@ -17,6 +17,34 @@
 //! - No rate until something moved, and no ETA without a rate and an expected total.
 //! - A provider that is retrying or was dropped from the run says so ([`ProviderState`]).
 
+/// The [`Progress`] methods that only record figures, for a renderer holding a [`Tally`] in
+/// its field `tally`: the log lines and the bars differ only in `begin` and `finish`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! figures_go_to_the_tally {
+    () => {
+        fn advance(&self, bytes: u64) {
+            self.tally.advance(bytes);
+        }
+
+        fn already_done(&self, provider: Option<&str>, bytes: u64) {
+            self.tally.already_done(provider, bytes);
+        }
+
+        fn provider(&self, provider: &str, bytes: u64) {
+            self.tally.provider(provider, bytes);
+        }
+
+        fn sending(&self, provider: &str, delta: i64) {
+            self.tally.sending(provider, delta);
+        }
+
+        fn provider_state(&self, provider: &str, state: $crate::progress::ProviderState) {
+            self.tally.state(provider, state);
+        }
+    };
+}
+
 mod log;
 mod tally;
 

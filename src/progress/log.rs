@@ -4,7 +4,7 @@
 //! `$OFFSITE_PROGRESS_INTERVAL`) changes it, and `0` leaves only what the commands log
 //! themselves (their closing summary stays either way).
 
-use super::{Progress, ProviderState, Tally};
+use super::{Progress, Tally};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,25 +61,7 @@ impl Progress for LogProgress {
         }
     }
 
-    fn advance(&self, bytes: u64) {
-        self.tally.advance(bytes);
-    }
-
-    fn already_done(&self, provider: Option<&str>, bytes: u64) {
-        self.tally.already_done(provider, bytes);
-    }
-
-    fn provider(&self, provider: &str, bytes: u64) {
-        self.tally.provider(provider, bytes);
-    }
-
-    fn sending(&self, provider: &str, delta: i64) {
-        self.tally.sending(provider, delta);
-    }
-
-    fn provider_state(&self, provider: &str, state: ProviderState) {
-        self.tally.state(provider, state);
-    }
+    crate::figures_go_to_the_tally!();
 
     fn finish(&self) {
         if let Some(h) = self.ticker.lock().unwrap().take() {

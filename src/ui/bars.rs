@@ -10,9 +10,7 @@
 //! ```
 
 use crate::config::units::human_bytes;
-use crate::progress::{
-    per_second, short_duration, LaneView, Progress, ProviderState, Snapshot, Tally,
-};
+use crate::progress::{per_second, short_duration, LaneView, Progress, Snapshot, Tally};
 use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,25 +74,7 @@ impl Progress for Bars {
         *self.bars.lock().unwrap() = bars;
     }
 
-    fn advance(&self, bytes: u64) {
-        self.tally.advance(bytes);
-    }
-
-    fn already_done(&self, provider: Option<&str>, bytes: u64) {
-        self.tally.already_done(provider, bytes);
-    }
-
-    fn provider(&self, provider: &str, bytes: u64) {
-        self.tally.provider(provider, bytes);
-    }
-
-    fn sending(&self, provider: &str, delta: i64) {
-        self.tally.sending(provider, delta);
-    }
-
-    fn provider_state(&self, provider: &str, state: ProviderState) {
-        self.tally.state(provider, state);
-    }
+    crate::figures_go_to_the_tally!();
 
     fn finish(&self) {
         for b in self.bars.lock().unwrap().drain(..) {

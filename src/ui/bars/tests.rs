@@ -1,4 +1,5 @@
 use super::*;
+use crate::progress::ProviderState;
 
 const GIB: u64 = 1 << 30;
 
