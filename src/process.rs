@@ -116,6 +116,9 @@ pub struct Logged {
     pub label: String,
     pub forward: bool,
     pub noise: fn(&str) -> bool,
+    /// Every stderr line is also sent here while someone listens (a daemon's start-up line
+    /// names its address); lines sent after the receiver is dropped are only logged.
+    pub tap: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// The guard of a child's process group (see the module doc): a shell that kills the group
@@ -245,6 +248,11 @@ impl ChildProc {
         self.child.stdout.take()
     }
 
+    /// Whether the child has ended (it is then reaped).
+    pub fn has_exited(&mut self) -> bool {
+        self.done || matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
+    }
+
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.child.stdin.take()
     }
@@ -353,6 +361,9 @@ async fn drain_stderr(
     let mut buf = [0u8; 4096];
     let keep = |line: &mut Vec<u8>, tail: &mut Vec<u8>| {
         let text = String::from_utf8_lossy(line);
+        if let Some(tap) = log.as_ref().and_then(|l| l.tap.as_ref()) {
+            let _ = tap.send(text.trim_end().to_string());
+        }
         let noise = log.as_ref().is_some_and(|l| (l.noise)(&text));
         if !noise {
             if let (Some(l), Some(label)) = (&log, &label) {

@@ -1,5 +1,5 @@
 //! Debugging a run: `-v` shows every rclone command line (secrets masked) with its exit and
-//! duration, rclone's config-file notice never reaches the user, the final error is printed
+//! duration, and every call to a provider's rclone daemon with its outcome and duration; rclone's config-file notice never reaches the user, the final error is printed
 //! whatever the log filter, journald gets priorities, `-q` leaves only what `--json` asked
 //! for, `hosts` says whose backups the providers hold, and `list` and `status` use one word
 //! for one state.
@@ -17,7 +17,11 @@ fn verbose_shows_each_rclone_command_line_redacted_with_exit_and_duration() {
         toml::Value::Array(vec!["--webdav-pass=PLANTEDSECRET9".into()]),
     );
     env.var("RCLONE_CONFIG", "/nonexistent/rclone.conf");
-    let out = env.offsite(&["-v", "backup", "--once"]);
+    // One rclone per operation: each command line, with its exit.
+    let out = env.offsite_env(
+        &["-v", "backup", "--once"],
+        &[("OFFSITE_RCLONE_DAEMON", "0")],
+    );
     out.assert_exit(0);
     let err = out.stderr_text();
     let line = err
@@ -29,6 +33,28 @@ fn verbose_shows_each_rclone_command_line_redacted_with_exit_and_duration() {
         "{line}"
     );
     assert!(line.contains(": exit 0 after "), "{line}");
+    assert!(!err.contains("PLANTEDSECRET9"), "{err}");
+    assert!(!err.contains("NOTICE: Config file"), "{err}");
+
+    // The daemon (the default): its command line once, then each call.
+    let out = env.offsite(&["-v", "backup", "--once"]);
+    out.assert_exit(0);
+    let err = out.stderr_text();
+    let line = err
+        .lines()
+        .find(|l| l.contains("provider p2: rclone") && l.contains(" rcd: listening after "))
+        .unwrap_or_else(|| panic!("no rcd line for p2:\n{err}"));
+    assert!(
+        line.contains("--webdav-pass") && line.contains("***"),
+        "{line}"
+    );
+    assert!(
+        err.lines().any(
+            |l| l.contains("provider p2: rclone rc operations/uploadfile ")
+                && l.contains(": ok after ")
+        ),
+        "{err}"
+    );
     assert!(!err.contains("PLANTEDSECRET9"), "{err}");
     assert!(!err.contains("NOTICE: Config file"), "{err}");
 

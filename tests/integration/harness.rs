@@ -174,11 +174,14 @@ impl Env {
     }
 
     /// Uses `tests/mock_rclone` (passing through to the real rclone) with its log at
-    /// [`Env::mock_log`] and its rules at `mock.rules` (see [`Env::mock_rules`]).
+    /// [`Env::mock_log`] and its rules at `mock.rules` (see [`Env::mock_rules`]). The mock
+    /// sees and faults one rclone per operation, so offsite runs without its rclone daemon
+    /// (`OFFSITE_RCLONE_DAEMON=0`).
     pub fn use_mock_rclone(&mut self) -> &mut Self {
         let dir = self.path().to_path_buf();
         let real = real_rclone().display().to_string();
-        self.var("MOCK_RCLONE_REAL", &real)
+        self.var("OFFSITE_RCLONE_DAEMON", "0")
+            .var("MOCK_RCLONE_REAL", &real)
             .var(
                 "MOCK_RCLONE_LOG",
                 &dir.join("mock.log").display().to_string(),

@@ -1,7 +1,8 @@
 //! Signals, pipes, PID 1 and child processes, through the real binary: SIGHUP stops cleanly
 //! like SIGTERM; a second SIGINT ends the run at once; Ctrl-C reaches hung provider listings
 //! and hung local tools; a closed stdout is no error; offsite as PID 1 starts its children;
-//! `kill -9` leaves no process of a `command` source behind, grandchildren included.
+//! `kill -9` leaves no process of a `command` source behind, grandchildren included, nor a
+//! provider's rclone daemon; a daemon that dies mid-run is started again.
 //!
 //! Every step waits for an observable event (a process appearing or going away, a line in the
 //! mock's log), never for the clock.
@@ -209,8 +210,52 @@ fn kill_9_leaves_no_process_of_a_command_source() {
     let env = command_source(1, 12, "cat {src}; sleep 1002 | cat; sleep 1003");
     let run = env.spawn_offsite(&["backup", "--once"]);
     wait_until_running(&env, &run, "sleep 1002");
+    // The provider's rclone daemon answered the listing that opens every backup.
+    assert!(running(&env, " rcd "), "{:?}", env.leftover_processes());
     signal(run.pid(), libc::SIGKILL);
     let out = run.wait();
     assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn a_provider_daemon_killed_mid_run_is_started_again_and_the_backup_completes() {
+    let flag = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let go = flag.with_extension("go");
+    let env = command_source(
+        2,
+        13,
+        &format!(
+            "until [ -e {} ]; do sleep 0.05; done; cat {{src}}",
+            go.display()
+        ),
+    );
+    let run = env.spawn_offsite(&["-v", "backup", "--once"]);
+    // The source starts after the listing that opens every backup: the daemons answered it.
+    wait_until_running(&env, &run, "until [ -e");
+    assert!(running(&env, " rcd "), "{:?}", env.leftover_processes());
+    for (pid, _) in env
+        .leftover_processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(" rcd "))
+    {
+        signal(pid, libc::SIGKILL);
+    }
+    wait_for("the daemons to end", WAIT, || !running(&env, " rcd "));
+    std::fs::write(&go, b"").unwrap();
+    let out = run.wait();
+    let _ = std::fs::remove_file(&go);
+    out.assert_exit(0);
+    let err = out.stderr_text();
+    let starts = err
+        .lines()
+        .filter(|l| l.contains(" rcd: listening after "))
+        .count();
+    assert!(starts >= 4, "each provider's daemon started again:\n{err}");
+    let restored = env.path().join("restored.bin");
+    env.offsite(&["restore", DS, "--output", restored.to_str().unwrap()])
+        .assert_exit(0);
+    let src = std::fs::read(env.path().join("src.bin")).unwrap();
+    assert_same_bytes("restore", &std::fs::read(&restored).unwrap(), &src);
     assert_nothing_left(&env);
 }

@@ -54,12 +54,23 @@ fn in_memory(p: DynProvider) -> Subject {
     }
 }
 
-/// rclone on a local directory, listing hashes (the local backend computes them).
+/// rclone on a local directory, listing hashes (the local backend computes them), driven
+/// through its daemon (`rclone rcd`).
 pub async fn rclone_local() -> Subject {
+    local(|p| p)
+}
+
+/// [`rclone_local`] with one rclone per operation (`$OFFSITE_RCLONE_DAEMON=0`).
+pub async fn rclone_local_per_operation() -> Subject {
+    local(RcloneProvider::without_daemon)
+}
+
+fn local(how: fn(RcloneProvider) -> RcloneProvider) -> Subject {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().display().to_string();
     let p =
         RcloneProvider::from_parts(&rclone(), None, &provider_config(&root, ListHashes::Always));
+    let p = how(p);
     Subject {
         p: Arc::new(p),
         root,
@@ -87,9 +98,19 @@ pub async fn stack_over_rclone_local() -> Subject {
 /// rclone on a WebDAV server on 127.0.0.1, a backend reached over the network that lists no
 /// hashes (`list_hashes = "auto"` finds that out).
 pub async fn rclone_webdav() -> Subject {
+    webdav(|p| p)
+}
+
+/// [`rclone_webdav`] with one rclone per operation (`$OFFSITE_RCLONE_DAEMON=0`).
+pub async fn rclone_webdav_per_operation() -> Subject {
+    webdav(RcloneProvider::without_daemon)
+}
+
+fn webdav(how: fn(RcloneProvider) -> RcloneProvider) -> Subject {
     let server = WebdavServer::start();
     let root = server.remote();
     let p = RcloneProvider::from_parts(&rclone(), None, &provider_config(&root, ListHashes::Auto));
+    let p = how(p);
     Subject {
         p: Arc::new(p),
         root,
