@@ -16,8 +16,12 @@
 # RSS <= shards_in_flight x shard_size + 64 MiB whatever the stream's length (BENCH_MEM=1 adds
 # a 4 GiB row, restored from the local directories).
 #
-# Environment: BENCH_BYTES, BENCH_MEM=1, BENCH_DIR (work dir parent), BENCH_KEEP=1, OFFSITE,
-# BENCH_OFFSITE_TOML (extra top-level offsite.toml lines, e.g. 'shards_in_flight = 8').
+# BENCH_HOG=N runs N CPU hogs (`sha256sum /dev/zero`) beside the restore and the peer, as on a
+# small NAS with other work to do (target then: offsite <= 1.5 x the striped limit, and never
+# slower than the peer).
+#
+# Environment: BENCH_BYTES, BENCH_MEM=1, BENCH_HOG=N, BENCH_DIR (work dir parent), BENCH_KEEP=1,
+# OFFSITE, BENCH_OFFSITE_TOML (extra top-level offsite.toml lines, e.g. 'shards_in_flight = 8').
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +36,13 @@ source "$REPO/scripts/bench-lib.sh"
 [[ -x /usr/bin/time ]] || die "GNU time is missing: apt-get install time"
 BYTES=$(parse_size "${BENCH_BYTES:-1GiB}")
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/offsite-bench-restore.XXXXXX")
+HOGS=()
+stop_hogs() {
+    ((${#HOGS[@]} == 0)) || kill "${HOGS[@]}" 2>/dev/null || true
+    HOGS=()
+}
 cleanup() {
+    stop_hogs
     stop_servers
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -92,6 +102,11 @@ main() {
         log "webdav server $n: $URL at ${LIMITS[n]} MiB/s"
     done
     config "$WORK/wan" "${remotes[@]}"
+    for ((n = 0; n < ${BENCH_HOG:-0}; n++)); do
+        sha256sum /dev/zero &
+        HOGS+=($!)
+    done
+    ((${#HOGS[@]} == 0)) || log "${#HOGS[@]} CPU hog(s) running beside the restore and the peer"
     restore_row "offsite restore, striped over 3" "$WORK/wan" "$BYTES"
 
     id=$(basename "$(find "${dirs[2]}/bench/stream" -mindepth 1 -maxdepth 1 -type d)")
@@ -100,6 +115,7 @@ main() {
     local note=ok
     [[ $(cat "$WORK/peer.bytes") == "$BYTES" ]] || note="read $(cat "$WORK/peer.bytes") bytes"
     ROWS+=("peer: rclone cat, fastest provider|$BYTES|$SECS|$RSS|$note")
+    stop_hogs
 
     if [[ ${BENCH_MEM:-0} == 1 ]]; then
         stop_servers
@@ -117,8 +133,8 @@ print_table() {
     local striped single row tool bytes secs rss note
     striped=$(awk -v b="$BYTES" 'BEGIN { printf "%.2f", b / 2^20 / 180 }')
     single=$(awk -v b="$BYTES" 'BEGIN { printf "%.2f", b / 2^20 / 80 }')
-    printf '\noffsite restore vs. rclone cat: %s, 64 MiB shards, %s, %s, %d CPUs\n\n' \
-        "$(human "$BYTES")" "$(date +%F)" "$(rclone version | head -1)" "$(nproc)"
+    printf '\noffsite restore vs. rclone cat: %s, 64 MiB shards, %s, %s, %d CPUs, %d CPU hog(s)\n\n' \
+        "$(human "$BYTES")" "$(date +%F)" "$(rclone version | head -1)" "$(nproc)" "${BENCH_HOG:-0}"
     printf '| tool | bytes | seconds | MiB/s | x striped limit | peak RSS MiB | note |\n'
     printf '|---|---:|---:|---:|---:|---:|---|\n'
     printf '| limit: bytes / (40+60+80) MiB/s | %s | %s | 180 | 1.00 | - | |\n' "$(human "$BYTES")" "$striped"

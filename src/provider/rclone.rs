@@ -63,6 +63,11 @@ struct Backend {
 /// the daemon.
 const LOCAL_RCAT_FROM: usize = 32 << 20;
 
+/// Below this size (rclone's default `--streaming-upload-cutoff`) rclone reads an rc upload
+/// into memory and sends it with its size known, on every backend: manifests and probes go
+/// through the daemon even where shards cannot.
+const SMALL_UPLOAD: usize = 100 << 10;
+
 /// The backends whose streaming upload (`PutStream`) neither spools to disk nor holds large
 /// chunks in memory: local and sftp write as they read, s3 buffers one 5 MiB part per upload
 /// thread, webdav streams where rclone says it can. Others (b2 buffers 96 MiB parts) use
@@ -306,7 +311,7 @@ impl RcloneProvider {
             if let Some(d) = self.daemon("upload", path).await? {
                 let backend = self.backend().await;
                 let big_local = backend.local && data.len() >= LOCAL_RCAT_FROM;
-                if backend.streams_uploads && !big_local {
+                if data.len() < SMALL_UPLOAD || (backend.streams_uploads && !big_local) {
                     // Where hashes cost a read-back (local, sftp), rclone skips its own
                     // compare: offsite checks the size from a listing, the hash on restore.
                     let config = serde_json::json!({ "IgnoreChecksum": backend.slow_hash });
