@@ -99,6 +99,9 @@ pub struct ProviderConfig {
     pub flags: Vec<String>,
     /// Whether the listings of `status` and plain `sync` ask for MD5/SHA-1.
     pub list_hashes: ListHashes,
+    /// `max_object_size`: the largest object the provider takes (a plan's upload limit);
+    /// `backup` refuses a dataset whose stored shards or pieces could be larger.
+    pub max_object_size: Option<u64>,
 }
 
 /// A provider's `list_hashes` key: whether `status` and plain `sync` list the backend's

@@ -46,6 +46,12 @@ pub(super) fn load(dir: &Path) -> Result<Vec<ProviderConfig>, ConfigError> {
             bwlimit: raw.bwlimit,
             flags: raw.flags.unwrap_or_default(),
             list_hashes: list_hashes(&file, raw.list_hashes)?,
+            max_object_size: (raw.max_object_size.as_ref())
+                .map(|s| {
+                    super::units::parse_size(s.get_ref())
+                        .map_err(|e| file.err(s.span(), format!("max_object_size: {e}")))
+                })
+                .transpose()?,
         });
     }
     out.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));

@@ -74,4 +74,5 @@ pub(super) struct RawProvider {
     pub bwlimit: Option<String>,
     pub flags: Option<Vec<String>>,
     pub list_hashes: Option<Spanned<toml::Value>>,
+    pub max_object_size: Option<Spanned<String>>,
 }

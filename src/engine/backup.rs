@@ -38,6 +38,7 @@ pub mod dataset;
 pub mod dry_run;
 mod encode;
 mod lanes;
+pub mod limits;
 pub mod plan;
 mod pump;
 mod resume;

@@ -197,3 +197,46 @@ fn dataset_name_too_long_once_encoded() {
         &["is too long", "298 bytes", "choose a shorter dataset name"],
     );
 }
+
+#[test]
+fn a_max_object_size_that_does_not_parse_is_refused_with_its_line() {
+    let mut env = valid_env();
+    env.provider_set("p2", "max_object_size", "lots");
+    let file = env.providers_dir().join("p2.toml");
+    let line = line_of(&file, "max_object_size");
+    assert_rejected(&env, &file, line, &["max_object_size", "64MiB"]);
+}
+
+/// A provider whose `max_object_size` is below the dataset's largest stored object refuses
+/// the backup before anything is read or uploaded, naming the provider and what to change;
+/// `--dry-run` says the same. Erasure pieces (a shard / k) are what must fit, so 2+1 fits
+/// where mirroring does not.
+#[test]
+fn a_shard_larger_than_a_provider_takes_is_refused_before_the_backup() {
+    let mut env = valid_env();
+    // 1 MiB shards, stored plain: the largest object is 1 MiB.
+    env.set("compression", "none");
+    env.provider_set("p2", "max_object_size", "768KiB");
+    for args in [
+        &["backup", "--once"][..],
+        &["backup", "--once", "--dry-run"],
+    ] {
+        let err = env.offsite(args).assert_exit(2).stderr_text();
+        let file = env.providers_dir().join("p2.toml");
+        for hint in [
+            &file.display().to_string()[..],
+            "its max_object_size takes objects up to 768.0 KiB",
+            "dataset \"d\" stores objects of up to 1.0 MiB",
+            "lower shard_size",
+        ] {
+            assert!(err.contains(hint), "expected {hint:?} in:\n{err}");
+        }
+        assert!(!env.path().join("remotes").exists(), "a remote was touched");
+    }
+
+    let mut env = Env::new(3);
+    env.command_dataset("d", "echo hello");
+    env.set("compression", "none").set("erasure", "2+1");
+    env.provider_set("p2", "max_object_size", "768KiB");
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+}

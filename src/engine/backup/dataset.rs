@@ -57,6 +57,7 @@ pub async fn back_up_dataset(
     let (cfg, ds) = (run.cfg, run.dataset);
     snapshots::check_send_flags(ds).await?;
     cfg.check_erasure(ds)?;
+    super::limits::check(cfg, ds)?;
     let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
     let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
     if req.restart {

@@ -74,6 +74,7 @@ pub async fn plan_dataset(run: DatasetRun<'_>, req: BackupRequest) -> Result<Dat
     let (cfg, ds) = (run.cfg, run.dataset);
     snapshots::check_send_flags(ds).await?;
     cfg.check_erasure(ds)?;
+    super::limits::check(cfg, ds)?;
     let mut out = DatasetPlan {
         dataset: ds.name.clone(),
         action: "not_due",

@@ -132,6 +132,7 @@ fn provider_config(remote: &str, list_hashes: ListHashes) -> ProviderConfig {
         bwlimit: None,
         flags: vec![],
         list_hashes,
+        max_object_size: None,
     }
 }
 

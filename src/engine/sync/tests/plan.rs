@@ -83,6 +83,7 @@ fn remote_names_decide_server_side_copies() {
         bwlimit: None,
         flags: flags.iter().map(|s| s.to_string()).collect(),
         list_hashes: crate::config::ListHashes::Never,
+        max_object_size: None,
     };
     let opts = Options {
         host: HOST.into(),
