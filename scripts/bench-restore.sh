@@ -60,6 +60,8 @@ host = "bench"
 state_dir = $(toml_str "$dir/state")
 rclone_config = $(toml_str "$WORK/rclone.conf")
 shard_size = "64MiB"
+# The peers store the bytes as they are: so does offsite here (zstd is bench-codec.sh's).
+compression = "none"
 ${BENCH_OFFSITE_TOML:-}
 
 [[dataset]]

@@ -62,13 +62,16 @@ host = "bench"
 state_dir = $(toml_str "$WORK/state")
 rclone = $(toml_str "$MOCK")
 shard_size = $2
+# Stored shards are the stream's bytes, so the checks can concatenate them.
+compression = "none"
 
 [[dataset]]
 name = "stream"
 command = $(toml_str "cat $(printf '%q' "$1")")
 EOF
-    export MOCK_RCLONE_REAL MOCK_RCLONE_LOG=$WORK/mock.log MOCK_RCLONE_RULES=$WORK/mock.rules \
-        MOCK_RCLONE_STATE=$WORK/mock.state
+    # The mock hangs and logs one rclone per operation: no rclone daemon.
+    export OFFSITE_RCLONE_DAEMON=0 MOCK_RCLONE_REAL MOCK_RCLONE_LOG=$WORK/mock.log \
+        MOCK_RCLONE_RULES=$WORK/mock.rules MOCK_RCLONE_STATE=$WORK/mock.state
     MOCK_RCLONE_REAL=$(command -v rclone)
 }
 

@@ -70,6 +70,8 @@ state_dir = $(toml_str "$dir/state")
 rclone = $(toml_str "$MOCK")
 rclone_config = $(toml_str "$conf")
 shard_size = $(toml_str "$shard")
+# Stored shards are the stream's bytes, so the checks below can compare them with it.
+compression = "none"
 
 [[dataset]]
 name = "stream"
@@ -81,7 +83,8 @@ EOF
 offsite_run() {
     local dir=$1 name=$2
     shift 2
-    MOCK_RCLONE_REAL=$(command -v rclone) MOCK_RCLONE_LOG=$dir/$name.rclone \
+    # The mock logs one rclone per operation: no rclone daemon.
+    OFFSITE_RCLONE_DAEMON=0 MOCK_RCLONE_REAL=$(command -v rclone) MOCK_RCLONE_LOG=$dir/$name.rclone \
         "$OFFSITE" --config "$dir/offsite.toml" --no-progress "$@" >"$dir/$name.out" 2>"$dir/$name.err" ||
         die "offsite $* failed ($?): $(tail -5 "$dir/$name.err")"
 }
