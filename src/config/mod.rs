@@ -24,6 +24,8 @@ use validate::SourceFile;
 /// order up to 1 PiB (see `layout`); the upper bound keeps memory sane.
 pub const MIN_SHARD_SIZE: u64 = 1 << 20;
 pub const MAX_SHARD_SIZE: u64 = 4 << 30;
+/// `timeout` when not set: how long one attempt of a provider call may take.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -101,7 +101,7 @@ fn timeout(file: &SourceFile, raw: &RawConfig) -> Result<Duration, ConfigError> 
             Err(file.err(t.span(), "timeout must be above zero".into()))
         }
         Some(t) => Ok(t.get_ref().0),
-        None => Ok(Duration::from_secs(3600)),
+        None => Ok(super::DEFAULT_TIMEOUT),
     }
 }
 

@@ -41,6 +41,9 @@ pub struct RcloneProvider {
     /// The provider's `rclone rcd`, started on first use and again if it died; `None` inside
     /// when offsite runs one rclone per operation.
     daemon: Option<tokio::sync::Mutex<Option<Arc<Daemon>>>>,
+    /// The `timeout` key: no read or write on the daemon's connection waits longer, so a
+    /// call the Timeout layer gave up on does not hold its thread beyond it.
+    timeout: std::time::Duration,
 }
 
 /// What a backend can do, as far as offsite cares.
@@ -93,7 +96,9 @@ fn is_config_notice(line: &str) -> bool {
 
 impl RcloneProvider {
     pub fn new(cfg: &Config, p: &ProviderConfig) -> Self {
-        Self::from_parts(&cfg.rclone, cfg.rclone_config.as_deref(), p)
+        let mut r = Self::from_parts(&cfg.rclone, cfg.rclone_config.as_deref(), p);
+        r.timeout = cfg.timeout;
+        r
     }
 
     pub fn from_parts(
@@ -123,6 +128,7 @@ impl RcloneProvider {
             list_hashes: p.list_hashes,
             info: tokio::sync::OnceCell::new(),
             daemon: daemon_wanted().then(|| tokio::sync::Mutex::new(None)),
+            timeout: crate::config::DEFAULT_TIMEOUT,
         }
     }
 
@@ -158,10 +164,12 @@ impl RcloneProvider {
             &self.global_args,
             verbose_rclone(),
             label.clone(),
+            self.timeout,
         )
         .await
         .map_err(|e| {
-            let kind = if e.contains("could not start") {
+            // A program that is not there, or flags rclone refuses, will not start next time.
+            let kind = if e.contains("could not start") || permanent_complaint(&e).is_some() {
                 ErrorKind::Permanent
             } else {
                 ErrorKind::Transient
@@ -184,7 +192,10 @@ impl RcloneProvider {
             RcError::Status(404, _) => ErrorKind::NotFound,
             RcError::Status(_, m) if m.contains("object not found") => ErrorKind::NotFound,
             RcError::Status(_, m) if permanent_complaint(m).is_some() => ErrorKind::Permanent,
-            _ => ErrorKind::Transient,
+            // A plain 404 from --rc-serve is any failure to open the object.
+            RcError::Status(..) | RcError::Plain(..) | RcError::Transport(_) => {
+                ErrorKind::Transient
+            }
         };
         self.failed(op, path, kind, &e.to_string())
     }
@@ -954,5 +965,80 @@ mod complaint_tests {
         for t in transient {
             assert_eq!(permanent_complaint(t), None, "{t}");
         }
+    }
+}
+
+#[cfg(test)]
+mod daemon_tests {
+    use super::*;
+
+    fn provider(root: &std::path::Path, flags: &[&str]) -> RcloneProvider {
+        let p = ProviderConfig {
+            name: "d".into(),
+            remote: root.display().to_string(),
+            enabled: true,
+            priority: 1,
+            bwlimit: None,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            list_hashes: ListHashes::Never,
+            max_object_size: None,
+        };
+        let rclone = which::which("rclone").expect("rclone is installed by scripts/test.sh");
+        RcloneProvider::from_parts(&rclone, None, &p)
+    }
+
+    /// The daemon is found ready whatever the provider's flags do to rclone's log: silenced
+    /// (`-q`), or moved to a file (`--log-file`, which also takes rclone's stderr).
+    #[tokio::test]
+    async fn the_daemon_answers_with_its_log_silenced_or_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("rclone.log");
+        let log = log.to_str().unwrap();
+        for flags in [&["-q"][..], &["--log-file", log]] {
+            let root = tempfile::tempdir().unwrap();
+            let p = provider(root.path(), flags);
+            p.put("a/b", Bytes::from_static(b"hello"), None)
+                .await
+                .unwrap();
+            let listed = p.list("a").await.unwrap();
+            assert_eq!(listed.len(), 1, "{flags:?}: {listed:?}");
+            assert_eq!(p.get("a/b", 5).await.unwrap(), &b"hello"[..], "{flags:?}");
+        }
+    }
+
+    /// A flag rclone refuses stops the daemon at start: a permanent error (no retries) with
+    /// rclone's words, not a provider that is down.
+    #[tokio::test]
+    async fn a_flag_rclone_refuses_is_a_permanent_error_with_its_words() {
+        let root = tempfile::tempdir().unwrap();
+        let p = provider(root.path(), &["--no-such-flag"]);
+        let e = p.list("a").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+        assert!(e.message.contains("unknown flag"), "{e}");
+    }
+
+    /// rclone's JSON 404 means the object is not there; `--rc-serve`'s plain-text 404 is any
+    /// failure to open it (a network error, a refused token): worth another attempt.
+    #[test]
+    fn only_rclone_s_own_404_means_not_found() {
+        let root = tempfile::tempdir().unwrap();
+        let p = provider(root.path(), &[]);
+        let kind = |e| p.rc_error("download", "x", e).kind;
+        assert_eq!(
+            kind(RcError::Status(404, "object not found".into())),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(RcError::Plain(404, "Not Found\n".into())),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(RcError::Status(500, "AccessDenied: no".into())),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            kind(RcError::Transport("reset".into())),
+            ErrorKind::Transient
+        );
     }
 }

@@ -80,9 +80,13 @@ fn limit(p: &ProviderConfig) -> Option<(u64, String)> {
     is_fat(path).then(|| (FAT_LIMIT, format!("{path} is a FAT file system, which")))
 }
 
-/// The directory of a local remote (`/mnt/usb/offsite`, `:local:/mnt/usb`).
+/// The directory of a local remote (`/mnt/usb/offsite`, `:local:/mnt/usb`,
+/// `:local,opts:/mnt/usb`). A remote of rclone's config whose type is local is not looked up.
 fn local_path(remote: &str) -> Option<&str> {
-    let path = remote.strip_prefix(":local:").unwrap_or(remote);
+    let path = match remote.strip_prefix(":local") {
+        Some(rest) if rest.starts_with([':', ',']) => &rest[rest.find(':')? + 1..],
+        _ => remote,
+    };
     path.starts_with('/').then_some(path)
 }
 
@@ -118,6 +122,8 @@ mod tests {
     fn local_paths_are_found_in_plain_and_local_remotes_only() {
         assert_eq!(local_path("/mnt/usb/offsite"), Some("/mnt/usb/offsite"));
         assert_eq!(local_path(":local:/mnt/usb"), Some("/mnt/usb"));
+        assert_eq!(local_path(":local,nounc=true:/mnt/usb"), Some("/mnt/usb"));
+        assert_eq!(local_path(":localx:/mnt/usb"), None);
         assert_eq!(local_path("b2:bucket/offsite"), None);
         assert_eq!(local_path(":sftp,host=x:/srv"), None);
     }

@@ -239,7 +239,7 @@ impl Fetcher {
         let slots = (self.shared.lanes.len() * self.shared.downloads_per_provider) as u64;
         let least = slots.div_ceil(self.shards_in_flight.max(1) as u64);
         let count = ((len as f64 / target).round() as u64).max(least);
-        let count = count.min(len.div_ceil(self.min_piece)).max(1);
+        let count = count.min(len / self.min_piece).max(1);
         len.div_ceil(count).max(1)
     }
 

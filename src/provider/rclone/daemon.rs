@@ -2,9 +2,12 @@
 //!
 //! A spawned rclone costs 47-230 ms and a fresh login; an rc call on a running one costs about
 //! 1-12 ms and shares one connection pool and one OAuth token (refreshed once, by one
-//! process). The daemon listens on `127.0.0.1` on a port the kernel picks, with a user and a
-//! random password passed in its environment (not on its command line, which other users
-//! can read), and `--rc-serve` for ranged reads (`GET /[remote]/path` with a `Range` header).
+//! process). The daemon listens on a free `127.0.0.1` port offsite picks (rclone 1.60 has no
+//! unix socket for rc; its log line naming the port may go elsewhere or be silenced by the
+//! provider's `flags`), with a user and a random password passed in its environment (not on
+//! its command line, which other users can read), and `--rc-serve` for ranged reads
+//! (`GET /[remote]/path` with a `Range` header). It is ready when it says so on stderr or
+//! answers an authenticated no-op, whichever comes first.
 //!
 //! The provider's remote is given to the daemon as an alias remote, [`TARGET`], defined in its
 //! environment: every call names `TARGET` and never the remote itself, which may be a
@@ -17,7 +20,9 @@
 //!
 //! HTTP calls are blocking `ureq` calls on tokio's blocking pool. A call whose future is
 //! dropped (a timeout, a cancelled run) sets a flag that the body reader and writer check
-//! between chunks, so the transfer stops within one chunk.
+//! between chunks, so the transfer stops within one chunk, except in an upload's first
+//! [`UPLOAD_CUTOFF`] bytes (see there); every read and write on the connection also ends
+//! after the provider's `timeout`, so no thread waits on a stuck rclone for longer.
 
 use crate::process::{ChildProc, Logged};
 use bytes::Bytes;
@@ -36,6 +41,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The read and write unit of a transfer, and so how soon a dropped call stops.
 const CHUNK: usize = 1 << 20;
 
+/// rclone's `--streaming-upload-cutoff` (100 KiB): an rc upload whose body ends before this
+/// many bytes, even by a dropped connection, is stored as a whole small file (1.60's `Rcat`
+/// takes the short read for the end of a small file). So an upload is never broken off
+/// before it has sent more than this: a small one is sent whole, and a larger one then fails
+/// inside rclone's streaming upload, which removes what it wrote.
+pub const UPLOAD_CUTOFF: u64 = 100 << 10;
+
+/// How often a starting daemon is asked whether it is ready, when its log does not say so.
+const READY_POLL: Duration = Duration::from_millis(50);
+
 /// The alias remote that stands for the provider's remote inside the daemon: a name no one
 /// gives a remote of their own (one of that name in rclone's config is shadowed).
 pub const TARGET: &str = "offsiteprovidertarget:";
@@ -43,8 +58,13 @@ pub const TARGET: &str = "offsiteprovidertarget:";
 /// Why an rc call failed.
 #[derive(Debug)]
 pub enum RcError {
-    /// rclone answered with this HTTP status and message (404: no such object or directory).
+    /// rclone answered with this HTTP status and its JSON error (404: it looked for the object
+    /// or directory and it is not there).
     Status(u16, String),
+    /// rclone answered with this status and a plain-text body: `--rc-serve` answers every
+    /// failure to open an object (a network error, a refused token) with `404 Not Found`, so
+    /// such a 404 says nothing about whether the object exists.
+    Plain(u16, String),
     /// The daemon did not answer, or the connection broke.
     Transport(String),
 }
@@ -53,6 +73,11 @@ impl std::fmt::Display for RcError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RcError::Status(code, msg) => write!(f, "rclone rc answered {code}: {msg}"),
+            RcError::Plain(code, msg) => write!(
+                f,
+                "rclone answered {code} ({}) without saying why; `-vv` logs its reason",
+                msg.trim()
+            ),
             RcError::Transport(msg) => write!(f, "rclone rc did not answer: {msg}"),
         }
     }
@@ -67,71 +92,98 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `program rcd` with `global_args` (the provider's flags) and [`TARGET`] standing
-    /// for `remote`, and waits until it listens. `label` names it in the log.
+    /// for `remote`, and waits until it answers. `label` names it in the log; every read and
+    /// write of a call ends after `timeout`.
     pub async fn start(
         program: &Path,
         remote: &str,
         global_args: &[OsString],
         verbose: bool,
         label: String,
+        timeout: Duration,
     ) -> Result<Daemon, String> {
         let pass = random_hex(16)?;
+        let port = free_port()?;
         let mut cmd = Command::new(program);
         cmd.args(global_args);
         if verbose {
             cmd.arg("-v");
         }
-        cmd.args(["rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve"])
-            .env("RCLONE_RC_USER", "offsite")
-            .env("RCLONE_RC_PASS", &pass)
-            .env("RCLONE_CONFIG_OFFSITEPROVIDERTARGET_TYPE", "alias")
-            .env("RCLONE_CONFIG_OFFSITEPROVIDERTARGET_REMOTE", remote)
-            .env("TCELL_MINIMIZE", "1")
-            .stdin(std::process::Stdio::null());
-        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        cmd.args([
+            "rcd",
+            "--rc-addr",
+            &format!("127.0.0.1:{port}"),
+            "--rc-serve",
+        ])
+        .env("RCLONE_RC_USER", "offsite")
+        .env("RCLONE_RC_PASS", &pass)
+        .env("RCLONE_CONFIG_OFFSITEPROVIDERTARGET_TYPE", "alias")
+        .env("RCLONE_CONFIG_OFFSITEPROVIDERTARGET_REMOTE", remote)
+        .env("TCELL_MINIMIZE", "1")
+        .stdin(std::process::Stdio::null());
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
         let log = Logged {
             label,
             forward: verbose,
-            noise: |l| l.contains("NOTICE: Config file") && l.contains("not found"),
+            noise: super::is_config_notice,
             tap: Some(tx),
         };
-        let mut proc =
-            ChildProc::spawn_logged("rclone", &mut cmd, log).map_err(|e| e.to_string())?;
-        let found = tokio::time::timeout(START_TIMEOUT, async {
-            while let Some(line) = lines.recv().await {
-                if let Some(addr) = listening_address(&line) {
-                    return Some(addr);
-                }
-            }
-            None
-        })
-        .await;
-        drop(lines);
-        let base = match found {
-            Ok(Some(addr)) => addr,
-            Ok(None) => {
-                let why = proc.stderr_tail().await;
-                return Err(format!("rclone rcd ended at start: {}", why.trim()));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "rclone rcd did not listen within {}s",
-                    START_TIMEOUT.as_secs()
-                ))
-            }
-        };
+        let proc = ChildProc::spawn_logged("rclone", &mut cmd, log).map_err(|e| e.to_string())?;
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("offsite:{pass}"));
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(30))
+            .timeout_read(timeout)
+            .timeout_write(timeout)
             .max_idle_connections_per_host(64)
             .build();
-        Ok(Daemon {
-            base: base.trim_end_matches('/').to_string(),
+        let daemon = Daemon {
+            base: format!("http://127.0.0.1:{port}"),
             auth: format!("Basic {token}"),
             agent,
             proc: std::sync::Mutex::new(proc),
-        })
+        };
+        let ready = tokio::time::timeout(START_TIMEOUT, daemon.ready(lines)).await;
+        match ready {
+            Ok(true) => Ok(daemon),
+            Ok(false) => {
+                let mut proc = daemon.proc.into_inner().expect("daemon lock");
+                let why = proc.stderr_tail().await;
+                let why = Some(why.trim()).filter(|w| !w.is_empty());
+                Err(format!(
+                    "rclone rcd ended at start: {}",
+                    why.unwrap_or("(no error output)")
+                ))
+            }
+            Err(_) => Err(format!(
+                "rclone rcd did not answer within {}s",
+                START_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Waits until the daemon says on stderr that it serves, or answers an authenticated
+    /// no-op; `false` when it exits first. (With `--log-file` in the flags, rclone moves its
+    /// stderr to the file: then only the no-op tells.)
+    async fn ready(&self, mut lines: tokio::sync::mpsc::UnboundedReceiver<String>) -> bool {
+        let mut log_open = true;
+        loop {
+            tokio::select! {
+                line = lines.recv(), if log_open => match line {
+                    Some(l) if l.contains("Serving remote control on") => return true,
+                    Some(_) => {}
+                    None => log_open = false,
+                },
+                _ = tokio::time::sleep(READY_POLL) => {
+                    if self.call("rc/noopauth", serde_json::json!({})).await.is_ok() {
+                        return true;
+                    }
+                    if !self.alive() {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the daemon still runs (one that crashed is replaced by the caller).
@@ -228,6 +280,7 @@ impl Daemon {
                 parts: [Bytes::from(head), data, Bytes::from(tail)],
                 at: 0,
                 payload: 0,
+                reported: 0,
                 progress,
                 stop,
             };
@@ -271,18 +324,21 @@ impl<R: Read> Read for Stoppable<R> {
     }
 }
 
-/// A multipart upload body: head, data, tail, read in chunks, with progress on the data.
+/// A multipart upload body: head, data, tail, read in chunks (ureq asks for 8 KiB at a
+/// time), with progress on the data every [`CHUNK`] and at its end.
 struct Body {
     parts: [Bytes; 3],
     at: usize,
     payload: u64,
+    reported: u64,
     progress: Option<super::super::ProgressFn>,
     stop: Arc<AtomicBool>,
 }
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
+        // Not before rclone is past its small-file read (see UPLOAD_CUTOFF).
+        if self.payload > UPLOAD_CUTOFF && self.stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("the call was dropped"));
         }
         while self.at < 3 && self.parts[self.at].is_empty() {
@@ -296,8 +352,14 @@ impl Read for Body {
         buf[..n].copy_from_slice(&part.split_to(n));
         if self.at == 1 {
             self.payload += n as u64;
-            if let Some(p) = &self.progress {
+            let end = part.is_empty();
+            if let Some(p) = self
+                .progress
+                .as_ref()
+                .filter(|_| end || self.payload - self.reported >= CHUNK as u64)
+            {
                 p(self.payload);
+                self.reported = self.payload;
             }
         }
         Ok(n)
@@ -308,21 +370,25 @@ fn rc_error(e: ureq::Error) -> RcError {
     match e {
         ureq::Error::Status(code, resp) => {
             let text = resp.into_string().unwrap_or_default();
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
+            let said = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
-                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            RcError::Status(code, msg)
+                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_string));
+            match said {
+                Some(msg) => RcError::Status(code, msg),
+                None => RcError::Plain(code, text),
+            }
         }
         ureq::Error::Transport(t) => RcError::Transport(t.to_string()),
     }
 }
 
-/// `http://127.0.0.1:PORT/` out of rclone's `Serving remote control on ...` line.
-fn listening_address(line: &str) -> Option<String> {
-    let rest = &line[line.find("Serving remote control on ")? + 26..];
-    let addr = rest.split_whitespace().next()?;
-    addr.starts_with("http://").then(|| addr.to_string())
+/// A port on 127.0.0.1 that nothing listens on now. Another process could take it before
+/// rclone does; rclone then exits at start, and the call's retry starts a daemon on another.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port on 127.0.0.1 for rclone rcd: {e}"))
 }
 
 /// The `--rc-serve` path of `object` below [`TARGET`], percent-encoded.
@@ -356,13 +422,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_listening_line_gives_the_address() {
-        let line = "2026/12/04 05:05:38 NOTICE: Serving remote control on http://127.0.0.1:43905/";
-        assert_eq!(
-            listening_address(line).as_deref(),
-            Some("http://127.0.0.1:43905/")
-        );
-        assert_eq!(listening_address("NOTICE: something else"), None);
+    fn an_upload_body_is_head_data_tail_with_progress_every_mib_and_at_the_end() {
+        let data = Bytes::from(vec![7u8; 3 * CHUNK + 5]);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let mut body = Body {
+            parts: [Bytes::from("head"), data.clone(), Bytes::from("tail")],
+            at: 0,
+            payload: 0,
+            reported: 0,
+            progress: Some(Arc::new(move |n| record.lock().unwrap().push(n))),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        // As ureq reads it: 8 KiB at a time.
+        let (mut out, mut buf) = (Vec::new(), [0u8; 8192]);
+        loop {
+            match body.read(&mut buf).unwrap() {
+                0 => break,
+                n => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(&out[4..4 + data.len()], &data[..]);
+        assert_eq!(&out[4 + data.len()..], b"tail");
+        let seen = seen.lock().unwrap().clone();
+        let mib = CHUNK as u64;
+        assert_eq!(seen, vec![mib, 2 * mib, 3 * mib, data.len() as u64]);
+    }
+
+    #[test]
+    fn a_dropped_call_stops_its_body_at_the_next_read_past_the_small_file_cutoff() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut body = Body {
+            parts: [
+                Bytes::new(),
+                Bytes::from(vec![0u8; 4 * CHUNK]),
+                Bytes::new(),
+            ],
+            at: 0,
+            payload: 0,
+            reported: 0,
+            progress: None,
+            stop: stop.clone(),
+        };
+        // Within rclone's small-file read, the body goes on: a break there would be stored.
+        stop.store(true, Ordering::Relaxed);
+        let mut buf = vec![0u8; UPLOAD_CUTOFF as usize];
+        assert_eq!(body.read(&mut buf).unwrap(), UPLOAD_CUTOFF as usize);
+        assert_eq!(body.read(&mut buf[..1]).unwrap(), 1);
+        assert!(body.read(&mut buf).is_err());
     }
 
     #[test]
