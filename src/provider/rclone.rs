@@ -151,12 +151,10 @@ impl RcloneProvider {
         if let Some(d) = slot.as_ref().filter(|d| d.alive()) {
             return Ok(Some(d.clone()));
         }
-        let args: Vec<String> = (self.global_args.iter())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let shown = crate::redact::text(&crate::redact::flags(&args).join(" "));
-        let verbose = if verbose_rclone() { " -v" } else { "" };
-        let label = format!("provider {}: rclone {shown}{verbose} rcd", self.name);
+        let verbose = verbose_rclone().then_some(std::ffi::OsStr::new("-v"));
+        let rcd = std::ffi::OsStr::new("rcd");
+        let args = self.global_args.iter().map(OsString::as_os_str);
+        let label = self.label(args.chain(verbose).chain([rcd]));
         let started = std::time::Instant::now();
         let d = Daemon::start(
             &self.program,
@@ -257,20 +255,22 @@ impl RcloneProvider {
         join_remote(&self.remote, path)
     }
 
+    /// How an rclone with `args` is named in the log: the provider, and the command line with
+    /// its secrets masked.
+    fn label<'a>(&self, args: impl Iterator<Item = &'a std::ffi::OsStr>) -> String {
+        let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let shown = crate::redact::text(&crate::redact::flags(&args).join(" "));
+        format!("provider {}: rclone {shown}", self.name)
+    }
+
     fn spawn(
         &self,
         op: &'static str,
         path: &str,
         cmd: &mut Command,
     ) -> Result<ChildProc, ProviderError> {
-        let args: Vec<String> = cmd
-            .as_std()
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let shown = crate::redact::text(&crate::redact::flags(&args).join(" "));
         let log = crate::process::Logged {
-            label: format!("provider {}: rclone {shown}", self.name),
+            label: self.label(cmd.as_std().get_args()),
             forward: verbose_rclone(),
             noise: is_config_notice,
             tap: None,

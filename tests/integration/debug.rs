@@ -8,6 +8,22 @@ use crate::harness::*;
 
 const DS: &str = "media";
 
+/// The `-v` line of p2's rclone that holds `what`, with p2's `--webdav-pass` flag masked;
+/// neither the secret nor rclone's config-file notice is anywhere in `err`.
+fn redacted_line<'a>(err: &'a str, what: &str) -> &'a str {
+    let line = err
+        .lines()
+        .find(|l| l.contains("provider p2: rclone") && l.contains(what))
+        .unwrap_or_else(|| panic!("no {what:?} line for p2:\n{err}"));
+    assert!(
+        line.contains("--webdav-pass") && line.contains("***"),
+        "{line}"
+    );
+    assert!(!err.contains("PLANTEDSECRET9"), "{err}");
+    assert!(!err.contains("NOTICE: Config file"), "{err}");
+    line
+}
+
 #[test]
 fn verbose_shows_each_rclone_command_line_redacted_with_exit_and_duration() {
     let (mut env, _) = command_env(2, DS, 71);
@@ -24,30 +40,14 @@ fn verbose_shows_each_rclone_command_line_redacted_with_exit_and_duration() {
     );
     out.assert_exit(0);
     let err = out.stderr_text();
-    let line = err
-        .lines()
-        .find(|l| l.contains("provider p2: rclone") && l.contains("rcat --size"))
-        .unwrap_or_else(|| panic!("no rcat line for p2:\n{err}"));
-    assert!(
-        line.contains("--webdav-pass") && line.contains("***"),
-        "{line}"
-    );
+    let line = redacted_line(&err, "rcat --size");
     assert!(line.contains(": exit 0 after "), "{line}");
-    assert!(!err.contains("PLANTEDSECRET9"), "{err}");
-    assert!(!err.contains("NOTICE: Config file"), "{err}");
 
     // The daemon (the default): its command line once, then each call.
     let out = env.offsite(&["-v", "backup", "--once"]);
     out.assert_exit(0);
     let err = out.stderr_text();
-    let line = err
-        .lines()
-        .find(|l| l.contains("provider p2: rclone") && l.contains(" rcd: listening after "))
-        .unwrap_or_else(|| panic!("no rcd line for p2:\n{err}"));
-    assert!(
-        line.contains("--webdav-pass") && line.contains("***"),
-        "{line}"
-    );
+    redacted_line(&err, " rcd: listening after ");
     assert!(
         err.lines().any(
             |l| l.contains("provider p2: rclone rc operations/uploadfile ")
@@ -55,8 +55,6 @@ fn verbose_shows_each_rclone_command_line_redacted_with_exit_and_duration() {
         ),
         "{err}"
     );
-    assert!(!err.contains("PLANTEDSECRET9"), "{err}");
-    assert!(!err.contains("NOTICE: Config file"), "{err}");
 
     // -vv adds rclone's own -v output, still without the notice.
     let out = env.offsite(&["-vv", "status"]);

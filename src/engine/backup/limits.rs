@@ -93,16 +93,13 @@ fn local_path(remote: &str) -> Option<&str> {
 /// Whether `path`, or the nearest directory above it that exists, is on a FAT file system.
 fn is_fat(path: &str) -> bool {
     const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
-    let mut dir = std::path::Path::new(path);
-    loop {
-        if let Some(f_type) = fs_type(dir) {
-            return f_type == MSDOS_SUPER_MAGIC;
-        }
-        match dir.parent() {
-            Some(up) => dir = up,
-            None => return false,
-        }
-    }
+    fs_type_near(std::path::Path::new(path)) == Some(MSDOS_SUPER_MAGIC)
+}
+
+/// The file system type of `path`, or of the nearest directory above it that exists (a
+/// provider's folder is made by its first upload).
+fn fs_type_near(path: &std::path::Path) -> Option<i64> {
+    path.ancestors().find_map(fs_type)
 }
 
 fn fs_type(dir: &std::path::Path) -> Option<i64> {
@@ -130,8 +127,12 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_judged_by_the_nearest_one_above_it() {
-        // /tmp exists and is no FAT file system on any machine these tests run on.
-        assert!(!is_fat("/tmp/offsite-no-such-dir/below/it"));
-        assert!(fs_type(std::path::Path::new("/tmp")).is_some());
+        // Two file systems that differ on every Linux machine: /proc and the root.
+        let proc = fs_type(std::path::Path::new("/proc")).expect("statfs /proc");
+        let root = fs_type(std::path::Path::new("/")).expect("statfs /");
+        assert_ne!(proc, root);
+        let missing = std::path::Path::new("/proc/offsite-no-such-dir/below/it");
+        assert_eq!(fs_type_near(missing), Some(proc));
+        assert!(!is_fat("/proc/offsite-no-such-dir"));
     }
 }

@@ -93,7 +93,8 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `program rcd` with `global_args` (the provider's flags) and [`TARGET`] standing
     /// for `remote`, and waits until it answers. `label` names it in the log; every read and
-    /// write of a call ends after `timeout`.
+    /// write of a call ends after `timeout`. A port taken by another process between
+    /// [`free_port`] and rclone's start is given up for another one, twice at most.
     pub async fn start(
         program: &Path,
         remote: &str,
@@ -102,8 +103,29 @@ impl Daemon {
         label: String,
         timeout: Duration,
     ) -> Result<Daemon, String> {
-        let pass = random_hex(16)?;
-        let port = free_port()?;
+        let mut tries = 0;
+        loop {
+            let port = free_port()?;
+            let label = label.clone();
+            let started =
+                Self::start_on(port, program, remote, global_args, verbose, label, timeout);
+            match started.await {
+                Err(e) if e.contains("address already in use") && tries < 2 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_on(
+        port: u16,
+        program: &Path,
+        remote: &str,
+        global_args: &[OsString],
+        verbose: bool,
+        label: String,
+        timeout: Duration,
+    ) -> Result<Daemon, String> {
+        let pass = password()?;
         let mut cmd = Command::new(program);
         cmd.args(global_args);
         if verbose {
@@ -252,7 +274,8 @@ impl Daemon {
         config: serde_json::Value,
         progress: Option<super::super::ProgressFn>,
     ) -> Result<(), RcError> {
-        let boundary = format!("offsite-{}", random_hex(12).map_err(RcError::Transport)?);
+        // Not a secret: it only must not occur in the data, which 128 random bits do not.
+        let boundary = format!("offsite-{:032x}", fastrand::u128(..));
         let head = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
              Content-Type: application/octet-stream\r\n\r\n"
@@ -409,8 +432,9 @@ fn query(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
+/// The daemon's rc password: 128 bits from the kernel's random source.
+fn password() -> Result<String, String> {
+    let mut buf = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
         .map_err(|e| format!("reading /dev/urandom: {e}"))?;
