@@ -184,7 +184,11 @@ fn a_snapshot_deleted_between_runs_is_reported_with_restart() {
     for p in &names {
         assert_no_objects_of(&env, p, &u.backup_id);
     }
-    let fresh = remote(&env, "p1").backups(DS).last().unwrap().clone();
+    // The one with a manifest: both backups may start in the same second, and the folder of
+    // the discarded one (emptied, without a manifest) may sort after the fresh one's.
+    let fresh = (remote(&env, "p1").backups(DS).into_iter())
+        .rfind(|b| b.join(MANIFEST).exists())
+        .expect("the fresh backup's manifest");
     let id = fresh.file_name().unwrap().to_string_lossy().into_owned();
     assert_ne!(id, u.backup_id);
     let m = Manifest::from_json(&std::fs::read(fresh.join(MANIFEST)).unwrap()).unwrap();
