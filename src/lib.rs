@@ -29,6 +29,7 @@ pub mod redact;
 pub mod schedule;
 pub mod snapshots;
 pub mod source;
+pub mod spool;
 pub mod state;
 pub mod ui;
 

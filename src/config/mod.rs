@@ -40,6 +40,9 @@ pub struct Config {
     pub shard_size: u64,
     pub min_providers: usize,
     pub shards_in_flight: usize,
+    /// `spool_dir` and `spool_size`: where shards that slow providers still need wait on disk
+    /// during a backup; `None` keeps them in memory (`shards_in_flight`).
+    pub spool: Option<SpoolConfig>,
     pub concurrency: usize,
     pub retry: RetryPolicy,
     pub timeout: Duration,
@@ -52,6 +55,14 @@ pub struct Config {
     pub providers_dir: PathBuf,
     /// `metrics_file`, `notify_url`, `notify_command`: who hears how a run ended.
     pub monitor: Monitor,
+}
+
+/// `spool_dir` and `spool_size` (see `crate::spool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// The most bytes the spool holds at once.
+    pub size: u64,
 }
 
 /// The top-level monitoring keys (see `crate::notify`).
@@ -273,6 +284,7 @@ impl Config {
         let providers = providers::load(&providers_dir)?;
         let rclone = validate::rclone(&file, raw.rclone.as_ref(), base)?;
         let limits = validate::limits(&file, &raw)?;
+        let spool = validate::spool(&file, &raw, base, limits.shard_size)?;
         let compression =
             encryption::compression(&file, raw.compression.as_ref())?.unwrap_or_default();
         let erasure = encryption::erasure(&file, raw.erasure.as_ref())?;
@@ -306,6 +318,7 @@ impl Config {
             shard_size: limits.shard_size,
             min_providers: limits.min_providers,
             shards_in_flight: limits.shards_in_flight,
+            spool,
             concurrency: limits.concurrency,
             retry: limits.retry,
             timeout: limits.timeout,

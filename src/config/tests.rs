@@ -463,3 +463,28 @@ fn the_state_dir_is_state_directory_then_xdg_then_home() {
         Path::new("/home/u/.local/state/offsite")
     );
 }
+
+#[test]
+fn spool_dir_and_spool_size_come_together_and_hold_a_shard() {
+    let cfg = load("spool_dir = \"spool\"\nspool_size = \"2GiB\"\n", TWO).unwrap();
+    let spool = cfg.spool.unwrap();
+    assert!(spool.dir.ends_with("spool") && spool.dir.is_absolute() == cfg.path.is_absolute());
+    assert_eq!(spool.size, 2 << 30);
+    assert!(load("", TWO).unwrap().spool.is_none());
+    let e = err("spool_dir = \"/var/spool/offsite\"\n");
+    assert_eq!(
+        e,
+        "DIR/offsite.toml: spool_dir is set without spool_size; add e.g. \
+         `spool_size = \"20GiB\"` (the most disk the spool may take)"
+    );
+    let e = err("spool_size = \"2GiB\"\n");
+    assert!(
+        e.starts_with("DIR/offsite.toml:3: spool_size is set without spool_dir"),
+        "{e}"
+    );
+    let e = err("spool_dir = \"s\"\nspool_size = \"32MiB\"\n");
+    assert!(
+        e.starts_with("DIR/offsite.toml:4: spool_size 32.0 MiB is smaller than one shard (shard_size 64.0 MiB)"),
+        "{e}"
+    );
+}

@@ -94,6 +94,49 @@ fn shard_size(file: &SourceFile, raw: &RawConfig) -> Result<u64, ConfigError> {
     Ok(v)
 }
 
+/// `spool_dir` and `spool_size`: both or neither, the size at least one shard. The folder's
+/// existence is checked when a backup opens the spool, not here: restore and status never
+/// use it.
+pub(super) fn spool(
+    file: &SourceFile,
+    raw: &RawConfig,
+    base: &Path,
+    shard_size: u64,
+) -> Result<Option<super::SpoolConfig>, ConfigError> {
+    let (dir, size) = match (&raw.spool_dir, &raw.spool_size) {
+        (None, None) => return Ok(None),
+        (Some(dir), Some(size)) => (base.join(dir), size),
+        (Some(_), None) => {
+            return Err(ConfigError(format!(
+                "{}: spool_dir is set without spool_size; add e.g. `spool_size = \"20GiB\"` \
+                 (the most disk the spool may take)",
+                file.path.display()
+            )))
+        }
+        (None, Some(s)) => {
+            return Err(file.err(
+                s.span(),
+                "spool_size is set without spool_dir; add `spool_dir = \"/path\"`, a folder \
+                 on a local disk"
+                    .into(),
+            ))
+        }
+    };
+    let size_v = size.get_ref().0;
+    if size_v < shard_size {
+        return Err(file.err(
+            size.span(),
+            format!(
+                "spool_size {} is smaller than one shard (shard_size {}); make it several \
+                 shards, e.g. what a slow provider uploads in an hour",
+                crate::config::units::human_bytes(size_v),
+                crate::config::units::human_bytes(shard_size)
+            ),
+        ));
+    }
+    Ok(Some(super::SpoolConfig { dir, size: size_v }))
+}
+
 /// `timeout`: above zero, an hour when not set.
 fn timeout(file: &SourceFile, raw: &RawConfig) -> Result<Duration, ConfigError> {
     match &raw.timeout {

@@ -12,7 +12,9 @@
 //!   run on one provider at once is the provider's own limit (`provider::Limit`), not this
 //!   pipeline's.
 //! - A shard is kept in memory until every provider has it (or gave up), so a retry never
-//!   re-reads the source.
+//!   re-reads the source. With a spool (`spool_dir`), it is kept there instead once encoded
+//!   and hashed, and its place in memory freed: a slow provider then holds up the reader (and
+//!   the fast providers) only once `spool_size` bytes wait for it.
 //! - A provider whose upload fails after all retries is dropped for the rest of the run; the
 //!   others go on. A shard that reaches fewer than `min_providers` providers (erasure-coded:
 //!   fewer than `k` of its pieces stored) fails the run.
@@ -54,6 +56,7 @@ use crate::manifest::{ErasureRecord, Manifest, ParentRef, ShardRecord, FORMAT_VE
 use crate::process::ChildProc;
 use crate::progress::Progress;
 use crate::provider::DynProvider;
+use crate::spool::Spool;
 use crate::state::Journal;
 use anyhow::{anyhow, bail, Context, Result};
 use lanes::{BackupLane, Shipping};
@@ -104,6 +107,10 @@ pub struct BackupJob {
     /// Erasure-coded: the code and the providers placement counts (in this order); `None`
     /// mirrors every shard to every provider.
     pub erasure: Option<ErasureRecord>,
+    /// `spool_dir`: where a shard goes once encoded and hashed, so that its place in memory is
+    /// free for the next one while slow providers still upload it. `None`: shards stay in
+    /// memory until every provider has them.
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// What one provider ended up with.
@@ -183,6 +190,7 @@ pub async fn run(
         min_providers: job.min_providers,
         progress: progress.clone(),
         journal: job.journal.clone(),
+        spool: job.spool.clone(),
     });
     let records = stream(&job, source, &shipping, &cancel).await?;
     if records.is_empty() && job.source_kind != "command" {

@@ -131,6 +131,9 @@ impl Provider for MemoryProvider {
             if let Some(p) = progress {
                 p(data.len() as u64);
             }
+            // A copy, as a real provider stores one: holding the caller's buffer would keep a
+            // spooled shard's file (and its room in the spool) alive for the whole test.
+            let data = Bytes::copy_from_slice(&data);
             self.objects.lock().unwrap().insert(path.to_string(), data);
             self.puts.fetch_add(1, Ordering::SeqCst);
             self.record("put", path);

@@ -370,3 +370,23 @@ pub(crate) fn truncated_upload_is_caught_by_the_size_check() {
     assert_holds(&env.remote("p1"), "d", &data);
     assert_holds(&env.remote("p3"), "d", &data);
 }
+
+/// Through the spool, with erasure coding and a provider that fails the first upload of every
+/// shard: the backup completes, restores identical, and leaves nothing in the spool folder.
+#[test]
+fn a_backup_through_the_spool_restores_identical_and_leaves_the_folder_empty() {
+    let (mut env, data) = command_env(3, "d", 41);
+    let spool = env.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    env.set("spool_dir", spool.to_str().unwrap())
+        .set("spool_size", "2MiB")
+        .set("erasure", "2+1")
+        .use_mock_rclone();
+    env.mock_rules("rcat */remotes/p3/*/s0000000000-* exit:5 1\nrcat */remotes/p3/*/s0000000001-* exit:5 1\nrcat */remotes/p3/*/s0000000002-* exit:5 1\nrcat */remotes/p3/*/s0000000003-* exit:5 1\n");
+    env.offsite(&["backup", "--once"]).assert_exit(0);
+    assert!(upload_attempts(&env, "p3", 3) >= 2, "{:?}", env.mock_log());
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    let (out, file) = env.restore_to_file("d", &[]);
+    out.assert_exit(0);
+    assert_eq!(std::fs::read(file).unwrap(), data);
+}

@@ -240,3 +240,28 @@ fn a_shard_larger_than_a_provider_takes_is_refused_before_the_backup() {
     env.provider_set("p2", "max_object_size", "768KiB");
     env.offsite(&["backup", "--once"]).assert_exit(0);
 }
+
+/// A `spool_dir` that does not exist is refused before a snapshot is taken or a shard read,
+/// naming the folder and what to do.
+#[test]
+fn a_spool_dir_that_does_not_exist_is_refused_before_the_backup() {
+    let mut env = valid_env();
+    let missing = env.path().join("no-such-spool");
+    env.set("spool_dir", missing.to_str().unwrap())
+        .set("spool_size", "8MiB");
+    let err = env
+        .offsite(&["backup", "--once"])
+        .assert_exit(2)
+        .stderr_text();
+    for hint in [
+        &format!(
+            "spool_dir {}: cannot create a file there",
+            missing.display()
+        )[..],
+        "create that folder",
+        "remove spool_dir",
+    ] {
+        assert!(err.contains(hint), "expected {hint:?} in:\n{err}");
+    }
+    assert!(!env.path().join("remotes").exists(), "a remote was touched");
+}

@@ -19,6 +19,7 @@ use crate::manifest::{ErasureRecord, ShardRecord};
 use crate::progress::Progress;
 use crate::provider::DynProvider;
 use crate::schedule::Decision;
+use crate::spool::Spool;
 use crate::state::{DatasetState, Unfinished};
 use crate::{snapshots, source};
 use anyhow::{anyhow, bail, Result};
@@ -58,6 +59,7 @@ pub async fn back_up_dataset(
     snapshots::check_send_flags(ds).await?;
     cfg.check_erasure(ds)?;
     super::limits::check(cfg, ds)?;
+    let spool = open_spool(cfg)?;
     let state = DatasetState::new(&cfg.state_dir, &cfg.host, &ds.name);
     let _lock = DatasetLock::acquire(&cfg.state_dir, &cfg.host, &ds.name)?;
     if req.restart {
@@ -78,7 +80,7 @@ pub async fn back_up_dataset(
     let Some(started) = start(&run, &req, &state).await? else {
         return Ok(None);
     };
-    let Some((unfinished, report)) = run_started(&run, &req, &state, started).await? else {
+    let Some((unfinished, report)) = run_started(&run, &req, &state, started, &spool).await? else {
         return Ok(None);
     };
     let u = &unfinished;
@@ -107,10 +109,11 @@ async fn run_started(
     req: &BackupRequest,
     state: &DatasetState,
     started: Started,
+    spool: &Option<Arc<Spool>>,
 ) -> Result<Option<(Unfinished, BackupReport)>> {
     let Started { unfinished, resume } = started;
     let resumed = resume.is_some();
-    let err = match pipeline(run, state, &unfinished, resume).await {
+    let err = match pipeline(run, state, &unfinished, resume, spool).await {
         Ok(report) => return Ok(Some((unfinished, report))),
         Err(e) => e,
     };
@@ -133,7 +136,7 @@ async fn run_started(
     let Some(started) = start(run, req, state).await? else {
         return Ok(None);
     };
-    let report = pipeline(run, state, &started.unfinished, started.resume).await?;
+    let report = pipeline(run, state, &started.unfinished, started.resume, spool).await?;
     Ok(Some((
         started.unfinished,
         BackupReport {
@@ -355,12 +358,30 @@ async fn snapshot_for(ds: &Dataset, new: &NewBackup) -> Result<ToSend> {
     Ok(ToSend::Snapshot(Some(snap)))
 }
 
+/// The run's spool (`spool_dir`, `spool_size`), once a file could be created there: a folder
+/// that is missing or not writable is a configuration error before any snapshot is taken.
+fn open_spool(cfg: &Config) -> Result<Option<Arc<Spool>>, ConfigError> {
+    let Some(c) = &cfg.spool else {
+        return Ok(None);
+    };
+    match Spool::open(&c.dir, c.size) {
+        Ok(s) => Ok(Some(Arc::new(s))),
+        Err(e) => Err(ConfigError(format!(
+            "{}: spool_dir {}: cannot create a file there ({e}); create that folder, writable by \
+             the user offsite runs as, or remove spool_dir to keep shards in memory only",
+            cfg.path.display(),
+            c.dir.display()
+        ))),
+    }
+}
+
 /// Starts the source's send stream and runs the pipeline over it.
 async fn pipeline(
     run: &DatasetRun<'_>,
     state: &DatasetState,
     u: &Unfinished,
     resume: Option<BTreeMap<u64, ShardRecord>>,
+    spool: &Option<Arc<Spool>>,
 ) -> Result<BackupReport> {
     let (cfg, ds) = (run.cfg, run.dataset);
     let id = u
@@ -411,6 +432,7 @@ async fn pipeline(
         journal: Some(journal),
         codec,
         erasure: u.erasure.clone(),
+        spool: spool.clone(),
     };
     super::run(job, proc, run.progress.clone(), run.cancel.clone()).await
 }

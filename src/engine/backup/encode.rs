@@ -42,6 +42,22 @@ impl Payload {
             _ => unreachable!("a shard's placement and its payload agree on erasure coding"),
         }
     }
+
+    /// Every object, in piece order.
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            Payload::Whole(b) => std::slice::from_ref(b),
+            Payload::Pieces(p) => p,
+        }
+    }
+
+    /// The same kind of payload made of `parts` (the same objects, stored elsewhere).
+    pub fn with_parts(&self, mut parts: Vec<Bytes>) -> Payload {
+        match self {
+            Payload::Whole(_) => Payload::Whole(parts.remove(0)),
+            Payload::Pieces(_) => Payload::Pieces(parts),
+        }
+    }
 }
 
 /// How one shard is encoded: the job's codec, and its erasure code if any.

@@ -9,7 +9,7 @@
 //! of the slowest provider, not the source's read rate. Objects a resumed backup finds in
 //! place count as done, not in any rate.
 
-use super::encode::{encode_unhashed, Encoder, Payload};
+use super::encode::{encode_unhashed, Encoder, Payload, Unhashed};
 use super::BackupJob;
 use crate::engine::confirm::Listed;
 use crate::engine::lane::Lane;
@@ -17,11 +17,13 @@ use crate::error::Interrupted;
 use crate::layout;
 use crate::manifest::{ErasureRecord, ShardRecord};
 use crate::progress::{Progress, UploadMeter};
+use crate::spool::Spool;
 use crate::state::Journal;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 /// One provider's part of the run.
@@ -103,6 +105,8 @@ pub(super) struct Shipping {
     pub min_providers: usize,
     pub progress: Arc<dyn Progress>,
     pub journal: Option<Arc<Journal>>,
+    /// `spool_dir`: see [`spool_out`].
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// The object a provider holds of one shard.
@@ -164,8 +168,14 @@ pub(super) struct Delivery {
 
 /// Encodes one shard (on the blocking pool) and uploads the same stored bytes (or each its
 /// piece) to every provider still in the run that lacks them. A fresh shard's objects are
-/// hashed while they upload (uploads need only their lengths), and journaled once hashed.
-pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
+/// hashed while they upload (uploads need only their lengths), and journaled once hashed;
+/// with a spool, they are hashed first, then spooled (see [`spool_out`]). `memory` is the
+/// shard's place in memory, freed once nothing of the shard is left in memory.
+pub(super) async fn ship(
+    shard: Shard,
+    memory: OwnedSemaphorePermit,
+    s: &Shipping,
+) -> Result<ShardRecord> {
     let (index, offset) = (shard.index, shard.offset);
     let (delivery, unhashed) = match shard.journaled {
         Some(j) => (super::resume::delivery(shard.data, j, s).await?, None),
@@ -180,6 +190,10 @@ pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
             };
             (delivery, Some(enc))
         }
+    };
+    let (delivery, unhashed, _memory) = match &s.spool {
+        Some(spool) => spool_out(delivery, unhashed, memory, spool, s).await?,
+        None => (delivery, unhashed, Some(memory)),
     };
     let moved =
         delivery.payload.is_some() && delivery.send_to.iter().any(|&i| !s.lanes[i].is_down());
@@ -213,6 +227,48 @@ pub(super) async fn ship(shard: Shard, s: &Shipping) -> Result<ShardRecord> {
         false => s.progress.already_done(None, record.plain_len()),
     }
     Ok(record)
+}
+
+/// With a spool: hashes and journals a fresh shard, copies its stored objects into the spool
+/// (waiting for room there) and frees its place in memory, so the source is read on while
+/// slow providers still upload it. A shard the spool cannot take (disk full, I/O error)
+/// stays in memory, with one warning per run. Returns the delivery, nothing left to hash,
+/// and the place in memory if still held.
+async fn spool_out(
+    mut d: Delivery,
+    unhashed: Option<Unhashed>,
+    memory: OwnedSemaphorePermit,
+    spool: &Spool,
+    s: &Shipping,
+) -> Result<(Delivery, Option<Unhashed>, Option<OwnedSemaphorePermit>)> {
+    let index = d.record.index;
+    if let Some(enc) = unhashed {
+        drop(d.payload.take());
+        let enc = (enc.hashed().await).with_context(|| format!("hashing shard {index}"))?;
+        s.journal(&enc.record)?;
+        (d.record, d.payload) = (enc.record, Some(enc.payload));
+    }
+    let Some(payload) = d.payload.take() else {
+        return Ok((d, None, Some(memory)));
+    };
+    match spool.keep(payload.parts()).await {
+        Ok(parts) => {
+            d.payload = Some(payload.with_parts(parts));
+            drop(payload);
+            Ok((d, None, None))
+        }
+        Err(e) => {
+            if spool.first_failure() {
+                tracing::warn!(
+                    "spool_dir {}: cannot write shard {index} there ({e}); shards stay in memory \
+                     until every provider has them, so a slow provider may hold up the others",
+                    spool.dir().display()
+                );
+            }
+            d.payload = Some(payload);
+            Ok((d, None, Some(memory)))
+        }
+    }
 }
 
 /// Why a shard that reached only `held` providers (or pieces) fails the backup.

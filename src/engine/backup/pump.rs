@@ -80,7 +80,8 @@ async fn room_for_a_shard(
     }
 }
 
-/// Starts the upload of `shard`; its place in memory is freed when the upload task ends.
+/// Starts the upload of `shard`; its place in memory is freed when the upload task ends, or
+/// when the shard is spooled.
 fn spawn_ship(
     job: &BackupJob,
     shard: Shard,
@@ -91,9 +92,9 @@ fn spawn_ship(
     let shipping = shipping.clone();
     let id = job.id.to_string();
     tasks.spawn(async move {
-        let record = ship(shard, &shipping).await;
-        drop(permit);
-        record.with_context(|| format!("backup {id}"))
+        ship(shard, permit, &shipping)
+            .await
+            .with_context(|| format!("backup {id}"))
     });
 }
 

@@ -53,6 +53,7 @@ fn job(providers: Vec<DynProvider>, min: usize) -> BackupJob {
         journal: None,
         codec: crate::codec::Codec::plain(),
         erasure: None,
+        spool: None,
     }
 }
 
@@ -503,4 +504,90 @@ async fn uploads_waiting_on_a_provider_end_when_it_drops_out() {
         .find(|p| p.provider == "p1")
         .unwrap();
     assert_eq!(p1.missing_shards.len() as u64, report.shards);
+}
+
+/// A provider whose uploads wait until the test opens its gate: a slow one.
+struct Gated {
+    inner: MemoryProvider,
+    gate: tokio::sync::Semaphore,
+}
+
+impl crate::provider::Layer for Gated {
+    type Inner = MemoryProvider;
+    fn inner(&self) -> &MemoryProvider {
+        &self.inner
+    }
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        data: Bytes,
+        p: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let _open = self.gate.acquire().await.unwrap();
+            self.inner.put(path, data, p).await
+        })
+    }
+}
+
+/// Three providers, the last one gated shut, and a spool of 1 MiB in `dir`.
+fn spooled_job(dir: &Path) -> (BackupJob, Vec<Arc<MemoryProvider>>, Arc<Gated>) {
+    let spool = Arc::new(crate::spool::Spool::open(dir, 1 << 20).unwrap());
+    let healthy = mems(2);
+    let slow = Arc::new(Gated {
+        inner: MemoryProvider::new("slow"),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let mut providers = dyns(&healthy);
+    providers.push(slow.clone());
+    let mut j = job(providers, 1);
+    (j.shards_in_flight, j.spool) = (1, Some(spool));
+    (j, healthy, slow)
+}
+
+#[tokio::test]
+async fn with_a_spool_healthy_providers_get_every_shard_while_a_slow_one_holds_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 8000);
+    let spool_dir = tempfile::tempdir().unwrap();
+    let (j, healthy, slow) = spooled_job(spool_dir.path());
+    let spool = j.spool.clone().unwrap();
+    let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
+    // One shard fits in memory; the other seven wait in the spool for the slow provider.
+    let all_on_healthy = async {
+        while healthy.iter().any(|p| p.puts() < 8) {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), all_on_healthy)
+        .await
+        .expect("the healthy providers got every shard while the slow one took none");
+    assert_eq!(slow.inner.puts(), 0);
+    assert!(spool.used() > 0, "the slow provider's shards are spooled");
+    slow.gate.add_permits(1000);
+    let report = handle.await.unwrap().unwrap();
+    assert!(report.complete());
+    for p in healthy.iter().map(|p| &**p).chain([&slow.inner]) {
+        assert_eq!(stream_of(p), data, "{}", p.name());
+        assert_eq!(manifest_of(p).unwrap().shards.len(), 8);
+    }
+    assert_eq!(spool.used(), 0, "every spooled shard was freed");
+}
+
+#[tokio::test]
+async fn a_spool_that_cannot_be_written_keeps_shards_in_memory_and_the_backup_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 3500);
+    let spool_dir = tempfile::tempdir().unwrap();
+    let (j, healthy, slow) = spooled_job(spool_dir.path());
+    // The folder goes away after the spool was opened, as a disk unmounted mid-run.
+    std::fs::remove_dir(spool_dir.path()).unwrap();
+    slow.gate.add_permits(1000);
+    let report = run_job(j, sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    assert!(report.complete());
+    for p in healthy.iter().map(|p| &**p).chain([&slow.inner]) {
+        assert_eq!(stream_of(p), data, "{}", p.name());
+    }
 }

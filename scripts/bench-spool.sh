@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Benchmark of the disk spool (`spool_dir`, `spool_size`): a provider that retries must not
+# hold up the healthy ones. Prints a markdown table on stdout (progress goes to stderr).
+#
+#   scripts/bench-spool.sh
+#
+# Setup: a stream of BENCH_BYTES random bytes (`command = "cat STREAM"`, compression none),
+# BENCH_SHARD shards, default limits (shards_in_flight 4, concurrency 2, retry_delay 1s),
+# three local providers p1, p2, p3, rclone behind tests/mock_rclone in every run (one rclone
+# per operation, the same cost in every run). The faulty provider is p3: the mock fails the
+# first upload attempt of every 4th shard (shards 3, 7, 11, ...) with rclone's retryable
+# exit 5, after reading the whole shard (backoff 0.5-1 s before the second attempt). The runs:
+#   two       p1 and p2 only (p3 disabled): the run without the faulty provider;
+#   three     p1, p2, p3, no fault;
+#   faulty    p1, p2, p3 with the faults, no spool;
+#   spooled   the same with spool_dir on the same disk and spool_size = the stream's size;
+#   faulty3, spooled3: the same two with three failed attempts per faulted shard (backoffs
+#             of 0.5-1, 1-2 and 2-4 s), a provider that takes longer to come back.
+# "healthy done" is when p1 and p2 hold every shard at full size (a poller sums their shard
+# files every 50 ms); "whole run" is offsite's wall time (it waits for p3 and writes the
+# manifests). The target: spooled healthy done within 1.2x of `two`'s.
+#
+# Environment:
+#   BENCH_BYTES  stream size (default 1GiB)      BENCH_SHARD  shard size (default 64MiB)
+#   BENCH_RUNS   runs of each kind (default 2)   BENCH_DIR    where the work dir goes
+#   BENCH_KEEP=1 keep the work dir               OFFSITE      the binary
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OFFSITE=${OFFSITE:-$REPO/target/release/offsite}
+MOCK=$REPO/tests/mock_rclone
+unset AWS_CA_BUNDLE
+BENCH_NAME=bench-spool.sh
+# shellcheck source=scripts/bench-lib.sh
+source "$REPO/scripts/bench-lib.sh"
+
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+WORK=
+cleanup() {
+    if [[ -n $WORK && ${BENCH_KEEP:-0} != 1 ]]; then
+        rm -rf "$WORK"
+    elif [[ -n $WORK ]]; then
+        log "kept $WORK"
+    fi
+}
+
+# write_config KIND : offsite.toml and providers.d for one kind of run.
+write_config() {
+    local n enabled
+    rm -rf "$WORK/providers.d"
+    mkdir -p "$WORK/providers.d"
+    for n in 1 2 3; do
+        enabled=true
+        [[ $1 == two && $n == 3 ]] && enabled=false
+        printf 'remote = %s\npriority = %d\nenabled = %s\n' "$(toml_str "$WORK/p$n")" "$n" \
+            "$enabled" >"$WORK/providers.d/p$n.toml"
+    done
+    {
+        printf 'host = "bench"\nstate_dir = %s\nrclone = %s\n' \
+            "$(toml_str "$WORK/state")" "$(toml_str "$MOCK")"
+        printf 'shard_size = %d\ncompression = "none"\n' "$SHARD"
+        if [[ $1 == spooled* ]]; then
+            printf 'spool_dir = %s\nspool_size = %d\n' "$(toml_str "$WORK/spool")" "$BYTES"
+        fi
+        printf '\n[[dataset]]\nname = "stream"\ncommand = %s\n' \
+            "$(toml_str "cat $(printf '%q' "$STREAM")")"
+    } >"$WORK/offsite.toml"
+    : >"$WORK/mock.rules"
+    local i fails=1
+    [[ $1 == *3 ]] && fails=3
+    if [[ $1 == faulty* || $1 == spooled* ]]; then
+        for ((i = 3; i < NSHARDS; i += 4)); do
+            printf 'rcat %s/p3/*/s%010d-* exit:5 %d\n' "$WORK" "$i" "$fails" >>"$WORK/mock.rules"
+        done
+    fi
+}
+
+# Bytes of shard files in provider folder $1.
+shard_bytes() {
+    find "$1" -name 's[0-9]*' -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# Prints the seconds since $1 at which p1 and p2 both hold the whole stream in shards; stops
+# when offsite (pid $2) has ended.
+poll_healthy() {
+    local t0=$1 pid=$2
+    while kill -0 "$pid" 2>/dev/null; do
+        if (($(shard_bytes "$WORK/p1") >= BYTES && $(shard_bytes "$WORK/p2") >= BYTES)); then
+            elapsed "$t0" "$(now)"
+            return
+        fi
+        sleep 0.05
+    done
+    echo "-"
+}
+
+# one_run KIND : runs one backup; appends "healthy whole" to RESULTS[KIND].
+declare -A RESULTS
+KINDS="two three faulty spooled faulty3 spooled3"
+one_run() {
+    local kind=$1 t0 pid healthy whole p
+    rm -rf "$WORK/state" "$WORK/mock.state" "$WORK/p1" "$WORK/p2" "$WORK/p3" "$WORK/spool"
+    mkdir -p "$WORK/spool"
+    write_config "$kind"
+    : >"$WORK/mock.log"
+    t0=$(now)
+    "$OFFSITE" --config "$WORK/offsite.toml" --no-progress backup --once >"$WORK/$kind.log" 2>&1 &
+    pid=$!
+    healthy=$(poll_healthy "$t0" "$pid")
+    wait "$pid" || die "$kind: the backup failed: $(tail -5 "$WORK/$kind.log")"
+    whole=$(elapsed "$t0" "$(now)")
+    for p in p1 p2 p3; do
+        [[ $kind == two && $p == p3 ]] && continue
+        (($(shard_bytes "$WORK/$p") == BYTES)) || die "$kind: $p does not hold the stream"
+    done
+    if [[ $kind == faulty* || $kind == spooled* ]]; then
+        (($(grep -c "^rcat $WORK/p3/" "$WORK/mock.log") > NSHARDS)) || die "$kind: no upload to p3 was retried"
+    fi
+    [[ -z $(ls -A "$WORK/spool") ]] || die "$kind: the spool folder is not empty"
+    RESULTS[$kind]+="$healthy $whole "
+    log "   $kind: healthy done ${healthy}s, whole run ${whole}s"
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# column KIND N : the N-th figure (1 healthy, 2 whole) of every run of KIND, space-separated.
+column() {
+    local -a v
+    read -r -a v <<<"${RESULTS[$1]}"
+    local i out=()
+    for ((i = $2 - 1; i < ${#v[@]}; i += 2)); do out+=("${v[i]}"); done
+    echo "${out[*]}"
+}
+
+print_table() {
+    local two_h three_h kind h w
+    two_h=$(column two 1 | median)
+    three_h=$(column three 1 | median)
+    echo
+    echo "offsite spool: $(human "$BYTES") of random data, $(human "$SHARD") shards ($NSHARDS)," \
+        "3 local providers (p3 fails the first upload of every 4th shard), $RUNS runs each," \
+        "$(date -u +%F), $(rclone version | head -1), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
+    echo
+    echo "| run | healthy done, s (each run) | whole run, s (each run) | healthy / two (median) | healthy / three (median) |"
+    echo "|---|---:|---:|---:|---:|"
+    for kind in $KINDS; do
+        h=$(column "$kind" 1)
+        w=$(column "$kind" 2)
+        awk -v k="$kind" -v h="$h" -v w="$w" -v m="$(echo "$h" | median)" -v a="$two_h" -v b="$three_h" \
+            'BEGIN { printf "| %s | %s | %s | %.2f | %.2f |\n", k, h, w, m / a, m / b }'
+    done
+    echo
+    echo "- target: spooled (and spooled3) healthy done / two <= 1.2"
+}
+
+main() {
+    [[ -x $OFFSITE ]] || die "$OFFSITE is missing (cargo build --release)"
+    command -v rclone >/dev/null || die "rclone is missing"
+    BYTES=$(parse_size "${BENCH_BYTES:-1GiB}")
+    SHARD=$(parse_size "${BENCH_SHARD:-64MiB}")
+    RUNS=${BENCH_RUNS:-2}
+    NSHARDS=$(((BYTES + SHARD - 1) / SHARD))
+    ((NSHARDS >= 4)) || die "$(human "$BYTES") in $(human "$SHARD") shards is fewer than 4 shards"
+    WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/offsite-bench-spool.XXXXXX")
+    trap cleanup EXIT
+    STREAM=$WORK/stream.bin
+    log "writing $(human "$BYTES") of random data"
+    head -c "$BYTES" /dev/urandom >"$STREAM"
+    export OFFSITE_RCLONE_DAEMON=0 MOCK_RCLONE_REAL MOCK_RCLONE_LOG=$WORK/mock.log \
+        MOCK_RCLONE_RULES=$WORK/mock.rules MOCK_RCLONE_STATE=$WORK/mock.state
+    MOCK_RCLONE_REAL=$(command -v rclone)
+    local r kind
+    for ((r = 1; r <= RUNS; r++)); do
+        log "round $r of $RUNS"
+        for kind in $KINDS; do one_run "$kind"; done
+    done
+    print_table
+}
+
+main "$@"

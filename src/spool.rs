@@ -1,0 +1,169 @@
+//! The disk spool (`spool_dir`, `spool_size`): bytes that a slow or retrying provider still
+//! needs, moved out of offsite's memory into an unlinked file and read back through a
+//! read-only mapping.
+//!
+//! - A spooled object is [`Bytes`] like any other: providers, retries and hashing read it
+//!   without knowing. Its pages are the kernel's page cache of that file, which the kernel
+//!   writes to disk and drops under memory pressure; they are not offsite's heap.
+//! - Files are created unlinked (`O_TMPFILE` where the file system has it): a crash or a
+//!   `kill -9` leaves nothing behind, and a file's space is freed when the last clone of its
+//!   bytes is dropped, i.e. when the last provider that needed it has it (or gave up).
+//! - [`Spool::keep`] waits while the spool holds `spool_size` bytes: the spool is bounded
+//!   like memory is, only larger.
+
+use bytes::Bytes;
+use memmap2::Mmap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// The spool's room is counted in units of this many bytes (a `u32` of them is 256 TiB).
+const UNIT: u64 = 64 << 10;
+
+/// A file's contents as [`Bytes`], through a read-only mapping, valid as long as any clone of
+/// them lives (the file may be unlinked and closed).
+pub fn map(file: &File) -> io::Result<Bytes> {
+    map_holding(file, ())
+}
+
+/// [`map`], keeping `hold` alive as long as the mapping.
+fn map_holding<T: Send + 'static>(file: &File, hold: T) -> io::Result<Bytes> {
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: a mapping is undefined behaviour if the file shrinks while mapped. The files
+    // mapped here are offsite's own, created unlinked: nothing else can open or truncate them.
+    let map = unsafe { Mmap::map(file)? };
+    Ok(Bytes::from_owner(Mapped { map, _hold: hold }))
+}
+
+/// A mapping and what must live as long as it (the spool room it takes).
+struct Mapped<T> {
+    map: Mmap,
+    _hold: T,
+}
+
+impl<T> AsRef<[u8]> for Mapped<T> {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// Room for `spool_size` bytes in `spool_dir`.
+pub struct Spool {
+    dir: PathBuf,
+    room: Arc<Semaphore>,
+    units: u32,
+    /// A failed write is logged once per run, not once per shard.
+    warned: AtomicBool,
+}
+
+impl Spool {
+    /// A spool of `size` bytes in `dir`, once a file could be created there.
+    pub fn open(dir: &Path, size: u64) -> io::Result<Spool> {
+        tempfile::tempfile_in(dir)?;
+        let units = (size / UNIT).clamp(1, u32::MAX as u64) as u32;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            room: Arc::new(Semaphore::new(units as usize)),
+            units,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes the spool holds now (rounded up to its unit).
+    pub fn used(&self) -> u64 {
+        (self.units as u64 - self.room.available_permits() as u64) * UNIT
+    }
+
+    /// Copies `parts` into one spool file, once the spool has room for them (an object larger
+    /// than the whole spool waits for an empty one), and returns them as mapped bytes of the
+    /// same lengths. The room is given back when the last clone of every part is dropped.
+    pub async fn keep(&self, parts: &[Bytes]) -> io::Result<Vec<Bytes>> {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let want = total.div_ceil(UNIT).clamp(1, self.units as u64) as u32;
+        let room = (self.room.clone().acquire_many_owned(want).await)
+            .expect("the spool's semaphore is never closed");
+        let (dir, parts) = (self.dir.clone(), parts.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let mut file = tempfile::tempfile_in(&dir)?;
+            for p in &parts {
+                file.write_all(p)?;
+            }
+            let all = map_holding(&file, room)?;
+            let mut at = 0;
+            Ok(parts
+                .iter()
+                .map(|p| {
+                    at += p.len();
+                    all.slice(at - p.len()..at)
+                })
+                .collect())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// True the first time it is called: whether to log a failed write.
+    pub fn first_failure(&self) -> bool {
+        !self.warned.swap(true, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn kept_parts_read_back_and_free_their_room_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 4 * UNIT).unwrap();
+        let parts = vec![
+            Bytes::from(vec![1u8; UNIT as usize + 1]),
+            Bytes::new(),
+            Bytes::from_static(b"tail"),
+        ];
+        let kept = spool.keep(&parts).await.unwrap();
+        assert_eq!(kept, parts);
+        assert_eq!(spool.used(), 2 * UNIT);
+        // Nothing is visible in the folder: the file is unlinked.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let one = kept[2].clone();
+        drop(kept);
+        assert_eq!(spool.used(), 2 * UNIT, "a live slice keeps its file");
+        drop(one);
+        assert_eq!(spool.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_waits_and_an_oversized_object_takes_all_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), 2 * UNIT).unwrap());
+        let big = spool
+            .keep(&[Bytes::from(vec![7u8; 3 * UNIT as usize])])
+            .await
+            .unwrap();
+        assert_eq!(spool.used(), 2 * UNIT);
+        let waiting = tokio::spawn({
+            let spool = spool.clone();
+            async move { spool.keep(&[Bytes::from_static(b"x")]).await }
+        });
+        drop(big);
+        assert_eq!(&waiting.await.unwrap().unwrap()[0][..], b"x");
+    }
+
+    #[test]
+    fn a_missing_folder_is_refused_when_opened() {
+        let e = Spool::open(Path::new("/nonexistent/spool"), UNIT)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}
