@@ -59,6 +59,29 @@ pub fn sha256(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
+/// SHA-256 of whatever is written into it, for bytes produced piece by piece (a manifest's
+/// canonical form, serialized straight into the hash instead of into a buffer).
+#[derive(Default)]
+pub struct Sha256Writer(Sha256);
+
+impl Sha256Writer {
+    /// The digest of everything written, lower-case hex.
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// [`digests`] on the blocking pool.
 pub async fn digests_blocking(data: Bytes) -> std::io::Result<Digests> {
     // SHA-256 on one blocking thread, MD5 and SHA-1 on another: on two cores the native

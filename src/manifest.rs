@@ -273,22 +273,6 @@ impl Manifest {
         Ok(())
     }
 
-    /// The manifest as written to providers; format 2 and later with a fresh checksum.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut value =
-            serde_json::to_value(self.in_the_clear()).expect("a manifest always serializes");
-        if let serde_json::Value::Object(map) = &mut value {
-            map.remove("checksum");
-            if self.format >= 2 {
-                let sum = checksum_of(map);
-                map.insert("checksum".into(), sum.into());
-            }
-        }
-        let mut v = serde_json::to_vec_pretty(&value).expect("a manifest always serializes");
-        v.push(b'\n');
-        v
-    }
-
     /// What may be written to a provider: an encrypted backup's secrets only in its sealed part,
     /// even after [`Manifest::unseal`].
     fn in_the_clear(&self) -> std::borrow::Cow<'_, Manifest> {
@@ -301,33 +285,6 @@ impl Manifest {
         clear.source.clear();
         clear.shards.iter_mut().for_each(|s| s.plain_sha256 = None);
         std::borrow::Cow::Owned(clear)
-    }
-
-    /// Parses and checks a manifest: known format, its checksum (format 2), a valid id,
-    /// contiguous shards.
-    pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("manifest does not parse: {e}"))?;
-        let serde_json::Value::Object(mut map) = value else {
-            return Err("manifest does not parse: not a JSON object".into());
-        };
-        let format = check_format(&map)?;
-        let stored = map.remove("checksum");
-        if format != 1 {
-            check_checksum(&map, stored.as_ref())?;
-        }
-        let m: Manifest = serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| format!("manifest does not parse: {e}"))?;
-        if m.id().is_none() {
-            return Err(format!(
-                "manifest has an invalid backup_id {:?}",
-                m.backup_id
-            ));
-        }
-        m.check_shards()?;
-        m.check_encoding()?;
-        m.check_erasure()?;
-        Ok(m)
     }
 
     /// An encrypted backup keeps its secrets sealed; an unencoded one has no plaintext fields.
@@ -450,29 +407,6 @@ pub fn stored_bound(shard_size: u64) -> u64 {
         .saturating_add(1 << 20)
 }
 
-/// The manifest's `format`, when this offsite reads it.
-fn check_format(map: &serde_json::Map<String, serde_json::Value>) -> Result<u64, String> {
-    match map.get("format").and_then(|f| f.as_u64()) {
-        Some(f) if (OLDEST_FORMAT as u64..=FORMAT_VERSION as u64).contains(&f) => Ok(f),
-        _ => Err(format!(
-            "manifest format {} is not supported by this offsite (reads {OLDEST_FORMAT} to {FORMAT_VERSION}); upgrade offsite",
-            map.get("format").map_or("(none)".to_string(), |f| f.to_string())
-        )),
-    }
-}
-
-/// A format-2 manifest's `checksum` (taken out of `map`) matches the rest of it.
-fn check_checksum(
-    map: &serde_json::Map<String, serde_json::Value>,
-    stored: Option<&serde_json::Value>,
-) -> Result<(), String> {
-    match stored.and_then(|c| c.as_str()) {
-        Some(c) if c == checksum_of(map) => Ok(()),
-        Some(_) => Err("manifest is damaged: its checksum does not match its content".into()),
-        None => Err("manifest is damaged: format 2 but no checksum".into()),
-    }
-}
-
 /// What two manifests say about the stream: equal when they describe the same backup with the
 /// same shards, stored with the same encoding to the same recipients (their checksums,
 /// `created` and `tool` may differ, and so may the sealed part: each sealing is a fresh age
@@ -516,34 +450,6 @@ pub fn same_but_placement(a: &Manifest, b: &Manifest) -> bool {
                 && (x.md5.is_none() || y.md5.is_none() || x.md5 == y.md5)
                 && (x.sha1.is_none() || y.sha1.is_none() || x.sha1 == y.sha1)
         })
-}
-
-/// The checksum of a manifest's JSON object without its `checksum` key: SHA-256 of its compact
-/// form with every object's keys sorted.
-fn checksum_of(map: &serde_json::Map<String, serde_json::Value>) -> String {
-    let canonical = serde_json::Value::Object(sorted(map));
-    let bytes = serde_json::to_vec(&canonical).expect("a JSON value always serializes");
-    crate::hashing::sha256(&bytes)
-}
-
-/// `map` with its keys (and those of nested objects) in sorted order, whatever order the map
-/// type keeps (serde_json's `preserve_order` feature may be on through another crate).
-fn sorted(
-    map: &serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
-    use serde_json::Value;
-    fn canon(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => Value::Object(sorted(m)),
-            Value::Array(a) => Value::Array(a.iter().map(canon).collect()),
-            other => other.clone(),
-        }
-    }
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    keys.into_iter()
-        .map(|k| (k.clone(), canon(&map[k])))
-        .collect()
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -601,6 +507,10 @@ pub(crate) fn sample(shards: &[&[u8]]) -> Manifest {
         erasure: None,
     }
 }
+
+mod json;
+#[cfg(test)]
+use json::checksum_of;
 
 #[cfg(test)]
 mod fuzz;

@@ -134,3 +134,16 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let e = Manifest::from_json(&doc).unwrap_err();
     assert!(e.contains("does not parse"), "{e}");
 }
+
+#[test]
+fn deep_nesting_in_an_unknown_field_is_an_error_not_a_stack_overflow() {
+    let mut doc = sample(&[b"abcd"]).to_json();
+    let depth = 100_000;
+    let mut deep = b"\"zz_future\": ".to_vec();
+    deep.extend(std::iter::repeat_n(b'[', depth));
+    deep.extend(std::iter::repeat_n(b']', depth));
+    deep.extend(b",\n");
+    doc.splice(4..4, deep);
+    let e = Manifest::from_json(&doc).unwrap_err();
+    assert!(e.contains("does not parse"), "{e}");
+}

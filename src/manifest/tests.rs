@@ -250,3 +250,51 @@ fn erasure_fixture_places_one_piece_of_a_shard_per_provider() {
         mem[3].paths()
     );
 }
+
+/// What `to_json` wrote before it streamed: the manifest as one JSON value (keys sorted),
+/// its checksum over the compact form, pretty-printed.
+fn to_json_through_a_value(m: &Manifest) -> Vec<u8> {
+    let mut value = serde_json::to_value(m.in_the_clear()).unwrap();
+    let map = value.as_object_mut().unwrap();
+    if m.format >= 2 {
+        let sum = checksum_of(map);
+        map.insert("checksum".into(), sum.into());
+    }
+    let mut v = serde_json::to_vec_pretty(&value).unwrap();
+    v.push(b'\n');
+    v
+}
+
+#[test]
+fn streamed_manifests_are_byte_for_byte_those_written_through_a_value() {
+    let mut v1 = sample(&[b"abcd", b"ef"]);
+    v1.format = 1;
+    let shards: [&[u8]; 2] = [b"first shard bytes", b"second"];
+    let stored: Vec<bytes::Bytes> = shards
+        .iter()
+        .map(|s| bytes::Bytes::copy_from_slice(s))
+        .collect();
+    let scheme = crate::erasure::Scheme { k: 2, m: 1 };
+    let (erasure, _) =
+        crate::gaps::fixture::erasure(sample(&shards), &stored, scheme, &["a", "b", "c"]);
+    let (sealed, ids, _dir) = encrypted_sample();
+    let mut opened = sealed.clone();
+    opened.unseal(&ids).unwrap();
+    for m in [
+        sample(&[b"abcd", b"ef"]),
+        sample(&[]),
+        v1,
+        erasure,
+        sealed,
+        opened,
+    ] {
+        let text = m.to_json();
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            String::from_utf8(to_json_through_a_value(&m)).unwrap()
+        );
+        let mut streamed = Vec::new();
+        m.write_json(&mut streamed).unwrap();
+        assert_eq!(streamed, text);
+    }
+}
