@@ -5,6 +5,7 @@ use super::{ListedHashes, Objects};
 use crate::layout;
 use crate::manifest::{same_but_placement, same_stream, Manifest};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Why a provider's manifest of an erasure-coded backup is not used after a migration.
 pub const STALE_PLACEMENT: &str =
@@ -22,7 +23,55 @@ pub struct BackupEntry {
     /// hashes ([`super::Catalog::scan_hashed`]); objects listed without any hash are absent.
     pub hashes: BTreeMap<String, BTreeMap<String, ListedHashes>>,
     /// Provider name to the manifest it returned (or why it could not be used).
-    pub manifests: BTreeMap<String, Result<Manifest, String>>,
+    pub manifests: Manifests,
+}
+
+/// Provider name to the manifest it returned, or why it could not be used. Providers that
+/// returned the same bytes share one parsed manifest (a 10 TiB backup's takes 50 MB).
+#[derive(Debug, Clone, Default)]
+pub struct Manifests(BTreeMap<String, Result<Arc<Manifest>, String>>);
+
+impl Manifests {
+    /// Records what provider `p` returned.
+    pub fn insert(&mut self, p: String, m: Result<Manifest, String>) {
+        self.0.insert(p, m.map(Arc::new));
+    }
+
+    /// Records what provider `p` returned, a manifest maybe shared with other providers.
+    pub fn insert_shared(&mut self, p: String, m: Result<Arc<Manifest>, String>) {
+        self.0.insert(p, m);
+    }
+}
+
+impl std::ops::Deref for Manifests {
+    type Target = BTreeMap<String, Result<Arc<Manifest>, String>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Manifests {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Manifests {
+    type Item = (&'a String, &'a Result<Arc<Manifest>, String>);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, Result<Arc<Manifest>, String>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<const N: usize> From<[(String, Result<Manifest, String>); N]> for Manifests {
+    fn from(each: [(String, Result<Manifest, String>); N]) -> Self {
+        let mut out = Manifests::default();
+        for (p, m) in each {
+            out.insert(p, m);
+        }
+        out
+    }
 }
 
 /// What the manifests of one backup settle on (see [`BackupEntry::resolve`]).

@@ -7,7 +7,7 @@ pub mod ancestors;
 mod entry;
 mod scan;
 
-pub use entry::{BackupEntry, Resolution, STALE_PLACEMENT};
+pub use entry::{BackupEntry, Manifests, Resolution, STALE_PLACEMENT};
 
 use crate::error::ProviderError;
 use crate::layout::{self, BackupId};
@@ -16,7 +16,7 @@ use crate::provider::ObjectInfo;
 use ancestors::{ancestors, Link, WalkEnd};
 use std::collections::BTreeMap;
 
-/// How many manifests are fetched at once.
+/// How many backups' manifests are fetched at once (each backup's from its providers in turn).
 const MANIFEST_FETCHES: usize = 8;
 /// A manifest larger than this is not one of ours (about 300 bytes per shard: 256 MiB is close
 /// to a million shards). Checked from the listing before anything is downloaded.

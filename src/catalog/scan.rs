@@ -1,6 +1,7 @@
 //! [`Catalog::scan`]: the I/O around [`group`]. Lists every provider once, refuses manifests
-//! the listings show too large, then fetches the others (at most [`MANIFEST_FETCHES`] at
-//! once) and checks each is its backup's.
+//! the listings show too large, then fetches the others (the manifests of at most
+//! [`MANIFEST_FETCHES`] backups at once, each backup's from its providers in turn, identical
+//! copies parsed once) and checks each is its backup's.
 
 use super::{
     group, BackupEntry, BackupKey, Catalog, MANIFEST_BASE, MANIFEST_FETCHES, MANIFEST_LIMIT,
@@ -12,6 +13,7 @@ use crate::manifest::Manifest;
 use crate::provider::{DynProvider, ObjectInfo};
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Every provider's listing: provider name and its objects.
 type Listings = Vec<(String, Vec<ObjectInfo>)>;
@@ -43,22 +45,21 @@ impl Catalog {
         refuse_oversized_manifests(&mut backups);
         let wanted = manifests_to_fetch(&backups, providers);
         let fetched: Vec<_> = stream::iter(wanted)
-            .map(|(k, p, limit)| async move {
-                let m = fetch_manifest(host, &k, &p, limit).await;
-                (k, p.name().to_string(), m)
+            .map(|(k, ps, limit)| async move {
+                let found = fetch_manifests(host, &k, &ps, limit).await;
+                (k, found)
             })
             .buffer_unordered(MANIFEST_FETCHES)
             .collect()
             .await;
-        for (k, p, m) in fetched {
-            if let Err(e) = &m {
-                tracing::warn!("provider {p}: manifest of {}/{}: {e}", k.dataset, k.id);
+        for (k, found) in fetched {
+            let entry = backups.get_mut(&k).expect("key came from backups");
+            for (p, m) in found {
+                if let Err(e) = &m {
+                    tracing::warn!("provider {p}: manifest of {}/{}: {e}", k.dataset, k.id);
+                }
+                entry.manifests.insert_shared(p, m);
             }
-            backups
-                .get_mut(&k)
-                .expect("key came from backups")
-                .manifests
-                .insert(p, m);
         }
         Catalog {
             host: host.to_string(),
@@ -119,50 +120,91 @@ async fn list_all(
     (listings, unreachable)
 }
 
-/// Each (backup, provider listing its manifest, size limit) whose manifest is not yet
-/// settled (refused as oversized).
+/// Each backup whose manifest some providers list and is not yet settled (refused as
+/// oversized): those providers, and the size limit.
 fn manifests_to_fetch(
     backups: &BTreeMap<BackupKey, BackupEntry>,
     providers: &[DynProvider],
-) -> Vec<(BackupKey, DynProvider, u64)> {
+) -> Vec<(BackupKey, Vec<DynProvider>, u64)> {
     let mut wanted = Vec::new();
     for (k, e) in backups {
-        let limit = manifest_limit(e);
-        for p in providers {
-            let listed = e
-                .objects
-                .get(p.name())
-                .is_some_and(|o| o.contains_key(layout::MANIFEST));
-            if listed && !e.manifests.contains_key(p.name()) {
-                wanted.push((k.clone(), p.clone(), limit));
-            }
+        let listing: Vec<DynProvider> = (providers.iter())
+            .filter(|p| {
+                let listed = e.objects.get(p.name());
+                listed.is_some_and(|o| o.contains_key(layout::MANIFEST))
+                    && !e.manifests.contains_key(p.name())
+            })
+            .cloned()
+            .collect();
+        if !listing.is_empty() {
+            wanted.push((k.clone(), listing, manifest_limit(e)));
         }
     }
     wanted
 }
 
-/// Downloads and parses backup `k`'s manifest from `p`, at most `limit` bytes (the listed
-/// size may lie), and checks it is this backup's.
+/// A manifest as each provider returned it.
+type Fetched = Vec<(String, Result<Arc<Manifest>, String>)>;
+
+/// Backup `k`'s manifest from each of `providers` in turn. Bytes another provider returned
+/// already (compared by SHA-256) are not parsed again: both share one manifest, so a backup
+/// of any size costs one parsed manifest and one download in flight, not one per provider.
+async fn fetch_manifests(
+    host: &str,
+    k: &BackupKey,
+    providers: &[DynProvider],
+    limit: u64,
+) -> Fetched {
+    let mut seen: Vec<(String, Result<Arc<Manifest>, String>)> = Vec::new();
+    let mut out = Vec::new();
+    for p in providers {
+        let parsed = match fetch_manifest(host, k, p, limit).await {
+            Err(e) => Err(e),
+            Ok(bytes) => {
+                let digest = crate::hashing::sha256(&bytes);
+                match seen.iter().find(|(d, _)| *d == digest) {
+                    Some((_, m)) => m.clone(),
+                    None => {
+                        let m = parse_manifest(k, bytes).await;
+                        seen.push((digest, m.clone()));
+                        m
+                    }
+                }
+            }
+        };
+        out.push((p.name().to_string(), parsed));
+    }
+    out
+}
+
+/// Downloads backup `k`'s manifest from `p`, at most `limit` bytes (the listed size may lie).
 async fn fetch_manifest(
     host: &str,
     k: &BackupKey,
     p: &DynProvider,
     limit: u64,
-) -> Result<Manifest, String> {
+) -> Result<bytes::Bytes, String> {
     let path = format!(
         "{}/{}",
         layout::backup_dir(host, &k.dataset, &k.id),
         layout::MANIFEST
     );
-    let bytes = p.get(&path, limit).await.map_err(|e| e.to_string())?;
-    let m = Manifest::from_json(&bytes)?;
+    p.get(&path, limit).await.map_err(|e| e.to_string())
+}
+
+/// Parses a manifest (on the blocking pool: a large one takes a while) and checks it is
+/// backup `k`'s.
+async fn parse_manifest(k: &BackupKey, bytes: bytes::Bytes) -> Result<Arc<Manifest>, String> {
+    let m = tokio::task::spawn_blocking(move || Manifest::from_json(&bytes))
+        .await
+        .map_err(|e| format!("manifest does not parse: {e}"))??;
     if m.backup_id != k.id.to_string() || m.dataset != k.dataset {
         return Err(format!(
             "manifest is for {}/{}, not this backup",
             m.dataset, m.backup_id
         ));
     }
-    Ok(m)
+    Ok(Arc::new(m))
 }
 
 /// The largest manifest this backup's listings justify (see [`MANIFEST_BASE`]): by the shard
@@ -215,6 +257,33 @@ mod tests {
             size,
             ..ObjectInfo::default()
         }
+    }
+
+    #[tokio::test]
+    async fn providers_holding_the_same_manifest_share_one_parsed_copy() {
+        use crate::gaps::fixture::{encoded, path, store};
+        use crate::provider::MemoryProvider;
+        let (m, stored) = encoded(&[b"abcd", b"ef"]);
+        let mem: Vec<MemoryProvider> = ["a", "b", "c"].map(MemoryProvider::new).into();
+        for p in &mem {
+            store(p, &m, &stored);
+        }
+        // c's copy was written by another run: the same stream, other bytes.
+        let mut later = m.clone();
+        later.created = "2026-12-01T00:00:00Z".into();
+        let later = bytes::Bytes::from(later.to_json());
+        mem[2].set_object(&path(&m, layout::MANIFEST), later);
+        let providers: Vec<DynProvider> = mem.into_iter().map(|p| Arc::new(p) as _).collect();
+        let c = Catalog::scan(&providers, &m.host, None).await;
+        let e = c.backups.values().next().unwrap();
+        let got = |p: &str| e.manifests[p].clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&got("a"), &got("b")),
+            "a and b hold the same bytes"
+        );
+        assert!(!Arc::ptr_eq(&got("a"), &got("c")));
+        assert_eq!(got("c").created, "2026-12-01T00:00:00Z");
+        assert_eq!(e.manifest(&c.order).unwrap().1, &*got("a"));
     }
 
     #[test]
