@@ -379,11 +379,9 @@ fn listed_differs(r: &RefShard, listed: Option<&BTreeMap<String, ListedHashes>>)
     let Some(h) = listed.and_then(|l| l.get(&r.name)) else {
         return false;
     };
-    let differs = |want: &Option<String>, got: &Option<String>| match (want, got) {
-        (Some(w), Some(g)) => !w.eq_ignore_ascii_case(g),
-        _ => false,
-    };
-    differs(&r.md5, &h.md5) || differs(&r.sha1, &h.sha1)
+    let md5 = matches!((&r.md5, h.md5), (Some(w), Some(g)) if !g.matches(w));
+    let sha1 = matches!((&r.sha1, h.sha1), (Some(w), Some(g)) if !g.matches(w));
+    md5 || sha1
 }
 
 fn manifest_state(

@@ -32,27 +32,70 @@ const MANIFEST_PER_SHARD: u64 = 1 << 10;
 /// The objects one provider holds for one backup: object name to size.
 pub type Objects = BTreeMap<String, u64>;
 
+/// Every provider's listing: provider name and its objects.
+pub type Listings = Vec<(String, Vec<ObjectInfo>)>;
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackupKey {
     pub dataset: String,
     pub id: BackupId,
 }
 
-/// The MD5 and SHA-1 (lower-case hex) a provider's listing gave for an object.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The MD5 and SHA-1 a provider's listing gave for an object, as bytes: a listing of 160,000
+/// objects would otherwise hold 320,000 hex strings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListedHashes {
-    pub md5: Option<String>,
-    pub sha1: Option<String>,
+    pub md5: Option<Listed<16>>,
+    pub sha1: Option<Listed<20>>,
 }
 
-/// Groups `<dataset-key>/<backup-id>/<object>` listings into backups. Objects that do not fit
-/// the layout are ignored.
-pub fn group(
-    listings: &[(String, Vec<ObjectInfo>)],
-    dataset_filter: Option<&str>,
-) -> BTreeMap<BackupKey, BackupEntry> {
+impl ListedHashes {
+    /// From the hex the listing gave (any case).
+    pub fn new(md5: Option<&str>, sha1: Option<&str>) -> Self {
+        ListedHashes {
+            md5: md5.map(Listed::parse),
+            sha1: sha1.map(Listed::parse),
+        }
+    }
+}
+
+/// A hash a listing gave: its `N` bytes, or `Garbled` when it was not `2N` hex digits (then
+/// it matches no manifest's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed<const N: usize> {
+    Digest([u8; N]),
+    Garbled,
+}
+
+impl<const N: usize> Listed<N> {
+    pub fn parse(hex: &str) -> Self {
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut out = [0u8; N];
+        if hex.len() != 2 * N {
+            return Listed::Garbled;
+        }
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
+                _ => return Listed::Garbled,
+            }
+        }
+        Listed::Digest(out)
+    }
+
+    /// Whether `hex` (a manifest's, any case) is this digest.
+    pub fn matches(&self, hex: &str) -> bool {
+        matches!((self, Listed::<N>::parse(hex)), (Listed::Digest(a), Listed::Digest(b)) if *a == b)
+    }
+}
+
+/// Groups `<dataset-key>/<backup-id>/<object>` listings into backups, each listing dropped once
+/// grouped. Objects that do not fit the layout are ignored.
+pub fn group(listings: Listings, dataset_filter: Option<&str>) -> BTreeMap<BackupKey, BackupEntry> {
     let mut out: BTreeMap<BackupKey, BackupEntry> = BTreeMap::new();
     for (provider, objects) in listings {
+        // Collected first, then built at once: a map built from a sorted run packs its nodes.
+        let mut found: BTreeMap<BackupKey, Vec<(String, u64, ListedHashes)>> = BTreeMap::new();
         for o in objects {
             let mut parts = o.path.splitn(3, '/');
             let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next())
@@ -65,23 +108,21 @@ pub fn group(
             if dataset_filter.is_some_and(|d| d != dataset) {
                 continue;
             }
-            let entry = out.entry(BackupKey { dataset, id }).or_default();
-            entry
-                .objects
-                .entry(provider.clone())
-                .or_default()
-                .insert(name.to_string(), o.size);
-            if o.md5.is_some() || o.sha1.is_some() {
-                let h = ListedHashes {
-                    md5: o.md5.clone(),
-                    sha1: o.sha1.clone(),
-                };
-                entry
-                    .hashes
-                    .entry(provider.clone())
-                    .or_default()
-                    .insert(name.to_string(), h);
+            let h = ListedHashes::new(o.md5.as_deref(), o.sha1.as_deref());
+            let objs = found.entry(BackupKey { dataset, id }).or_default();
+            objs.push((name.to_string(), o.size, h));
+        }
+        for (key, objs) in found {
+            let entry = out.entry(key).or_default();
+            let hashed = (objs.iter())
+                .filter(|(_, _, h)| *h != ListedHashes::default())
+                .map(|(n, _, h)| (n.clone(), *h))
+                .collect::<BTreeMap<_, _>>();
+            if !hashed.is_empty() {
+                entry.hashes.insert(provider.clone(), hashed);
             }
+            let sizes = objs.into_iter().map(|(n, size, _)| (n, size)).collect();
+            entry.objects.insert(provider.clone(), sizes);
         }
     }
     out
@@ -158,6 +199,17 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_hash_matches_its_hex_in_any_case_and_a_garbled_one_matches_nothing() {
+        let md5 = "900150983cd24fb0d6963f7d28e17f72";
+        let h = ListedHashes::new(Some(&md5.to_uppercase()), Some("not hex"));
+        assert!(h.md5.unwrap().matches(md5));
+        assert!(!h.md5.unwrap().matches(&md5.replace('9', "8")));
+        assert_eq!(h.sha1, Some(Listed::Garbled));
+        assert!(!Listed::<20>::Garbled.matches("not hex"));
+        assert_eq!(Listed::<16>::parse(&md5[2..]), Listed::Garbled, "too short");
+    }
+
+    #[test]
     fn groups_by_dataset_and_backup_and_ignores_strangers() {
         let s0 = shard_name(0, 0);
         let listings = vec![
@@ -175,11 +227,11 @@ mod tests {
                 vec![obj(&format!("other/20261122T020000Z-incr/{s0}"), 3)],
             ),
         ];
-        let g = group(&listings, None);
+        let g = group(listings.clone(), None);
         assert_eq!(g.len(), 2);
         let tank = g.keys().find(|k| k.dataset == "tank/x").unwrap();
         assert_eq!(tank.id.to_string(), "20261121T020000Z-full");
         assert_eq!(g[tank].objects["a"].len(), 2);
-        assert_eq!(group(&listings, Some("other")).len(), 1);
+        assert_eq!(group(listings, Some("other")).len(), 1);
     }
 }

@@ -4,8 +4,8 @@
 //! copies parsed once) and checks each is its backup's.
 
 use super::{
-    group, BackupEntry, BackupKey, Catalog, MANIFEST_BASE, MANIFEST_FETCHES, MANIFEST_LIMIT,
-    MANIFEST_PER_SHARD,
+    group, BackupEntry, BackupKey, Catalog, Listings, MANIFEST_BASE, MANIFEST_FETCHES,
+    MANIFEST_LIMIT, MANIFEST_PER_SHARD,
 };
 use crate::error::ProviderError;
 use crate::layout;
@@ -14,9 +14,6 @@ use crate::provider::{DynProvider, ObjectInfo};
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Every provider's listing: provider name and its objects.
-type Listings = Vec<(String, Vec<ObjectInfo>)>;
 
 impl Catalog {
     /// Lists every provider once (in parallel) and fetches the manifests found.
@@ -41,7 +38,7 @@ impl Catalog {
         hashes: bool,
     ) -> Catalog {
         let (listings, unreachable) = list_all(providers, host, dataset, hashes).await;
-        let mut backups = group(&listings, dataset);
+        let mut backups = group(listings, dataset);
         refuse_oversized_manifests(&mut backups);
         let wanted = manifests_to_fetch(&backups, providers);
         let fetched: Vec<_> = stream::iter(wanted)
@@ -295,7 +292,7 @@ mod tests {
                 MANIFEST_LIMIT + 1,
             )],
         )];
-        let mut g = group(&listings, None);
+        let mut g = group(listings, None);
         refuse_oversized_manifests(&mut g);
         let e = g.values().next().unwrap();
         let err = e.manifests["a"].as_ref().unwrap_err();
@@ -310,7 +307,7 @@ mod tests {
                 .map(|i| obj(&format!("{dir}/{}", shard_name(i, i << 26)), 1 << 26))
                 .collect();
             objs.push(obj(&format!("{dir}/manifest.json"), manifest));
-            let mut g = group(&[("a".to_string(), objs)], None);
+            let mut g = group(vec![("a".to_string(), objs)], None);
             refuse_oversized_manifests(&mut g);
             g.into_values().next().unwrap().manifests.remove("a")
         };

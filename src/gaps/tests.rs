@@ -363,17 +363,16 @@ fn scales_to_100k_shards_on_three_providers() {
 fn listed(entry: &mut BackupEntry, m: &Manifest, p: &str, i: usize, md5: &str, sha1: &str) {
     let hashes = entry.hashes.entry(p.to_string()).or_default();
     for s in &m.shards {
-        let h = crate::catalog::ListedHashes {
-            md5: s.md5.clone(),
-            sha1: s.sha1.clone(),
-        };
+        let h = crate::catalog::ListedHashes::new(s.md5.as_deref(), s.sha1.as_deref());
         hashes.insert(s.name(Default::default()), h);
     }
     let h = hashes
         .get_mut(&m.shards[i].name(Default::default()))
         .unwrap();
-    h.md5 = Some(md5.to_string()).filter(|s| !s.is_empty());
-    h.sha1 = Some(sha1.to_string()).filter(|s| !s.is_empty());
+    *h = crate::catalog::ListedHashes::new(
+        Some(md5).filter(|s| !s.is_empty()),
+        Some(sha1).filter(|s| !s.is_empty()),
+    );
 }
 
 #[test]

@@ -120,17 +120,12 @@ fn a_wrong_size_or_corrupt_piece_is_not_good() {
 fn a_listed_md5_other_than_the_pieces_is_corrupt() {
     let (mut e, m) = whole_erasure("2+1", &["a", "b", "c"]);
     let (name, holder) = piece(&m, 2, 0);
-    let hashes = ListedHashes {
-        md5: Some("00".repeat(16)),
-        sha1: None,
-    };
+    let hashes = ListedHashes::new(Some(&"00".repeat(16)), None);
     e.hashes
         .insert(holder.clone(), BTreeMap::from([(name, hashes)]));
     let (good, good_holder) = piece(&m, 1, 1);
-    let hashes = ListedHashes {
-        md5: m.shards[1].pieces[1].md5.clone(),
-        sha1: m.shards[1].pieces[1].sha1.clone(),
-    };
+    let piece = &m.shards[1].pieces[1];
+    let hashes = ListedHashes::new(piece.md5.as_deref(), piece.sha1.as_deref());
     e.hashes
         .entry(good_holder.clone())
         .or_default()
