@@ -236,6 +236,9 @@ pub struct Options {
     pub limits: Limits,
     /// Provider name to where it lives; providers missing here never copy server-side.
     pub remotes: BTreeMap<String, RemoteId>,
+    /// Where a manifest waits while it is written (`spool_dir`; `None`: the system's temp
+    /// folder).
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Options {

@@ -94,6 +94,7 @@ pub async fn run(cx: &SyncContext<'_>, req: &SyncRequest<'_>) -> Result<SyncRun>
             .iter()
             .map(|p| (p.name.clone(), RemoteId::of(p)))
             .collect(),
+        spool_dir: cx.cfg.spool.as_ref().map(|s| s.dir.clone()),
     };
     let mut report = execute(plan, cx.providers, &opts, cx.progress.clone(), cx.cancel).await?;
     log_metrics(&report, start.elapsed());

@@ -131,6 +131,7 @@ impl Setup {
 
     fn options(&self) -> Options {
         Options {
+            spool_dir: None,
             host: HOST.into(),
             limits: Limits {
                 shards_in_flight: 2,

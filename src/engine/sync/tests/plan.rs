@@ -86,6 +86,7 @@ fn remote_names_decide_server_side_copies() {
         max_object_size: None,
     };
     let opts = Options {
+        spool_dir: None,
         host: HOST.into(),
         limits: Limits {
             shards_in_flight: 1,
