@@ -96,20 +96,26 @@ pub fn group(listings: Listings, dataset_filter: Option<&str>) -> BTreeMap<Backu
     for (provider, objects) in listings {
         // Collected first, then built at once: a map built from a sorted run packs its nodes.
         let mut found: BTreeMap<BackupKey, Vec<(String, u64, ListedHashes)>> = BTreeMap::new();
+        // The folder of the object before: a backup's objects come one after another.
+        let mut last: Option<(String, Option<BackupKey>)> = None;
         for o in objects {
             let mut parts = o.path.splitn(3, '/');
             let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
-            let (Some(dataset), Some(id)) = (layout::dataset_name(key), BackupId::parse(id)) else {
+            let folder = &o.path[..key.len() + 1 + id.len()];
+            if last.as_ref().is_none_or(|(f, _)| f != folder) {
+                last = Some((folder.to_string(), backup_key(folder, dataset_filter)));
+            }
+            let Some((_, Some(key))) = &last else {
                 continue;
             };
-            if dataset_filter.is_some_and(|d| d != dataset) {
-                continue;
-            }
             let h = ListedHashes::new(o.md5.as_deref(), o.sha1.as_deref());
-            let objs = found.entry(BackupKey { dataset, id }).or_default();
+            if !found.contains_key(key) {
+                found.insert(key.clone(), Vec::new());
+            }
+            let objs = found.get_mut(key).expect("inserted above");
             objs.push((name.to_string(), o.size, h));
         }
         for (key, objs) in found {
@@ -126,6 +132,16 @@ pub fn group(listings: Listings, dataset_filter: Option<&str>) -> BTreeMap<Backu
         }
     }
     out
+}
+
+/// The backup a `<dataset-key>/<backup-id>` folder holds, if it is one (of `dataset_filter`).
+fn backup_key(folder: &str, dataset_filter: Option<&str>) -> Option<BackupKey> {
+    let (key, id) = folder.split_once('/')?;
+    let (dataset, id) = (layout::dataset_name(key)?, BackupId::parse(id)?);
+    if dataset_filter.is_some_and(|d| d != dataset) {
+        return None;
+    }
+    Some(BackupKey { dataset, id })
 }
 
 impl Catalog {
