@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2034 # URL and SERVER_PIDS are results, read by the sourcing script
 # Shared helpers of the benchmark scripts (bench.sh, bench-sync.sh, bench-resume.sh,
-# bench-restore.sh). Source it; it defines functions and SERVER_PIDS, nothing runs.
+# bench-restore.sh, bench-scale.sh, ...). Source it; it defines functions and SERVER_PIDS, nothing runs.
 # The caller sets BENCH_NAME (for error messages) before sourcing.
 
 log() { printf '==> %s\n' "$*" >&2; }
