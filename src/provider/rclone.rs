@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 mod daemon;
+mod direct;
 use daemon::{Daemon, RcError, TARGET};
 
 /// How much is written to rclone's stdin at a time, which is also the progress granularity.
@@ -44,6 +45,9 @@ pub struct RcloneProvider {
     /// The `timeout` key: no read or write on the daemon's connection waits longer, so a
     /// call the Timeout layer gave up on does not hold its thread beyond it.
     timeout: std::time::Duration,
+    /// A plain local path whose objects offsite reads itself (`direct`); `None`: reads go
+    /// through rclone.
+    direct: Option<PathBuf>,
 }
 
 /// What a backend can do, as far as offsite cares.
@@ -129,12 +133,16 @@ impl RcloneProvider {
             info: tokio::sync::OnceCell::new(),
             daemon: daemon_wanted().then(|| tokio::sync::Mutex::new(None)),
             timeout: crate::config::DEFAULT_TIMEOUT,
+            direct: daemon_wanted()
+                .then(|| direct::root(&p.remote, p.bwlimit.as_deref(), &p.flags))
+                .flatten(),
         }
     }
 
     /// One rclone per operation, as with `$OFFSITE_RCLONE_DAEMON=0`.
     pub fn without_daemon(mut self) -> Self {
         self.daemon = None;
+        self.direct = None;
         self
     }
 
@@ -369,6 +377,9 @@ impl RcloneProvider {
     }
 
     async fn get_inner(&self, path: &str, limit: u64) -> Result<Bytes, ProviderError> {
+        if let Some(root) = self.direct_root(path) {
+            return direct::read(&self.name, root, path, None, limit).await;
+        }
         let target = self.target(path);
         // One byte more than the limit tells an oversized object from one that fits.
         let max = limit.saturating_add(1);
@@ -399,6 +410,9 @@ impl RcloneProvider {
         if len == 0 {
             return Ok(Bytes::new());
         }
+        if let Some(root) = self.direct_root(path) {
+            return direct::read(&self.name, root, path, Some((offset, len)), 0).await;
+        }
         if let Some(d) = self.daemon("download", path).await? {
             return self.read(&d, path, Some((offset, len)), len).await;
         }
@@ -410,6 +424,11 @@ impl RcloneProvider {
             len,
         )
         .await
+    }
+
+    /// The folder to read `path` from directly, where `direct` allows it.
+    fn direct_root(&self, path: &str) -> Option<&std::path::Path> {
+        (self.direct.as_deref()).filter(|_| direct::stored_as_is(path))
     }
 
     /// A read through the daemon's `--rc-serve`, logged like a spawned rclone at `-v`.

@@ -184,3 +184,24 @@ fn list_and_status_agree_on_a_backup_a_provider_misses_a_shard_of() {
         "{text}"
     );
 }
+
+/// A provider on a plain local path is read by offsite itself (`-v` says so); one whose flags
+/// change how rclone's local backend follows files is read through rclone. Either way the
+/// restore is identical.
+#[test]
+fn verbose_says_which_reads_skip_rclone_on_a_local_disk() {
+    let (mut env, data) = backed_up(2, DS, 74);
+    env.provider_set("p2", "flags", toml::Value::Array(vec!["--links".into()]));
+    let (out, file) = env.restore_to_file(DS, &["-v"]);
+    out.assert_exit(0);
+    let err = out.stderr_text();
+    let direct = |p: &str| {
+        err.lines().any(|l| {
+            l.contains(&format!("provider {p}: read "))
+                && l.contains(" from the local disk directly: ok")
+        })
+    };
+    assert!(direct("p1"), "{err}");
+    assert!(!direct("p2"), "{err}");
+    assert_eq!(std::fs::read(file).unwrap(), data);
+}
