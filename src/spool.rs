@@ -11,6 +11,7 @@
 //! - [`Spool::keep`] waits while the spool holds `spool_size` bytes: the spool is bounded
 //!   like memory is, only larger.
 
+use crate::manifest::Manifest;
 use bytes::Bytes;
 use memmap2::Mmap;
 use std::fs::File;
@@ -115,6 +116,38 @@ impl Spool {
     pub fn first_failure(&self) -> bool {
         !self.warned.swap(true, Ordering::Relaxed)
     }
+}
+
+/// The manifest as sent to a provider: serialized straight into an unlinked file (in `dir`,
+/// else the system's temp folder) and read back through a mapping ([`map`]), so
+/// a large manifest (43 MiB for 10 TiB) is never one more buffer on offsite's heap; in memory
+/// when no such file can be made.
+pub async fn manifest(m: &Arc<Manifest>, dir: Option<&Path>) -> Bytes {
+    let job = {
+        let (m, dir) = (m.clone(), dir.map(Path::to_path_buf));
+        tokio::task::spawn_blocking(move || spool_manifest(&m, dir.as_deref()))
+    };
+    let failed = match job.await {
+        Ok(Ok(body)) => return body,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::debug!(
+        "manifest of {} kept in memory: no file for it ({failed})",
+        m.backup_id
+    );
+    Bytes::from(m.to_json())
+}
+
+fn spool_manifest(m: &Manifest, dir: Option<&Path>) -> std::io::Result<Bytes> {
+    let file = match dir {
+        Some(d) => tempfile::tempfile_in(d)?,
+        None => tempfile::tempfile()?,
+    };
+    let mut w = std::io::BufWriter::new(file);
+    m.write_json(&mut w)?;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    map(&file)
 }
 
 #[cfg(test)]

@@ -212,8 +212,10 @@ pub async fn run(
     let confirmed = seal::confirm_sizes(&shipping, &records, &cancel).await?;
     seal::check_min_providers(&shipping, &records, &confirmed)?;
     let rewrite = restored_afresh(&job, &records);
-    let manifest = manifest(&job, records).await?;
-    let written = seal::write_manifests(&dir, &manifest, &lanes, rewrite, &cancel).await?;
+    let manifest = Arc::new(manifest(&job, records).await?);
+    let spool_dir = job.spool.as_ref().map(|s| s.dir());
+    let body = crate::spool::manifest(&manifest, spool_dir).await;
+    let written = seal::write_manifests(&dir, body, &lanes, rewrite, &cancel).await?;
     drop(finish);
 
     let providers = seal::outcomes(&lanes, &manifest, &confirmed, &written);

@@ -97,17 +97,16 @@ pub(super) fn check_min_providers(
     Ok(())
 }
 
-/// Writes the manifest to every provider still in the run; returns those that took it. A
-/// resumed backup's manifest already in place is kept unless `rewrite` (a shard was stored
-/// afresh, so the old manifest names other bytes).
+/// Writes the manifest (`body`, its stored bytes) to every provider still in the run; returns
+/// those that took it. A resumed backup's manifest already in place is kept unless `rewrite`
+/// (a shard was stored afresh, so the old manifest names other bytes).
 pub(super) async fn write_manifests(
     dir: &str,
-    manifest: &Manifest,
+    body: Bytes,
     lanes: &[BackupLane],
     rewrite: bool,
     cancel: &CancellationToken,
 ) -> Result<BTreeSet<String>> {
-    let body = Bytes::from(manifest.to_json());
     let path = format!("{dir}/{}", layout::MANIFEST);
     let writes = lanes.iter().filter(|l| !l.is_down()).map(|lane| {
         let (body, path) = (body.clone(), path.clone());

@@ -13,7 +13,6 @@ use anyhow::Result;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -420,7 +419,7 @@ fn placed_on(m: &Manifest, dest: &str) -> Vec<(String, u64)> {
 }
 
 async fn write_manifest(run: &Run<'_>, m: &ManifestJob, dest: &str) -> Result<u64, String> {
-    let body = manifest_body(&m.manifest, run.opts.spool_dir.as_deref()).await;
+    let body = crate::spool::manifest(&m.manifest, run.opts.spool_dir.as_deref()).await;
     let len = body.len() as u64;
     let path = format!(
         "{}/{MANIFEST}",
@@ -431,36 +430,4 @@ async fn write_manifest(run: &Run<'_>, m: &ManifestJob, dest: &str) -> Result<u6
         .await
         .map_err(|e| e.to_string())?;
     Ok(len)
-}
-
-/// The manifest as sent to a provider: serialized straight into an unlinked file (in `dir`,
-/// else the system's temp folder) and read back through a mapping ([`crate::spool::map`]), so
-/// a large manifest (43 MiB for 10 TiB) is never one more buffer on offsite's heap; in memory
-/// when no such file can be made.
-async fn manifest_body(m: &Arc<Manifest>, dir: Option<&Path>) -> Bytes {
-    let job = {
-        let (m, dir) = (m.clone(), dir.map(Path::to_path_buf));
-        tokio::task::spawn_blocking(move || spool_manifest(&m, dir.as_deref()))
-    };
-    let failed = match job.await {
-        Ok(Ok(body)) => return body,
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => e.to_string(),
-    };
-    tracing::debug!(
-        "manifest of {} kept in memory: no file for it ({failed})",
-        m.backup_id
-    );
-    Bytes::from(m.to_json())
-}
-
-fn spool_manifest(m: &Manifest, dir: Option<&Path>) -> std::io::Result<Bytes> {
-    let file = match dir {
-        Some(d) => tempfile::tempfile_in(d)?,
-        None => tempfile::tempfile()?,
-    };
-    let mut w = std::io::BufWriter::new(file);
-    m.write_json(&mut w)?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    crate::spool::map(&file)
 }
