@@ -24,6 +24,11 @@ use tokio::sync::Semaphore;
 /// The spool's room is counted in units of this many bytes (a `u32` of them is 256 TiB).
 const UNIT: u64 = 64 << 10;
 
+/// At most this many spool files are mapped at once, whatever `spool_size`: each is one
+/// mapping, and Linux allows a process 65,530 (`vm.max_map_count`), which the allocator and
+/// thread stacks need too.
+const MAX_FILES: usize = 8192;
+
 /// A file's contents as [`Bytes`], through a read-only mapping, valid as long as any clone of
 /// them lives (the file may be unlinked and closed).
 pub fn map(file: &File) -> io::Result<Bytes> {
@@ -58,6 +63,8 @@ pub struct Spool {
     dir: PathBuf,
     room: Arc<Semaphore>,
     units: u32,
+    /// Mapped files: see [`MAX_FILES`].
+    files: Arc<Semaphore>,
     /// A failed write is logged once per run, not once per shard.
     warned: AtomicBool,
 }
@@ -71,6 +78,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             room: Arc::new(Semaphore::new(units as usize)),
             units,
+            files: Arc::new(Semaphore::new(MAX_FILES)),
             warned: AtomicBool::new(false),
         })
     }
@@ -85,20 +93,30 @@ impl Spool {
     }
 
     /// Copies `parts` into one spool file, once the spool has room for them (an object larger
-    /// than the whole spool waits for an empty one), and returns them as mapped bytes of the
-    /// same lengths. The room is given back when the last clone of every part is dropped.
+    /// than the whole spool waits for an empty one, and then takes it all), and returns them
+    /// as mapped bytes of the same lengths. The room is given back when the last clone of
+    /// every part is dropped. The file is synced before it is mapped: a disk that fails or
+    /// fills up fails this call (and the caller keeps the bytes in memory), never a read of
+    /// the mapping later (SIGBUS, or other bytes than were hashed).
     pub async fn keep(&self, parts: &[Bytes]) -> io::Result<Vec<Bytes>> {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let want = total.div_ceil(UNIT).clamp(1, self.units as u64) as u32;
-        let room = (self.room.clone().acquire_many_owned(want).await)
-            .expect("the spool's semaphore is never closed");
+        let closed = "the spool's semaphores are never closed";
+        let file_slot = self.files.clone().acquire_owned().await.expect(closed);
+        let room = self
+            .room
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .expect(closed);
         let (dir, parts) = (self.dir.clone(), parts.to_vec());
         tokio::task::spawn_blocking(move || {
             let mut file = tempfile::tempfile_in(&dir)?;
             for p in &parts {
                 file.write_all(p)?;
             }
-            let all = map_holding(&file, room)?;
+            file.sync_data()?;
+            let all = map_holding(&file, (room, file_slot))?;
             let mut at = 0;
             Ok(parts
                 .iter()
@@ -176,7 +194,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_spool_waits_and_an_oversized_object_takes_all_of_it() {
+    async fn an_oversized_object_takes_the_whole_spool_and_the_next_gets_room_once_it_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Arc::new(Spool::open(dir.path(), 2 * UNIT).unwrap());
         let big = spool

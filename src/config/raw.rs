@@ -16,7 +16,7 @@ pub(super) struct RawConfig {
     pub shard_size: Option<Spanned<ByteSize>>,
     pub min_providers: Option<Spanned<i64>>,
     pub shards_in_flight: Option<Spanned<i64>>,
-    pub spool_dir: Option<PathBuf>,
+    pub spool_dir: Option<Spanned<PathBuf>>,
     pub spool_size: Option<Spanned<ByteSize>>,
     pub concurrency: Option<Spanned<i64>>,
     pub retries: Option<Spanned<i64>>,

@@ -474,7 +474,7 @@ fn spool_dir_and_spool_size_come_together_and_hold_a_shard() {
     let e = err("spool_dir = \"/var/spool/offsite\"\n");
     assert_eq!(
         e,
-        "DIR/offsite.toml: spool_dir is set without spool_size; add e.g. \
+        "DIR/offsite.toml:3: spool_dir is set without spool_size; add e.g. \
          `spool_size = \"20GiB\"` (the most disk the spool may take)"
     );
     let e = err("spool_size = \"2GiB\"\n");

@@ -105,13 +105,14 @@ pub(super) fn spool(
 ) -> Result<Option<super::SpoolConfig>, ConfigError> {
     let (dir, size) = match (&raw.spool_dir, &raw.spool_size) {
         (None, None) => return Ok(None),
-        (Some(dir), Some(size)) => (base.join(dir), size),
-        (Some(_), None) => {
-            return Err(ConfigError(format!(
-                "{}: spool_dir is set without spool_size; add e.g. `spool_size = \"20GiB\"` \
-                 (the most disk the spool may take)",
-                file.path.display()
-            )))
+        (Some(dir), Some(size)) => (base.join(dir.get_ref()), size),
+        (Some(dir), None) => {
+            return Err(file.err(
+                dir.span(),
+                "spool_dir is set without spool_size; add e.g. `spool_size = \"20GiB\"` \
+                 (the most disk the spool may take)"
+                    .into(),
+            ))
         }
         (None, Some(s)) => {
             return Err(file.err(

@@ -45,9 +45,9 @@ pub struct RcloneProvider {
     /// The `timeout` key: no read or write on the daemon's connection waits longer, so a
     /// call the Timeout layer gave up on does not hold its thread beyond it.
     timeout: std::time::Duration,
-    /// A plain local path whose objects offsite reads itself (`direct`); `None`: reads go
+    /// A plain local path whose objects offsite reads itself (`direct`); else reads go
     /// through rclone.
-    direct: Option<PathBuf>,
+    direct: bool,
 }
 
 /// What a backend can do, as far as offsite cares.
@@ -133,16 +133,14 @@ impl RcloneProvider {
             info: tokio::sync::OnceCell::new(),
             daemon: daemon_wanted().then(|| tokio::sync::Mutex::new(None)),
             timeout: crate::config::DEFAULT_TIMEOUT,
-            direct: daemon_wanted()
-                .then(|| direct::root(&p.remote, p.bwlimit.as_deref(), &p.flags))
-                .flatten(),
+            direct: daemon_wanted() && direct_allowed(p),
         }
     }
 
     /// One rclone per operation, as with `$OFFSITE_RCLONE_DAEMON=0`.
     pub fn without_daemon(mut self) -> Self {
         self.daemon = None;
-        self.direct = None;
+        self.direct = false;
         self
     }
 
@@ -377,8 +375,8 @@ impl RcloneProvider {
     }
 
     async fn get_inner(&self, path: &str, limit: u64) -> Result<Bytes, ProviderError> {
-        if let Some(root) = self.direct_root(path) {
-            return direct::read(&self.name, root, path, None, limit).await;
+        if let Some(file) = self.direct_file(path) {
+            return direct::read(&self.name, file, path, None, limit).await;
         }
         let target = self.target(path);
         // One byte more than the limit tells an oversized object from one that fits.
@@ -410,8 +408,8 @@ impl RcloneProvider {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        if let Some(root) = self.direct_root(path) {
-            return direct::read(&self.name, root, path, Some((offset, len)), 0).await;
+        if let Some(file) = self.direct_file(path) {
+            return direct::read(&self.name, file, path, Some((offset, len)), 0).await;
         }
         if let Some(d) = self.daemon("download", path).await? {
             return self.read(&d, path, Some((offset, len)), len).await;
@@ -426,9 +424,10 @@ impl RcloneProvider {
         .await
     }
 
-    /// The folder to read `path` from directly, where `direct` allows it.
-    fn direct_root(&self, path: &str) -> Option<&std::path::Path> {
-        (self.direct.as_deref()).filter(|_| direct::stored_as_is(path))
+    /// The file to read object `path` from directly (the path rclone's local backend uses),
+    /// where `direct` allows it.
+    fn direct_file(&self, path: &str) -> Option<PathBuf> {
+        (self.direct && direct::stored_as_is(path)).then(|| PathBuf::from(self.target(path)))
     }
 
     /// A read through the daemon's `--rc-serve`, logged like a spawned rclone at `-v`.
@@ -778,6 +777,16 @@ fn parse_backend(out: &[u8], kind: &str) -> Backend {
         streams_uploads: feature("PutStream") && STREAMING_BACKENDS.contains(&kind),
         local: feature("IsLocal"),
     }
+}
+
+/// Whether provider `p`'s objects may be read without rclone (`direct`), given this
+/// process's environment.
+fn direct_allowed(p: &ProviderConfig) -> bool {
+    let vars: Vec<String> = (std::env::vars_os())
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let vars = vars.iter().map(String::as_str);
+    direct::allowed(&p.remote, p.bwlimit.as_deref(), &p.flags, vars)
 }
 
 /// How a remote names its backend.

@@ -383,7 +383,15 @@ fn a_backup_through_the_spool_restores_identical_and_leaves_the_folder_empty() {
         .set("erasure", "2+1")
         .use_mock_rclone();
     env.mock_rules("rcat */remotes/p3/*/s0000000000-* exit:5 1\nrcat */remotes/p3/*/s0000000001-* exit:5 1\nrcat */remotes/p3/*/s0000000002-* exit:5 1\nrcat */remotes/p3/*/s0000000003-* exit:5 1\n");
-    env.offsite(&["backup", "--once"]).assert_exit(0);
+    let out = env.offsite(&["-v", "backup", "--once"]);
+    out.assert_exit(0);
+    let err = out.stderr_text();
+    for i in 0..4 {
+        assert!(
+            err.contains(&format!("shard {i} spooled to {}", spool.display())),
+            "{err}"
+        );
+    }
     assert!(upload_attempts(&env, "p3", 3) >= 2, "{:?}", env.mock_log());
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     let (out, file) = env.restore_to_file("d", &[]);

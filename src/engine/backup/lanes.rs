@@ -11,6 +11,7 @@
 
 use super::encode::{encode_unhashed, Encoder, Payload, Unhashed};
 use super::BackupJob;
+use crate::config::units::human_bytes;
 use crate::engine::confirm::Listed;
 use crate::engine::lane::Lane;
 use crate::error::Interrupted;
@@ -255,6 +256,11 @@ async fn spool_out(
         Ok(parts) => {
             d.payload = Some(payload.with_parts(parts));
             drop(payload);
+            tracing::debug!(
+                "shard {index} spooled to {} (the spool holds {})",
+                spool.dir().display(),
+                human_bytes(spool.used())
+            );
             Ok((d, None, None))
         }
         Err(e) => {

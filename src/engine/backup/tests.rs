@@ -553,7 +553,7 @@ async fn with_a_spool_healthy_providers_get_every_shard_while_a_slow_one_holds_n
     let (j, healthy, slow) = spooled_job(spool_dir.path());
     let spool = j.spool.clone().unwrap();
     let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
-    // One shard fits in memory; the other seven wait in the spool for the slow provider.
+    // One shard's place in memory; all eight shards wait in the spool for the slow provider.
     let all_on_healthy = async {
         while healthy.iter().any(|p| p.puts() < 8) {
             tokio::task::yield_now().await;

@@ -16,19 +16,33 @@
 
 use crate::error::{ErrorKind, ProviderError};
 use bytes::Bytes;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The folder to read a provider's objects from directly, if its setup allows it (see the
-/// module doc).
-pub(super) fn root(remote: &str, bwlimit: Option<&str>, flags: &[String]) -> Option<PathBuf> {
-    let changes_files = |f: &String| {
-        f.starts_with("--local") || ["-L", "--links", "--copy-links", "-l"].contains(&f.as_str())
-    };
+/// Whether a provider's objects may be read directly (see the module doc): `env` is the
+/// process's environment, where rclone's `RCLONE_*` settings live too.
+pub(super) fn allowed<'a>(
+    remote: &str,
+    bwlimit: Option<&str>,
+    flags: &[String],
+    mut env: impl Iterator<Item = &'a str>,
+) -> bool {
     let plain = super::remote_name(remote) == super::RemoteName::Local;
-    (plain && bwlimit.is_none() && !flags.iter().any(changes_files)).then(|| PathBuf::from(remote))
+    let env_changes = |v: &str| {
+        v.starts_with("RCLONE_LOCAL_") || ["RCLONE_LINKS", "RCLONE_COPY_LINKS"].contains(&v)
+    };
+    plain && bwlimit.is_none() && !flags.iter().any(|f| changes_files(f)) && !env.any(env_changes)
+}
+
+/// `--local-...`, `--links`, `--copy-links` (with a value or not), or a cluster of short
+/// flags with `-L` or `-l` in it.
+fn changes_files(flag: &str) -> bool {
+    let name = flag.split('=').next().unwrap_or(flag);
+    match name.strip_prefix("--") {
+        Some(long) => long.starts_with("local-") || ["links", "copy-links"].contains(&long),
+        None => name.starts_with('-') && name[1..].contains(['L', 'l']),
+    }
 }
 
 /// True for a path of names rclone's local backend stores unchanged on Linux.
@@ -43,16 +57,16 @@ pub(super) fn stored_as_is(path: &str) -> bool {
     })
 }
 
-/// Reads `len` bytes (fewer where the file ends sooner) from byte `offset` of `root/path`,
+/// Reads `len` bytes (fewer where the file ends sooner) from byte `offset` of `file` (object
+/// `path`),
 /// or, with `range` `None`, the whole file, which must not be larger than `limit`.
 pub(super) async fn read(
     provider: &str,
-    root: &Path,
+    file: PathBuf,
     path: &str,
     range: Option<(u64, u64)>,
     limit: u64,
 ) -> Result<Bytes, ProviderError> {
-    let file = root.join(path);
     let started = std::time::Instant::now();
     let read = tokio::task::spawn_blocking(move || read_now(&file, range, limit))
         .await
@@ -71,6 +85,8 @@ pub(super) async fn read(
 fn error(provider: &str, op: &'static str, path: &str, e: io::Error) -> ProviderError {
     use io::ErrorKind as K;
     let kind = match e.kind() {
+        // A symlink: rclone's local backend without `--links` does not see it either.
+        _ if e.raw_os_error() == Some(libc::ELOOP) => ErrorKind::NotFound,
         K::NotFound => ErrorKind::NotFound,
         K::PermissionDenied | K::InvalidData => ErrorKind::Permanent,
         _ => ErrorKind::Transient,
@@ -79,7 +95,10 @@ fn error(provider: &str, op: &'static str, path: &str, e: io::Error) -> Provider
 }
 
 fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<Bytes> {
-    let f = File::open(file)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(file)?;
     let size = f.metadata()?.len();
     let (offset, len) = match range {
         Some(r) => r,
@@ -113,12 +132,30 @@ mod tests {
     #[test]
     fn only_a_plain_path_without_flags_that_change_files_is_read_directly() {
         let no: &[String] = &[];
-        assert_eq!(root("/mnt/usb", None, no), Some(PathBuf::from("/mnt/usb")));
-        let quiet = ["-q".to_string(), "--transfers=4".to_string()];
-        assert!(root("/mnt/usb", None, &quiet).is_some());
-        assert_eq!(root("/mnt/usb", Some("10M"), no), None);
-        for flag in ["--local-encoding=None", "-L", "--links", "--copy-links"] {
-            assert_eq!(root("/mnt/usb", None, &[flag.to_string()]), None, "{flag}");
+        let ok = |remote, bw, flags: &[String], env: &[&str]| {
+            allowed(remote, bw, flags, env.iter().copied())
+        };
+        assert!(ok("/mnt/usb", None, no, &["HOME", "RCLONE_CONFIG"]));
+        assert!(ok("", None, no, &[]), "remote = \"/\" is kept as \"\"");
+        let quiet = [
+            "-q".to_string(),
+            "--transfers=4".to_string(),
+            "-vP".to_string(),
+        ];
+        assert!(ok("/mnt/usb", None, &quiet, &[]));
+        assert!(!ok("/mnt/usb", Some("10M"), no, &[]));
+        for flag in [
+            "--local-encoding=None",
+            "-L",
+            "--links",
+            "--copy-links=true",
+            "-vL",
+            "-l",
+        ] {
+            assert!(!ok("/mnt/usb", None, &[flag.to_string()], &[]), "{flag}");
+        }
+        for var in ["RCLONE_LOCAL_ENCODING", "RCLONE_LINKS", "RCLONE_COPY_LINKS"] {
+            assert!(!ok("/mnt/usb", None, no, &[var]), "{var}");
         }
         for remote in [
             "usb:offsite",
@@ -126,7 +163,7 @@ mod tests {
             ":local,nounc:/x",
             "b2:bucket",
         ] {
-            assert_eq!(root(remote, None, no), None, "{remote}");
+            assert!(!ok(remote, None, no, &[]), "{remote}");
         }
     }
 
@@ -145,7 +182,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d/obj"), b"0123456789").unwrap();
-        let r = |path, range, limit| read("p", dir.path(), path, range, limit);
+        let r =
+            |path: &'static str, range, limit| read("p", dir.path().join(path), path, range, limit);
         assert_eq!(r("d/obj", None, 10).await.unwrap(), &b"0123456789"[..]);
         assert_eq!(r("d/obj", Some((3, 4)), 0).await.unwrap(), &b"3456"[..]);
         assert_eq!(r("d/obj", Some((8, 4)), 0).await.unwrap(), &b"89"[..]);
@@ -158,5 +196,8 @@ mod tests {
         );
         let missing = r("d/none", None, 10).await.unwrap_err();
         assert_eq!(missing.kind, ErrorKind::NotFound);
+        std::os::unix::fs::symlink(dir.path().join("d/obj"), dir.path().join("d/link")).unwrap();
+        let link = r("d/link", None, 10).await.unwrap_err();
+        assert_eq!(link.kind, ErrorKind::NotFound, "{link}");
     }
 }
