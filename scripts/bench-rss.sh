@@ -9,8 +9,9 @@
 # /dev/zero"` (compression none, 64 MiB shards, default shards_in_flight 4) to three local
 # providers, then `offsite restore --output /dev/null` of it. The providers are folders on a
 # btrfs file system mounted with compress=zstd:1 on a loop device, so that 3 x 64 GiB of
-# zeros takes almost no disk (root is needed for the mount). offsite hashes, uploads and
-# checks every byte all the same. Peak RSS is offsite's own (GNU time's %M: the process, not
+# zeros takes almost no disk (root is needed for the mount; the providers have
+# `--local-no-preallocate`, see setup). offsite hashes, uploads and checks every byte all the
+# same. Peak RSS is offsite's own (GNU time's %M: the process, not
 # its rclone children).
 #
 # Environment: BENCH_SIZES (default "1GiB 8GiB 64GiB"), BENCH_SHARD (64MiB), BENCH_DIR,
@@ -41,12 +42,19 @@ setup() {
     WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/offsite-bench-rss.XXXXXX")
     trap cleanup EXIT
     truncate -s 8G "$WORK/fs.img"
-    mkfs.btrfs -q "$WORK/fs.img"
+    mkfs.btrfs -q "$WORK/fs.img" >/dev/null
     LOOP=$(losetup -f --show "$WORK/fs.img")
     MNT=$WORK/mnt
     mkdir -p "$MNT"
     mount -o compress=zstd:1 "$LOOP" "$MNT"
     write_providers "$WORK" "$MNT/p1" "$MNT/p2" "$MNT/p3"
+    # rclone preallocates each file, and btrfs does not compress preallocated extents: 3 x 64
+    # GiB would take the whole disk. (The flag also turns off offsite's direct local reads, so
+    # restores here read through rclone's daemon.)
+    local f
+    for f in "$WORK"/providers.d/*.toml; do
+        printf 'flags = ["--local-no-preallocate"]\n' >>"$f"
+    done
 }
 
 # write_config SIZE
