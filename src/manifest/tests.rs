@@ -305,7 +305,10 @@ fn streamed_manifests_are_byte_for_byte_those_written_through_a_value() {
 fn manifests_written_before_streaming_read_and_write_back_byte_for_byte() {
     for (name, stored) in [
         ("zstd", &include_bytes!("fixtures/zstd-format2.json")[..]),
-        ("erasure", &include_bytes!("fixtures/erasure-2+1-format2.json")[..]),
+        (
+            "erasure",
+            &include_bytes!("fixtures/erasure-2+1-format2.json")[..],
+        ),
     ] {
         let m = Manifest::from_json(stored).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(m.shards.len(), 3, "{name}");
