@@ -193,7 +193,10 @@ pub(super) async fn ship(
         }
     };
     let (delivery, unhashed, _memory) = match &s.spool {
-        Some(spool) => spool_out(delivery, unhashed, memory, spool, s).await?,
+        Some(spool) => {
+            let (delivery, memory) = spool_out(delivery, unhashed, memory, spool, s).await?;
+            (delivery, None, memory)
+        }
         None => (delivery, unhashed, Some(memory)),
     };
     let moved =
@@ -233,15 +236,15 @@ pub(super) async fn ship(
 /// With a spool: hashes and journals a fresh shard, copies its stored objects into the spool
 /// (waiting for room there) and frees its place in memory, so the source is read on while
 /// slow providers still upload it. A shard the spool cannot take (disk full, I/O error)
-/// stays in memory, with one warning per run. Returns the delivery, nothing left to hash,
-/// and the place in memory if still held.
+/// stays in memory, with one warning per run. Returns the delivery, hashed, and the place in
+/// memory if still held.
 async fn spool_out(
     mut d: Delivery,
     unhashed: Option<Unhashed>,
     memory: OwnedSemaphorePermit,
     spool: &Spool,
     s: &Shipping,
-) -> Result<(Delivery, Option<Unhashed>, Option<OwnedSemaphorePermit>)> {
+) -> Result<(Delivery, Option<OwnedSemaphorePermit>)> {
     let index = d.record.index;
     if let Some(enc) = unhashed {
         drop(d.payload.take());
@@ -250,7 +253,7 @@ async fn spool_out(
         (d.record, d.payload) = (enc.record, Some(enc.payload));
     }
     let Some(payload) = d.payload.take() else {
-        return Ok((d, None, Some(memory)));
+        return Ok((d, Some(memory)));
     };
     match spool.keep(payload.parts()).await {
         Ok(parts) => {
@@ -261,7 +264,7 @@ async fn spool_out(
                 spool.dir().display(),
                 human_bytes(spool.used())
             );
-            Ok((d, None, None))
+            Ok((d, None))
         }
         Err(e) => {
             if spool.first_failure() {
@@ -272,7 +275,7 @@ async fn spool_out(
                 );
             }
             d.payload = Some(payload);
-            Ok((d, None, Some(memory)))
+            Ok((d, Some(memory)))
         }
     }
 }
