@@ -243,5 +243,6 @@ every_property!(limit_over_memory);
 every_property!(rclone_local);
 every_property!(stack_over_rclone_local);
 every_property!(rclone_webdav);
+every_property!(rclone_local_daemon_only);
 every_property!(rclone_local_per_operation);
 every_property!(rclone_webdav_per_operation);

@@ -7,7 +7,8 @@
 //! sftp, s3, and webdav where it can stream), and through `rclone rcat --size N` elsewhere,
 //! which streams without spooling. rclone 1.60's `rcat --size` checks neither size nor hash
 //! and treats end of input as success, so callers verify sizes from a listing before they
-//! trust a shard (see `engine::backup`).
+//! trust a shard (see `engine::backup`). On a plain local path offsite reads and writes the
+//! files itself (`rclone/direct.rs`).
 
 use super::{ObjectInfo, ProgressFn, Provider, Usage};
 use crate::config::{Config, ListHashes, ProviderConfig};
@@ -45,8 +46,8 @@ pub struct RcloneProvider {
     /// The `timeout` key: no read or write on the daemon's connection waits longer, so a
     /// call the Timeout layer gave up on does not hold its thread beyond it.
     timeout: std::time::Duration,
-    /// A plain local path whose objects offsite reads itself (`direct`); else reads go
-    /// through rclone.
+    /// A plain local path whose objects offsite reads and writes itself (`direct`); else
+    /// they go through rclone.
     direct: bool,
 }
 
@@ -135,6 +136,13 @@ impl RcloneProvider {
             timeout: crate::config::DEFAULT_TIMEOUT,
             direct: daemon_wanted() && direct_allowed(p),
         }
+    }
+
+    /// Every object through rclone, read and written by the daemon (as on a remote that is
+    /// not a plain path).
+    pub fn without_direct(mut self) -> Self {
+        self.direct = false;
+        self
     }
 
     /// One rclone per operation, as with `$OFFSITE_RCLONE_DAEMON=0`.
@@ -323,6 +331,14 @@ impl RcloneProvider {
         data: Bytes,
         progress: Option<ProgressFn>,
     ) -> Result<(), ProviderError> {
+        if let Some(file) = self.direct_file(path) {
+            let len = data.len() as u64;
+            direct::write(&self.name, file, path, data).await?;
+            if let Some(p) = &progress {
+                p(len);
+            }
+            return Ok(());
+        }
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         if simple_name(name) {
             if let Some(d) = self.daemon("upload", path).await? {

@@ -398,3 +398,37 @@ fn a_backup_through_the_spool_restores_identical_and_leaves_the_folder_empty() {
     out.assert_exit(0);
     assert_eq!(std::fs::read(file).unwrap(), data);
 }
+
+/// A provider on a local disk is written by offsite itself: into unnamed files, or on a file
+/// system without them (`O_TMPFILE`: FAT, exFAT, FUSE ones such as zfs-fuse here) through a
+/// `.offsite-partial` file renamed when complete. Both restore identical and keep nothing else.
+#[test]
+fn a_provider_without_unnamed_files_is_written_through_partial_files() {
+    let (mut env, data) = command_env(2, "d", 47);
+    let pool = ZfsPool::new(env.path());
+    let on_fuse = pool.create_fs("offsite");
+    env.provider("p2", on_fuse.to_str().unwrap());
+    let out = env.offsite(&["-v", "backup", "--once"]);
+    out.assert_exit(0);
+    let err = out.stderr_text();
+    let wrote = |p: &str, how: &str| {
+        let shards = err
+            .lines()
+            .filter(|l| l.contains(&format!("provider {p}: wrote")) && l.contains("/s00000000"));
+        shards.filter(|l| l.contains(how)).count()
+    };
+    assert_eq!(wrote("p1", "to the local disk directly: ok"), 4, "{err}");
+    assert_eq!(
+        wrote("p2", "directly through a .offsite-partial file: ok"),
+        4,
+        "{err}"
+    );
+    assert_holds(&env.remote("p1"), "d", &data);
+    let on_p2 = RemoteDir::new(&on_fuse);
+    assert_holds(&on_p2, "d", &data);
+    assert_eq!(on_p2.objects("d").len(), 5, "{:?}", on_p2.objects("d"));
+    env.remove_provider("p1");
+    let (out, file) = env.restore_to_file("d", &[]);
+    out.assert_exit(0);
+    assert_eq!(std::fs::read(file).unwrap(), data);
+}

@@ -30,7 +30,11 @@ fn verbose_shows_each_rclone_command_line_redacted_with_exit_and_duration() {
     env.provider_set(
         "p2",
         "flags",
-        toml::Value::Array(vec!["--webdav-pass=PLANTEDSECRET9".into()]),
+        // A `--local-*` flag: p2's uploads go through rclone, not offsite's direct writes.
+        toml::Value::Array(vec![
+            "--webdav-pass=PLANTEDSECRET9".into(),
+            "--local-no-preallocate".into(),
+        ]),
     );
     env.var("RCLONE_CONFIG", "/nonexistent/rclone.conf");
     // One rclone per operation: each command line, with its exit.

@@ -55,9 +55,14 @@ fn in_memory(p: DynProvider) -> Subject {
 }
 
 /// rclone on a local directory, listing hashes (the local backend computes them), driven
-/// through its daemon (`rclone rcd`).
+/// through its daemon (`rclone rcd`), objects read and written by offsite directly.
 pub async fn rclone_local() -> Subject {
     local(|p| p)
+}
+
+/// [`rclone_local`] with every object through the daemon: no direct reads or writes.
+pub async fn rclone_local_daemon_only() -> Subject {
+    local(RcloneProvider::without_direct)
 }
 
 /// [`rclone_local`] with one rclone per operation (`$OFFSITE_RCLONE_DAEMON=0`).
