@@ -6,6 +6,7 @@
 //! `catalog` (what the providers hold), `provider` (storage behind one small trait), and the
 //! leaves `config`, `layout`, `manifest`, `source`, `process`, `lock`, `progress`.
 
+pub mod buffers;
 pub mod catalog;
 pub mod cli;
 pub mod cmd;

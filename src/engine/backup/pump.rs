@@ -8,7 +8,7 @@ use super::BackupJob;
 use crate::error::{Interrupted, SourceChanged};
 use crate::manifest::ShardRecord;
 use anyhow::{Context, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -160,11 +160,11 @@ async fn check_recorded(job: &BackupJob, rec: &ShardRecord, data: &Bytes) -> Res
 
 /// Reads up to `size` bytes: fewer only at end of stream.
 async fn read_shard<R: AsyncRead + Unpin>(r: &mut R, size: u64) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size as usize);
+    let mut buf = crate::buffers::take(size as usize);
     while (buf.len() as u64) < size {
         if r.read_buf(&mut buf).await? == 0 {
             break;
         }
     }
-    Ok(buf.freeze())
+    Ok(crate::buffers::bytes(buf))
 }

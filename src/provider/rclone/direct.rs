@@ -126,7 +126,8 @@ fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<By
         None => (0, size),
     };
     let want = len.min(size.saturating_sub(offset)) as usize;
-    let mut buf = vec![0u8; want];
+    let mut buf = crate::buffers::take(want);
+    buf.resize(want, 0);
     let mut at = 0;
     while at < want {
         match f.read_at(&mut buf[at..], offset + at as u64) {
@@ -137,7 +138,7 @@ fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<By
         }
     }
     buf.truncate(at);
-    Ok(Bytes::from(buf))
+    Ok(crate::buffers::bytes(buf))
 }
 
 /// Writes `data` as `file` (object `path`), creating its folders. The bytes go into an
