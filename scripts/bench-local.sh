@@ -16,6 +16,11 @@
 # CPU is user + system seconds of the tool and the children it waited for (offsite's rclone
 # processes included), per GiB of stream. The restored file is compared with the stream once.
 #
+# Put BENCH_DIR on a journalled file system (what a USB disk or NAS has): on ext4 without a
+# journal (some VM images' root), every file created scans the inodes deleted in the last
+# 5-40 s (`recently_deleted`), so runs that wipe and recreate 3,072 shard files measure the
+# file system, not offsite (1 MiB shards: 8.95 s there against 7.27 s on a journalled one).
+#
 # Environment: BENCH_BYTES, BENCH_SHARD, BENCH_RUNS, BENCH_DIR (work dir parent), BENCH_KEEP=1,
 # OFFSITE (the binary; default target/release/offsite), BENCH_OFFSITE_TOML (extra top-level
 # offsite.toml lines).

@@ -27,6 +27,17 @@ pub fn take(len: usize) -> Vec<u8> {
     buf
 }
 
+/// A buffer of `len` zeroes: a kept one zeroed again, or fresh memory the allocator knows is
+/// zero (no write to every page of a large buffer before it is read into).
+pub fn take_zeroed(len: usize) -> Vec<u8> {
+    if len > POOLED {
+        return vec![0; len];
+    }
+    let mut buf = take(len);
+    buf.resize(len, 0);
+    buf
+}
+
 /// `buf` as `Bytes` that give it back for [`take`] when the last clone is dropped.
 pub fn bytes(buf: Vec<u8>) -> Bytes {
     if buf.capacity() > POOLED {

@@ -126,8 +126,7 @@ fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<By
         None => (0, size),
     };
     let want = len.min(size.saturating_sub(offset)) as usize;
-    let mut buf = crate::buffers::take(want);
-    buf.resize(want, 0);
+    let mut buf = crate::buffers::take_zeroed(want);
     let mut at = 0;
     while at < want {
         match f.read_at(&mut buf[at..], offset + at as u64) {
@@ -180,6 +179,12 @@ enum Way {
     Partial,
 }
 
+/// Writes go to the page cache 16 KiB at a time, as rclone's do. Measured: with whole
+/// 64 MiB shards in one `write`, a restore of those files right after the backup spent twice
+/// the system time (kernel 6.18, ext4: page cache folios as large as the writes), the same
+/// whichever binary restored them; after `drop_caches`, or with 16 KiB writes, it did not.
+const WRITE_CHUNK: usize = 16 << 10;
+
 fn write_now(file: &Path, data: &[u8]) -> io::Result<Way> {
     use std::io::Write;
     let dir = file.parent().unwrap_or(Path::new("/"));
@@ -194,7 +199,9 @@ fn write_now(file: &Path, data: &[u8]) -> io::Result<Way> {
         Err(e) if unsupported(&e) => return write_partial(file, data).map(|()| Way::Partial),
         f => f?,
     };
-    f.write_all(data)?;
+    for chunk in data.chunks(WRITE_CHUNK) {
+        f.write_all(chunk)?;
+    }
     match name(&f, file) {
         Err(e) if e.kind() == io::ErrorKind::NotFound && !proc_fd(&f).exists() => {
             write_partial(file, data).map(|()| Way::Partial)
