@@ -162,9 +162,36 @@ async fn check_recorded(job: &BackupJob, rec: &ShardRecord, data: &Bytes) -> Res
 async fn read_shard<R: AsyncRead + Unpin>(r: &mut R, size: u64) -> std::io::Result<Bytes> {
     let mut buf = crate::buffers::take(size as usize);
     while (buf.len() as u64) < size {
-        if r.read_buf(&mut buf).await? == 0 {
+        // A reused buffer can hold more than `size`: never read past the shard.
+        let room = size as usize - buf.len();
+        if r.read_buf(&mut bytes::BufMut::limit(&mut buf, room))
+            .await?
+            == 0
+        {
             break;
         }
     }
     Ok(crate::buffers::bytes(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_shard;
+
+    #[tokio::test]
+    async fn a_shard_is_never_longer_than_asked_whatever_the_buffer() {
+        // A kept buffer larger than the shard (a resumed backup's stored shards go back to
+        // the pool) must not let one read run past the shard's end.
+        drop(crate::buffers::bytes(Vec::with_capacity(4096)));
+        let data = vec![7u8; 10_000];
+        let mut r = &data[..];
+        for want in [3000, 3000, 3000, 3000] {
+            let shard = read_shard(&mut r, want).await.unwrap();
+            assert!(shard.len() as u64 <= want, "{} > {want}", shard.len());
+            drop(shard);
+        }
+        let mut r = &data[..];
+        assert_eq!(read_shard(&mut r, 2500).await.unwrap().len(), 2500);
+        assert_eq!(read_shard(&mut r, 2500).await.unwrap().len(), 2500);
+    }
 }
