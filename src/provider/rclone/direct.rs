@@ -32,18 +32,28 @@ pub(super) fn allowed<'a>(
 ) -> bool {
     let plain = super::remote_name(remote) == super::RemoteName::Local;
     let env_changes = |v: &str| {
-        v.starts_with("RCLONE_LOCAL_") || ["RCLONE_LINKS", "RCLONE_COPY_LINKS"].contains(&v)
+        v.starts_with("RCLONE_LOCAL_")
+            || [
+                "RCLONE_LINKS",
+                "RCLONE_COPY_LINKS",
+                "RCLONE_DRY_RUN",
+                "RCLONE_BWLIMIT",
+                "RCLONE_MAX_TRANSFER",
+            ]
+            .contains(&v)
     };
     plain && bwlimit.is_none() && !flags.iter().any(|f| changes_files(f)) && !env.any(env_changes)
 }
 
-/// `--local-...`, `--links`, `--copy-links` (with a value or not), or a cluster of short
-/// flags with `-L` or `-l` in it.
+/// `--local-...`, `--links`, `--copy-links`, or what changes whether rclone writes at all
+/// (`--dry-run`, `--bwlimit`, `--max-transfer`), with a value or not; or a cluster of short
+/// flags with `-L`, `-l` or `-n` in it.
 fn changes_files(flag: &str) -> bool {
     let name = flag.split('=').next().unwrap_or(flag);
+    let writes = ["links", "copy-links", "dry-run", "bwlimit", "max-transfer"];
     match name.strip_prefix("--") {
-        Some(long) => long.starts_with("local-") || ["links", "copy-links"].contains(&long),
-        None => name.starts_with('-') && name[1..].contains(['L', 'l']),
+        Some(long) => long.starts_with("local-") || writes.contains(&long),
+        None => name.starts_with('-') && name[1..].contains(['L', 'l', 'n']),
     }
 }
 
@@ -97,16 +107,23 @@ fn error(provider: &str, op: &'static str, path: &str, e: io::Error) -> Provider
 }
 
 /// A provider error for a failed write: what a retry cannot fix (no permission, a read-only
-/// or full disk, a quota) is Permanent.
-fn write_error(provider: &str, path: &str, e: io::Error) -> ProviderError {
+/// or full disk, a quota, a folder or file where the other should be, a name or size the file
+/// system refuses) is Permanent, and says where offsite was writing.
+fn write_error(provider: &str, path: &str, file: &Path, e: io::Error) -> ProviderError {
     use io::ErrorKind as K;
     let kind = match e.kind() {
-        K::PermissionDenied | K::ReadOnlyFilesystem | K::StorageFull | K::QuotaExceeded => {
-            ErrorKind::Permanent
-        }
+        K::PermissionDenied
+        | K::ReadOnlyFilesystem
+        | K::StorageFull
+        | K::QuotaExceeded
+        | K::IsADirectory
+        | K::NotADirectory
+        | K::FileTooLarge
+        | K::InvalidFilename => ErrorKind::Permanent,
         _ => ErrorKind::Transient,
     };
-    ProviderError::new(provider, "upload", path, kind, e.to_string())
+    let text = format!("writing {}: {e}", file.display());
+    ProviderError::new(provider, "upload", path, kind, text)
 }
 
 fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<Bytes> {
@@ -143,9 +160,10 @@ fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<By
 /// Writes `data` as `file` (object `path`), creating its folders. The bytes go into an
 /// unnamed file (`O_TMPFILE`) that gets its name only once every byte is in, so a crash or a
 /// full disk leaves no partial object behind. Where the file system has no unnamed files
-/// (FAT, exFAT, FUSE ones) or `/proc` is missing, into `NAME.offsite-partial`, renamed once
-/// complete (rclone 1.63 and later do the same with their `.partial` files); a crash can
-/// leave that file, which the next upload of the object replaces. Like rclone's local backend
+/// (FAT, exFAT, FUSE ones) or `/proc` is missing, into `NAME.PID-N.offsite-partial`, renamed
+/// once complete (rclone 1.63 and later do the same with their `.partial` files); a crash of
+/// offsite can leave that file. Writes are not cancelled: one the Timeout layer or a signal
+/// gave up on finishes (or fails) on its blocking thread. Like rclone's local backend
 /// it does not fsync: the manifest, written last, is what makes a backup count.
 pub(super) async fn write(
     provider: &str,
@@ -155,6 +173,7 @@ pub(super) async fn write(
 ) -> Result<(), ProviderError> {
     let started = std::time::Instant::now();
     let len = data.len();
+    let target = file.clone();
     let written = tokio::task::spawn_blocking(move || write_now(&file, &data))
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -170,7 +189,7 @@ pub(super) async fn write(
     );
     written
         .map(|_| ())
-        .map_err(|e| write_error(provider, path, e))
+        .map_err(|e| write_error(provider, path, &target, e))
 }
 
 /// How a file was written.
@@ -186,7 +205,6 @@ enum Way {
 const WRITE_CHUNK: usize = 16 << 10;
 
 fn write_now(file: &Path, data: &[u8]) -> io::Result<Way> {
-    use std::io::Write;
     let dir = file.parent().unwrap_or(Path::new("/"));
     let f = match unnamed_file(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -199,15 +217,19 @@ fn write_now(file: &Path, data: &[u8]) -> io::Result<Way> {
         Err(e) if unsupported(&e) => return write_partial(file, data).map(|()| Way::Partial),
         f => f?,
     };
-    for chunk in data.chunks(WRITE_CHUNK) {
-        f.write_all(chunk)?;
-    }
+    write_chunked(&mut f, data)?;
     match name(&f, file) {
         Err(e) if e.kind() == io::ErrorKind::NotFound && !proc_fd(&f).exists() => {
+            drop(f); // its blocks are freed before the bytes are written again
             write_partial(file, data).map(|()| Way::Partial)
         }
         named => named.map(|()| Way::Unnamed),
     }
+}
+
+fn write_chunked(f: &mut std::fs::File, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    data.chunks(WRITE_CHUNK).try_for_each(|c| f.write_all(c))
 }
 
 /// An unnamed file in `dir`, mode 0666 less the umask as rclone's.
@@ -236,9 +258,7 @@ fn name(f: &std::fs::File, file: &Path) -> io::Result<()> {
     let from = proc_fd(f);
     match link(&from, file) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tmp = beside(file, &format!(".offsite-{}-{n}.tmp", std::process::id()));
+            let tmp = unique_beside(file, "offsite-tmp");
             link(&from, &tmp)?;
             std::fs::rename(&tmp, file).inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
@@ -248,14 +268,27 @@ fn name(f: &std::fs::File, file: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `data` into `file.offsite-partial` (replacing one a crash left), then renames it
-/// to `file`; removes it on failure.
+/// Writes `data` into a new `file.PID-N.offsite-partial`, then renames it to `file`; removes
+/// it on failure.
 fn write_partial(file: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = beside(file, ".offsite-partial");
-    let written = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, file));
+    let tmp = unique_beside(file, "offsite-partial");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(&tmp)?;
+    let written = write_chunked(&mut f, data).and_then(|()| std::fs::rename(&tmp, file));
     written.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// `file.PID-N.suffix`, a name no other write of this process or another uses: a write the
+/// Timeout layer gave up on may still run beside its retry.
+fn unique_beside(file: &Path, suffix: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    beside(file, &format!(".{}-{n}.{suffix}", std::process::id()))
 }
 
 /// `file` with `suffix` added to its name.
@@ -313,10 +346,21 @@ mod tests {
             "--copy-links=true",
             "-vL",
             "-l",
+            "--dry-run",
+            "-n",
+            "--bwlimit=1M",
+            "--max-transfer=1G",
         ] {
             assert!(!ok("/mnt/usb", None, &[flag.to_string()], &[]), "{flag}");
         }
-        for var in ["RCLONE_LOCAL_ENCODING", "RCLONE_LINKS", "RCLONE_COPY_LINKS"] {
+        for var in [
+            "RCLONE_LOCAL_ENCODING",
+            "RCLONE_LINKS",
+            "RCLONE_COPY_LINKS",
+            "RCLONE_DRY_RUN",
+            "RCLONE_BWLIMIT",
+            "RCLONE_MAX_TRANSFER",
+        ] {
             assert!(!ok("/mnt/usb", None, no, &[var]), "{var}");
         }
         for remote in [
@@ -403,9 +447,18 @@ mod tests {
         let e = write("p", dir.path().join(path), path, Bytes::from_static(b"x"))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+        assert_eq!(
+            e.kind,
+            ErrorKind::Permanent,
+            "a file where a folder should be: {e}"
+        );
         let text = e.to_string();
         assert!(text.contains("h/d/s1") && text.contains("p"), "{text}");
+        let target = dir.path().join("h/d/s1");
+        assert!(
+            text.contains(&format!("writing {}", target.display())),
+            "{text}"
+        );
         assert_eq!(
             std::fs::read(dir.path().join("h")).unwrap(),
             b"a file where a folder should be"
@@ -413,10 +466,10 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_file_a_crash_left_is_replaced_and_renamed() {
+    fn partial_files_replace_the_object_and_leave_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s1");
-        std::fs::write(dir.path().join("s1.offsite-partial"), b"cut sh").unwrap();
+        write_partial(&file, b"first").unwrap();
         write_partial(&file, b"whole object").unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"whole object");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
