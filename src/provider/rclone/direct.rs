@@ -288,13 +288,8 @@ fn write_partial(file: &Path, data: &[u8]) -> io::Result<()> {
 fn unique_beside(file: &Path, suffix: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    beside(file, &format!(".{}-{n}.{suffix}", std::process::id()))
-}
-
-/// `file` with `suffix` added to its name.
-fn beside(file: &Path, suffix: &str) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
-    name.push(suffix);
+    name.push(format!(".{}-{n}.{suffix}", std::process::id()));
     PathBuf::from(name)
 }
 
