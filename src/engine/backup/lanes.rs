@@ -170,7 +170,7 @@ pub(super) struct Delivery {
 /// Encodes one shard (on the blocking pool) and uploads the same stored bytes (or each its
 /// piece) to every provider still in the run that lacks them. A fresh shard's objects are
 /// hashed while they upload (uploads need only their lengths), and journaled once hashed;
-/// with a spool, they are hashed first, then spooled (see [`spool_out`]). `memory` is the
+/// with a spool, they are hashed while they are spooled (see [`spool_out`]). `memory` is the
 /// shard's place in memory, freed once nothing of the shard is left in memory.
 pub(super) async fn ship(
     shard: Shard,
@@ -233,11 +233,11 @@ pub(super) async fn ship(
     Ok(record)
 }
 
-/// With a spool: hashes and journals a fresh shard, copies its stored objects into the spool
-/// (waiting for room there) and frees its place in memory, so the source is read on while
-/// slow providers still upload it. A shard the spool cannot take (disk full, I/O error)
-/// stays in memory, with one warning per run. Returns the delivery, hashed, and the place in
-/// memory if still held.
+/// With a spool: hashes and journals a fresh shard while it copies its stored objects into
+/// the spool (waiting for room there), then frees its place in memory, so the source is read
+/// on while slow providers still upload it. A shard the spool cannot take (disk full, I/O
+/// error) stays in memory, with one warning per run. Returns the delivery, hashed, and the
+/// place in memory if still held.
 async fn spool_out(
     mut d: Delivery,
     unhashed: Option<Unhashed>,
@@ -246,16 +246,23 @@ async fn spool_out(
     s: &Shipping,
 ) -> Result<(Delivery, Option<OwnedSemaphorePermit>)> {
     let index = d.record.index;
-    if let Some(enc) = unhashed {
-        drop(d.payload.take());
-        let enc = (enc.hashed().await).with_context(|| format!("hashing shard {index}"))?;
-        s.journal(&enc.record)?;
-        (d.record, d.payload) = (enc.record, Some(enc.payload));
-    }
     let Some(payload) = d.payload.take() else {
         return Ok((d, Some(memory)));
     };
-    match spool.keep(payload.parts()).await {
+    // Both read the same bytes in memory: hashing and the copy (a write and an fsync) overlap.
+    let hashed = async {
+        match &unhashed {
+            Some(enc) => enc.record().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (hashed, kept) = futures::future::join(hashed, spool.keep(payload.parts())).await;
+    drop(unhashed);
+    if let Some(record) = hashed.with_context(|| format!("hashing shard {index}"))? {
+        s.journal(&record)?;
+        d.record = record;
+    }
+    match kept {
         Ok(parts) => {
             d.payload = Some(payload.with_parts(parts));
             drop(payload);
