@@ -6,10 +6,13 @@
 #
 # Setup: a stream of BENCH_BYTES random bytes (`command = "cat STREAM"`, compression none),
 # BENCH_SHARD shards, default limits (shards_in_flight 4, concurrency 2, retry_delay 1s),
-# three local providers p1, p2, p3, rclone behind tests/mock_rclone in every run (one rclone
-# per operation, the same cost in every run). The faulty provider is p3: the mock fails the
-# first upload attempt of every 4th shard (shards 3, 7, 11, ...) with rclone's retryable
-# exit 5, after reading the whole shard (backoff 0.5-1 s before the second attempt). The runs:
+# three local providers p1, p2, p3, rclone behind tests/mock_rclone in every run. p1 and p2
+# are plain paths, as a user's local disks: one `rclone rcd` each, shards written by offsite
+# itself. p3 is the same kind of folder named as `:local:PATH`, so its shards go through a
+# spawned `rclone rcat` (one per upload), where the mock can fail them. The faulty provider is
+# p3: the mock fails the first upload attempt of every 4th shard (shards 3, 7, 11, ...) with
+# rclone's retryable exit 5, after reading the whole shard (backoff 0.5-1 s before the second
+# attempt). The runs:
 #   two       p1 and p2 only (p3 disabled): the run without the faulty provider;
 #   three     p1, p2, p3, no fault;
 #   faulty    p1, p2, p3 with the faults, no spool;
@@ -26,6 +29,7 @@
 #   BENCH_BYTES  stream size (default 1GiB)      BENCH_SHARD  shard size (default 64MiB)
 #   BENCH_RUNS   runs of each kind (default 2)   BENCH_DIR    where the work dir goes
 #   BENCH_SLOW   p3's bwlimit in the slow runs (default 64M)
+#   BENCH_KINDS  the kinds to run (default all, in the order above; the ratios need two, three)
 #   BENCH_KEEP=1 keep the work dir               OFFSITE      the binary
 set -euo pipefail
 
@@ -50,13 +54,15 @@ cleanup() {
 
 # write_config KIND : offsite.toml and providers.d for one kind of run.
 write_config() {
-    local n enabled
+    local n enabled remote
     rm -rf "$WORK/providers.d"
     mkdir -p "$WORK/providers.d"
     for n in 1 2 3; do
         enabled=true
         [[ $1 == two && $n == 3 ]] && enabled=false
-        printf 'remote = %s\npriority = %d\nenabled = %s\n' "$(toml_str "$WORK/p$n")" "$n" \
+        remote=$WORK/p$n
+        [[ $n == 3 ]] && remote=:local:$remote
+        printf 'remote = %s\npriority = %d\nenabled = %s\n' "$(toml_str "$remote")" "$n" \
             "$enabled" >"$WORK/providers.d/p$n.toml"
         if [[ $1 == slow* && $n == 3 ]]; then
             printf 'bwlimit = "%s"\n' "${BENCH_SLOW:-64M}" >>"$WORK/providers.d/p$n.toml"
@@ -77,7 +83,7 @@ write_config() {
     [[ $1 == *3 ]] && fails=3
     if [[ $1 == faulty* || $1 == spooled* ]]; then
         for ((i = 3; i < NSHARDS; i += 4)); do
-            printf 'rcat %s/p3/*/s%010d-* exit:5 %d\n' "$WORK" "$i" "$fails" >>"$WORK/mock.rules"
+            printf 'rcat :local:%s/p3/*/s%010d-* exit:5 %d\n' "$WORK" "$i" "$fails" >>"$WORK/mock.rules"
         done
     fi
 }
@@ -101,17 +107,18 @@ poll_healthy() {
     echo "-"
 }
 
-# one_run KIND : runs one backup; appends "healthy whole" to RESULTS[KIND].
+# one_run KIND : runs one backup; appends "healthy whole cpu" to RESULTS[KIND].
 declare -A RESULTS
-KINDS="two three faulty spooled faulty3 spooled3 slow slowspooled"
+KINDS=${BENCH_KINDS:-"two three faulty spooled faulty3 spooled3 slow slowspooled"}
 one_run() {
-    local kind=$1 t0 pid healthy whole p
+    local kind=$1 t0 pid healthy whole cpu p
     rm -rf "$WORK/state" "$WORK/mock.state" "$WORK/p1" "$WORK/p2" "$WORK/p3" "$WORK/spool"
     mkdir -p "$WORK/spool"
     write_config "$kind"
     : >"$WORK/mock.log"
     t0=$(now)
-    "$OFFSITE" --config "$WORK/offsite.toml" --no-progress backup --once >"$WORK/$kind.log" 2>&1 &
+    /usr/bin/time -o "$WORK/time.out" -f '%U %S' \
+        "$OFFSITE" --config "$WORK/offsite.toml" --no-progress backup --once >"$WORK/$kind.log" 2>&1 &
     pid=$!
     healthy=$(poll_healthy "$t0" "$pid")
     wait "$pid" || die "$kind: the backup failed: $(tail -5 "$WORK/$kind.log")"
@@ -121,43 +128,49 @@ one_run() {
         (($(shard_bytes "$WORK/$p") == BYTES)) || die "$kind: $p does not hold the stream"
     done
     if [[ $kind == faulty* || $kind == spooled* ]]; then
-        (($(grep -c "^rcat $WORK/p3/" "$WORK/mock.log") > NSHARDS)) || die "$kind: no upload to p3 was retried"
+        (($(grep -c "^rcat :local:$WORK/p3/" "$WORK/mock.log") > NSHARDS)) || die "$kind: no upload to p3 was retried"
     fi
     [[ -z $(ls -A "$WORK/spool") ]] || die "$kind: the spool folder is not empty"
-    RESULTS[$kind]+="$healthy $whole "
-    log "   $kind: healthy done ${healthy}s, whole run ${whole}s"
+    cpu=$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/time.out")
+    RESULTS[$kind]+="$healthy $whole $cpu "
+    log "   $kind: healthy done ${healthy}s, whole run ${whole}s, CPU ${cpu}s"
 }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-# column KIND N : the N-th figure (1 healthy, 2 whole) of every run of KIND, space-separated.
+# column KIND N : the N-th figure (1 healthy, 2 whole, 3 CPU) of every run of KIND,
+# space-separated.
 column() {
     local -a v
     read -r -a v <<<"${RESULTS[$1]}"
     local i out=()
-    for ((i = $2 - 1; i < ${#v[@]}; i += 2)); do out+=("${v[i]}"); done
+    for ((i = $2 - 1; i < ${#v[@]}; i += 3)); do out+=("${v[i]}"); done
     echo "${out[*]}"
 }
 
 print_table() {
-    local two_h three_h kind h w
+    local two_h three_h kind h w c
     two_h=$(column two 1 | median)
     three_h=$(column three 1 | median)
     echo
     echo "offsite spool: $(human "$BYTES") of random data, $(human "$SHARD") shards ($NSHARDS)," \
-        "3 local providers (p3 fails the first upload of every 4th shard), $RUNS runs each," \
+        "p1 and p2 plain local paths (written by offsite), p3 \`:local:\` through rclone rcat" \
+        "(fails the first upload of every 4th shard), $RUNS runs each," \
         "$(date -u +%F), $(rclone version | head -1), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
     echo
-    echo "| run | healthy done, s (each run) | whole run, s (each run) | healthy / two (median) | healthy / three (median) |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| run | healthy done, s (each run) | whole run, s (each run) | CPU s (median) | healthy / two (median) | healthy / three (median) |"
+    echo "|---|---:|---:|---:|---:|---:|"
     for kind in $KINDS; do
         h=$(column "$kind" 1)
         w=$(column "$kind" 2)
-        awk -v k="$kind" -v h="$h" -v w="$w" -v m="$(echo "$h" | median)" -v a="$two_h" -v b="$three_h" \
-            'BEGIN { printf "| %s | %s | %s | %.2f | %.2f |\n", k, h, w, m / a, m / b }'
+        c=$(column "$kind" 3 | median)
+        awk -v k="$kind" -v h="$h" -v w="$w" -v c="$c" -v m="$(echo "$h" | median)" -v a="$two_h" \
+            -v b="$three_h" 'BEGIN { printf "| %s | %s | %s | %.2f | %.2f | %.2f |\n", k, h, w, c, m / a, m / b }'
     done
     echo
     echo "- target: spooled, spooled3 and slowspooled healthy done / two <= 1.2"
+    awk -v c="$(column three 3 | median)" -v n="$(nproc)" -v a="$two_h" 'BEGIN {
+        printf "- CPU floor of three: %.2f CPU s / %d cores = %.2f s, %.2fx two'"'"'s healthy done\n", c, n, c / n, c / n / a }'
 }
 
 main() {
@@ -173,7 +186,7 @@ main() {
     STREAM=$WORK/stream.bin
     log "writing $(human "$BYTES") of random data"
     head -c "$BYTES" /dev/urandom >"$STREAM"
-    export OFFSITE_RCLONE_DAEMON=0 MOCK_RCLONE_REAL MOCK_RCLONE_LOG=$WORK/mock.log \
+    export MOCK_RCLONE_REAL MOCK_RCLONE_LOG=$WORK/mock.log \
         MOCK_RCLONE_RULES=$WORK/mock.rules MOCK_RCLONE_STATE=$WORK/mock.state
     MOCK_RCLONE_REAL=$(command -v rclone)
     local r kind
