@@ -233,9 +233,9 @@ pub(super) async fn ship(
     Ok(record)
 }
 
-/// With a spool: hashes and journals a fresh shard while it copies its stored objects into
-/// the spool (waiting for room there), then frees its place in memory, so the source is read
-/// on while slow providers still upload it. A shard the spool cannot take (disk full, I/O
+/// With a spool: hashes a fresh shard while it copies its stored objects into the spool
+/// (waiting for room there), then journals it and frees its place in memory, so the source is
+/// read on while slow providers still upload it. A shard the spool cannot take (disk full, I/O
 /// error) stays in memory, with one warning per run. Returns the delivery, hashed, and the
 /// place in memory if still held.
 async fn spool_out(
@@ -247,6 +247,7 @@ async fn spool_out(
 ) -> Result<(Delivery, Option<OwnedSemaphorePermit>)> {
     let index = d.record.index;
     let Some(payload) = d.payload.take() else {
+        debug_assert!(unhashed.is_none(), "a fresh shard always has a payload");
         return Ok((d, Some(memory)));
     };
     // Both read the same bytes in memory: hashing and the copy (a write and an fsync) overlap.
