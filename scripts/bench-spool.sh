@@ -26,10 +26,11 @@
 # manifests). The target: spooled healthy done within 1.2x of `two`'s.
 #
 # Environment:
-#   BENCH_BYTES  stream size (default 1GiB)      BENCH_SHARD  shard size (default 64MiB)
+#   BENCH_BYTES  stream size (default 1GiB)      BENCH_SHARD  shard size (default 64MiB; at
+#                least 32MiB: smaller uploads to p3 go through its rclone daemon, not rcat)
 #   BENCH_RUNS   runs of each kind (default 2)   BENCH_DIR    where the work dir goes
 #   BENCH_SLOW   p3's bwlimit in the slow runs (default 64M)
-#   BENCH_KINDS  the kinds to run (default all, in the order above; the ratios need two, three)
+#   BENCH_KINDS  the kinds to run (default all, in the order above; two and three are needed)
 #   BENCH_KEEP=1 keep the work dir               OFFSITE      the binary
 set -euo pipefail
 
@@ -170,16 +171,26 @@ print_table() {
     echo
     echo "- target: spooled, spooled3 and slowspooled healthy done / two <= 1.2"
     awk -v c="$(column three 3 | median)" -v n="$(nproc)" -v a="$two_h" 'BEGIN {
-        printf "- CPU floor of three: %.2f CPU s / %d cores = %.2f s, %.2fx two'"'"'s healthy done\n", c, n, c / n, c / n / a }'
+        printf "- whole-run CPU floor of three: %.2f CPU s / %d cores = %.2f s, %.2fx two'"'"'s healthy done\n", c, n, c / n, c / n / a }'
 }
 
 main() {
     [[ -x $OFFSITE ]] || die "$OFFSITE is missing (cargo build --release)"
+    [[ -x /usr/bin/time ]] || die "GNU time is missing: apt-get install time"
+    local k
+    for k in $KINDS; do
+        [[ " two three faulty spooled faulty3 spooled3 slow slowspooled " == *" $k "* ]] ||
+            die "BENCH_KINDS: unknown kind $k"
+    done
+    [[ " $KINDS " == *" two "* && " $KINDS " == *" three "* ]] ||
+        die "BENCH_KINDS must include two and three (the ratios' baselines)"
     command -v rclone >/dev/null || die "rclone is missing"
     BYTES=$(parse_size "${BENCH_BYTES:-1GiB}")
     SHARD=$(parse_size "${BENCH_SHARD:-64MiB}")
     RUNS=${BENCH_RUNS:-2}
     NSHARDS=$(((BYTES + SHARD - 1) / SHARD))
+    ((SHARD >= 32 << 20)) ||
+        die "BENCH_SHARD below 32MiB: p3's uploads would not go through rcat, where the faults are"
     ((NSHARDS >= 4)) || die "$(human "$BYTES") in $(human "$SHARD") shards is fewer than 4 shards"
     WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/offsite-bench-spool.XXXXXX")
     trap cleanup EXIT
