@@ -2,14 +2,17 @@
 //! memory costs 256 page faults and as many zeroed pages (offsite's allocator hands freed
 //! memory back to the system at once, and only large buffers get huge pages): a 1 GiB
 //! restore in 1 MiB shards from local disks spent twice the system time of one in 64 MiB
-//! shards. Buffers up to [`POOLED`] bytes are kept, at most [`KEPT`] bytes in all, and one
-//! is only reused for a read of at least half its size.
+//! shards. Buffers of [`MIN_POOLED`] to [`POOLED`] bytes are kept, at most [`KEPT`] bytes in
+//! all, and one is only reused for a read of at least half its size.
 
 use bytes::Bytes;
 use std::sync::Mutex;
 
 /// Larger buffers are not kept (they get huge pages, and would hold too much).
 const POOLED: usize = 4 << 20;
+/// Smaller ones are not either: their page faults cost little, and a manifest's or a probe's
+/// buffer would take the place of a shard's.
+const MIN_POOLED: usize = 64 << 10;
 /// The most bytes kept in all.
 const KEPT: usize = 16 << 20;
 
@@ -38,13 +41,29 @@ impl Pool {
         buf
     }
 
-    /// Keeps `buf` if it is small enough and there is room.
+    /// Keeps `buf` if it is of a size worth keeping and there is room.
     fn give(&self, buf: Vec<u8>) {
+        if !worth_keeping(&buf) {
+            return;
+        }
         let mut free = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if buf.capacity() <= POOLED && (free.len() + 1) * POOLED <= KEPT {
+        let held: usize = free.iter().map(Vec::capacity).sum();
+        if held + buf.capacity() <= KEPT {
             free.push(buf);
         }
     }
+
+    /// `buf` as `Bytes` that give it back to this pool when the last clone is dropped.
+    fn bytes(&'static self, buf: Vec<u8>) -> Bytes {
+        if !worth_keeping(&buf) {
+            return Bytes::from(buf);
+        }
+        Bytes::from_owner(Returned(buf, self))
+    }
+}
+
+fn worth_keeping(buf: &Vec<u8>) -> bool {
+    (MIN_POOLED..=POOLED).contains(&buf.capacity())
 }
 
 /// An empty buffer with room for `len` bytes (and possibly more: read into it with a limit).
@@ -65,13 +84,10 @@ pub fn take_zeroed(len: usize) -> Vec<u8> {
 
 /// `buf` as `Bytes` that give it back for [`take`] when the last clone is dropped.
 pub fn bytes(buf: Vec<u8>) -> Bytes {
-    if buf.capacity() > POOLED {
-        return Bytes::from(buf);
-    }
-    Bytes::from_owner(Returned(buf))
+    POOL.bytes(buf)
 }
 
-struct Returned(Vec<u8>);
+struct Returned(Vec<u8>, &'static Pool);
 
 impl AsRef<[u8]> for Returned {
     fn as_ref(&self) -> &[u8] {
@@ -81,7 +97,7 @@ impl AsRef<[u8]> for Returned {
 
 impl Drop for Returned {
     fn drop(&mut self) {
-        POOL.give(std::mem::take(&mut self.0));
+        self.1.give(std::mem::take(&mut self.0));
     }
 }
 
@@ -89,37 +105,63 @@ impl Drop for Returned {
 mod tests {
     use super::*;
 
+    fn own_pool() -> &'static Pool {
+        Box::leak(Box::new(Pool::new()))
+    }
+
+    fn held(pool: &Pool) -> Vec<usize> {
+        pool.0.lock().unwrap().iter().map(Vec::capacity).collect()
+    }
+
     #[test]
     fn a_kept_buffer_is_reused_only_for_a_read_of_at_least_half_its_size() {
         let pool = Pool::new();
-        let mut buf = pool.take(1000);
-        assert!(buf.is_empty() && buf.capacity() >= 1000);
+        let mut buf = pool.take(100_000);
+        assert!(buf.is_empty() && buf.capacity() >= 100_000);
         buf.extend_from_slice(b"abc");
         let at = buf.as_ptr();
         pool.give(buf);
-        let small = pool.take(100);
-        assert_ne!(small.as_ptr(), at, "a 1000-byte buffer for 100 bytes");
-        let again = pool.take(600);
+        let small = pool.take(10_000);
+        assert_ne!(small.as_ptr(), at, "a 100 kB buffer for 10 kB");
+        let again = pool.take(60_000);
         assert_eq!(again.as_ptr(), at);
         assert!(again.is_empty(), "no stale bytes");
     }
 
     #[test]
-    fn large_buffers_are_not_kept_and_the_pool_is_bounded() {
+    fn only_buffers_worth_keeping_are_kept_and_the_pool_is_bounded_in_bytes() {
         let pool = Pool::new();
         pool.give(Vec::with_capacity(POOLED + 1));
-        assert!(pool.0.lock().unwrap().is_empty());
+        pool.give(Vec::with_capacity(MIN_POOLED - 1));
+        assert!(held(&pool).is_empty());
         for _ in 0..10 {
             pool.give(Vec::with_capacity(POOLED));
         }
-        assert_eq!(pool.0.lock().unwrap().len(), KEPT / POOLED);
+        assert_eq!(held(&pool).len(), KEPT / POOLED);
+        let pool = Pool::new();
+        for _ in 0..(KEPT / MIN_POOLED + 5) {
+            pool.give(Vec::with_capacity(MIN_POOLED));
+        }
+        assert_eq!(
+            held(&pool).len(),
+            KEPT / MIN_POOLED,
+            "small buffers count by size"
+        );
     }
 
     #[test]
     fn bytes_give_the_buffer_back_when_the_last_clone_drops() {
-        let b = bytes(b"xyz".to_vec());
+        let pool = own_pool();
+        let mut buf = Vec::with_capacity(MIN_POOLED);
+        buf.extend_from_slice(b"xyz");
+        let b = pool.bytes(buf);
         let clone = b.clone();
         drop(b);
+        assert!(held(pool).is_empty(), "a clone still reads it");
         assert_eq!(&clone[..], b"xyz");
+        drop(clone);
+        assert_eq!(held(pool), [MIN_POOLED]);
+        drop(pool.bytes(b"tiny".to_vec()));
+        assert_eq!(held(pool), [MIN_POOLED], "a tiny buffer is not kept");
     }
 }
