@@ -281,7 +281,15 @@ impl Config {
                 .as_deref()
                 .unwrap_or(Path::new("providers.d")),
         );
-        let providers = providers::load(&providers_dir)?;
+        let providers = providers::load(&providers_dir).map_err(|e| match &raw.providers_dir {
+            // Set in this file: say where, as for every other key.
+            Some(_) => ConfigError(format!(
+                "{}: providers_dir: {}, or fix providers_dir",
+                path.display(),
+                e.0
+            )),
+            None => e,
+        })?;
         let rclone = validate::rclone(&file, raw.rclone.as_ref(), base)?;
         let limits = validate::limits(&file, &raw)?;
         let spool = validate::spool(&file, &raw, base, limits.shard_size)?;

@@ -91,6 +91,20 @@ fn a_malformed_size_or_duration_is_a_parse_error_with_its_line() {
 }
 
 #[test]
+fn a_providers_dir_that_cannot_be_read_names_the_config_that_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offsite.toml");
+    std::fs::write(&config, format!("providers_dir = \"/bin/sh\"\n{HEAD}")).unwrap();
+    let e = Config::load(&config, None).unwrap_err().to_string();
+    let named = format!(
+        "{}: providers_dir: cannot read providers directory /bin/sh",
+        config.display()
+    );
+    assert!(e.contains(&named), "{e}");
+    assert!(e.contains("or fix providers_dir"), "{e}");
+}
+
+#[test]
 fn a_missing_providers_directory_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("offsite.toml"), HEAD).unwrap();
