@@ -244,6 +244,20 @@ impl ChildProc {
         self.child.id()
     }
 
+    /// Sets the nice value of every thread of every process in the child's group (a thread
+    /// started later takes its creator's); nothing once the child is reaped. Lowering always
+    /// works; raising needs root (`CAP_SYS_NICE`).
+    pub fn set_nice(&self, nice: i32) -> std::io::Result<()> {
+        let Some(pid) = self.child.id() else {
+            return Ok(());
+        };
+        // SAFETY: setpriority(2) on our own child's process group; no memory effects.
+        match unsafe { libc::setpriority(libc::PRIO_PGRP, pid as libc::id_t, nice) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()
     }

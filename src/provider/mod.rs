@@ -23,6 +23,7 @@ mod dry_run;
 mod layer;
 mod limit;
 mod memory;
+pub mod priority;
 mod rclone;
 mod retry;
 mod timeout;

@@ -331,9 +331,17 @@ impl RcloneProvider {
         data: Bytes,
         progress: Option<ProgressFn>,
     ) -> Result<(), ProviderError> {
+        let behind = super::priority::now();
+        if behind {
+            tracing::debug!(
+                "provider {}: uploading {} at a lower CPU priority: others are ahead",
+                self.name,
+                crate::redact::text(path)
+            );
+        }
         if let Some(file) = self.direct_file(path) {
             let len = data.len() as u64;
-            direct::write(&self.name, file, path, data).await?;
+            direct::write(&self.name, file, path, data, behind).await?;
             if let Some(p) = &progress {
                 p(len);
             }
@@ -348,6 +356,7 @@ impl RcloneProvider {
                     // Where hashes cost a read-back (local, sftp), rclone skips its own
                     // compare: offsite checks the size from a listing, the hash on restore.
                     let config = serde_json::json!({ "IgnoreChecksum": backend.slow_hash });
+                    d.yield_cpu(behind);
                     let call = d.upload(dir, name, data, config, progress);
                     let what = "operations/uploadfile";
                     return self.logged("upload", path, what, call).await;
@@ -359,6 +368,10 @@ impl RcloneProvider {
         let mut cmd = self.command(&["rcat", "--size", &size, &target]);
         cmd.stdin(Stdio::piped());
         let mut child = self.spawn("upload", path, &mut cmd)?;
+        if behind {
+            // Best effort: a priority is a hint, and lowering one fails only for a child gone.
+            let _ = child.set_nice(super::priority::yielding_nice());
+        }
         let mut stdin = child.take_stdin().expect("stdin is piped");
         let mut sent = 0usize;
         let mut write_err = None;

@@ -88,6 +88,8 @@ pub struct Daemon {
     auth: String,
     agent: ureq::Agent,
     proc: std::sync::Mutex<ChildProc>,
+    /// Runs at `provider::priority`'s lower priority.
+    yielding: AtomicBool,
 }
 
 impl Daemon {
@@ -164,6 +166,7 @@ impl Daemon {
             auth: format!("Basic {token}"),
             agent,
             proc: std::sync::Mutex::new(proc),
+            yielding: AtomicBool::new(false),
         };
         let ready = tokio::time::timeout(START_TIMEOUT, daemon.ready(lines)).await;
         match ready {
@@ -205,6 +208,22 @@ impl Daemon {
                     }
                 }
             }
+        }
+    }
+
+    /// Lowers the daemon's CPU priority for an upload its provider is behind on, or raises it
+    /// again for one it is not (which only root may: unprivileged, it stays lowered).
+    pub fn yield_cpu(&self, behind: bool) {
+        if self.yielding.load(Ordering::Relaxed) == behind {
+            return;
+        }
+        let nice = match behind {
+            true => crate::provider::priority::yielding_nice(),
+            false => crate::provider::priority::own_nice(),
+        };
+        match self.proc.lock().expect("daemon lock").set_nice(nice) {
+            Ok(()) => self.yielding.store(behind, Ordering::Relaxed),
+            Err(e) => tracing::debug!("rclone rcd: cannot set its nice value to {nice}: {e}"),
         }
     }
 

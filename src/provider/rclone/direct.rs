@@ -164,19 +164,25 @@ fn read_now(file: &Path, range: Option<(u64, u64)>, limit: u64) -> io::Result<By
 /// once complete (rclone 1.63 and later do the same with their `.partial` files); a crash of
 /// offsite can leave that file. Writes are not cancelled: one the Timeout layer or a signal
 /// gave up on finishes (or fails) on its blocking thread. Like rclone's local backend
-/// it does not fsync: the manifest, written last, is what makes a backup count.
+/// it does not fsync: the manifest, written last, is what makes a backup count. With
+/// `behind`, the write yields the CPU on a thread of its own (see `provider::priority`).
 pub(super) async fn write(
     provider: &str,
     file: PathBuf,
     path: &str,
     data: Bytes,
+    behind: bool,
 ) -> Result<(), ProviderError> {
     let started = std::time::Instant::now();
     let len = data.len();
     let target = file.clone();
-    let written = tokio::task::spawn_blocking(move || write_now(&file, &data))
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)));
+    let write = move || write_now(&file, &data);
+    let written = match behind {
+        true => crate::provider::priority::on_own_thread(write).await,
+        false => tokio::task::spawn_blocking(write)
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e))),
+    };
     tracing::debug!(
         "provider {provider}: wrote {} ({len} bytes) to the local disk directly{}: {} after {:.2}s",
         crate::redact::text(path),
@@ -406,16 +412,23 @@ mod tests {
     async fn writes_create_folders_replace_objects_and_leave_nothing_else() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let w = |path: &'static str, data: &'static [u8]| {
-            write("p", dir.path().join(path), path, Bytes::from_static(data))
+        // `behind`: on a lowered thread of its own, with the same result.
+        let w = |path: &'static str, data: &'static [u8], behind| {
+            write(
+                "p",
+                dir.path().join(path),
+                path,
+                Bytes::from_static(data),
+                behind,
+            )
         };
-        w("h/d/b/s1", b"first").await.unwrap();
+        w("h/d/b/s1", b"first", false).await.unwrap();
         assert_eq!(
             std::fs::read(dir.path().join("h/d/b/s1")).unwrap(),
             b"first"
         );
-        w("h/d/b/s1", b"second, longer").await.unwrap();
-        w("h/d/b/s2", b"").await.unwrap();
+        w("h/d/b/s1", b"second, longer", true).await.unwrap();
+        w("h/d/b/s2", b"", false).await.unwrap();
         let b = dir.path().join("h/d/b");
         let mut names: Vec<_> = std::fs::read_dir(&b)
             .unwrap()
@@ -439,9 +452,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("h"), b"a file where a folder should be").unwrap();
         let path = "h/d/s1";
-        let e = write("p", dir.path().join(path), path, Bytes::from_static(b"x"))
-            .await
-            .unwrap_err();
+        let e = write(
+            "p",
+            dir.path().join(path),
+            path,
+            Bytes::from_static(b"x"),
+            true,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             e.kind,
             ErrorKind::Permanent,
