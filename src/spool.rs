@@ -17,7 +17,7 @@ use memmap2::Mmap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -67,6 +67,24 @@ pub struct Spool {
     files: Arc<Semaphore>,
     /// A failed write is logged once per run, not once per shard.
     warned: AtomicBool,
+    /// Calls of [`Spool::keep`] waiting for room.
+    waiting: AtomicUsize,
+}
+
+/// Counts one waiting call for as long as it lives (a dropped call included).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Waiting<'_> {
+    fn on(count: &AtomicUsize) -> Waiting<'_> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Spool {
@@ -80,6 +98,7 @@ impl Spool {
             units,
             files: Arc::new(Semaphore::new(MAX_FILES)),
             warned: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -90,6 +109,12 @@ impl Spool {
     /// Bytes the spool holds now (rounded up to its unit).
     pub fn used(&self) -> u64 {
         (self.units as u64 - self.room.available_permits() as u64) * UNIT
+    }
+
+    /// Whether a shard waits for room in the spool: then the source waits for the slowest
+    /// provider, as it would without a spool.
+    pub fn is_full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Copies `parts` into one spool file, once the spool has room for them (an object larger
@@ -103,12 +128,14 @@ impl Spool {
         let want = total.div_ceil(UNIT).clamp(1, self.units as u64) as u32;
         let closed = "the spool's semaphores are never closed";
         let file_slot = self.files.clone().acquire_owned().await.expect(closed);
-        let room = self
-            .room
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .expect(closed);
+        let room = match self.room.clone().try_acquire_many_owned(want) {
+            Ok(room) => room,
+            Err(_) => {
+                let _waiting = Waiting::on(&self.waiting);
+                let room = self.room.clone().acquire_many_owned(want).await;
+                room.expect(closed)
+            }
+        };
         let (dir, parts) = (self.dir.clone(), parts.to_vec());
         tokio::task::spawn_blocking(move || {
             let mut file = tempfile::tempfile_in(&dir)?;

@@ -18,11 +18,14 @@ use crate::error::Interrupted;
 use crate::layout;
 use crate::manifest::{ErasureRecord, ShardRecord};
 use crate::progress::{Progress, UploadMeter};
+use crate::provider::priority;
 use crate::spool::Spool;
 use crate::state::Journal;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,8 @@ pub(super) struct BackupLane {
     pub uploaded: Mutex<BTreeSet<u64>>,
     /// When resuming: the objects the provider already held.
     pub present: Listed,
+    /// Shards whose upload to this provider has ended (stored, failed, or nothing to send).
+    pub settled: AtomicU64,
 }
 
 impl std::ops::Deref for BackupLane {
@@ -64,6 +69,7 @@ pub(super) async fn make_lanes(
             lane: Lane::new(p.clone()).reporting_to(progress.clone()),
             uploaded: Mutex::default(),
             present: Listed::default(),
+            settled: AtomicU64::new(0),
         };
         if job.resume.is_none() {
             return lane;
@@ -203,7 +209,7 @@ pub(super) async fn ship(
         delivery.payload.is_some() && delivery.send_to.iter().any(|&i| !s.lanes[i].is_down());
     let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
         let send = delivery.send_to.contains(&i);
-        upload(lane, s, &delivery, send)
+        settle(s, i, upload(lane, s, &delivery, send))
     });
     let record = async {
         let Some(enc) = &unhashed else {
@@ -231,6 +237,37 @@ pub(super) async fn ship(
         false => s.progress.already_done(None, record.plain_len()),
     }
     Ok(record)
+}
+
+/// Runs lane `i`'s upload of a shard, and counts the shard as settled for the lane once it
+/// ends. With a spool, the upload yields the CPU to the other providers while this one is
+/// behind them ([`is_behind`], asked as the transfer starts; see `provider::priority`).
+async fn settle<T>(s: &Shipping, i: usize, upload: impl Future<Output = T>) -> T {
+    let ended = match &s.spool {
+        Some(spool) => {
+            let (lanes, spool) = (s.lanes.clone(), spool.clone());
+            let behind = move || is_behind(&lanes, i, spool.is_full());
+            priority::when(Arc::new(behind), upload).await
+        }
+        None => upload.await,
+    };
+    s.lanes[i].settled.fetch_add(1, Ordering::Relaxed);
+    ended
+}
+
+/// Whether lane `i` is behind: it has settled fewer shards than every other provider still in
+/// the run, and the spool is not full (when it is, the source waits for the slowest
+/// provider, which then goes at full priority). Only the last provider yields, so two that
+/// keep up never slow each other down, and one that fell behind stays so, out of the way,
+/// until the others are through or the spool is full.
+fn is_behind(lanes: &[BackupLane], i: usize, spool_full: bool) -> bool {
+    let settled = |l: &BackupLane| l.settled.load(Ordering::Relaxed);
+    let others = lanes
+        .iter()
+        .enumerate()
+        .filter(|(j, l)| *j != i && !l.is_down());
+    let least_of_others = others.map(|(_, l)| settled(l)).min();
+    !spool_full && least_of_others.is_some_and(|least| settled(&lanes[i]) < least)
 }
 
 /// With a spool: hashes a fresh shard while it copies its stored objects into the spool
@@ -345,5 +382,48 @@ async fn upload(lane: &BackupLane, s: &Shipping, d: &Delivery, send: bool) -> Re
             lane.drop_out(&e);
             Err(e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::MemoryProvider;
+
+    fn lanes(settled: &[u64]) -> Vec<BackupLane> {
+        let lane = |(i, n): (usize, &u64)| BackupLane {
+            lane: Lane::new(Arc::new(MemoryProvider::new(&format!("p{i}")))),
+            uploaded: Mutex::default(),
+            present: Listed::default(),
+            settled: AtomicU64::new(*n),
+        };
+        settled.iter().enumerate().map(lane).collect()
+    }
+
+    #[test]
+    fn only_the_provider_behind_every_other_is_behind_while_the_spool_has_room() {
+        let l = lanes(&[10, 7, 6]);
+        assert!(!is_behind(&l, 0, false), "the one ahead");
+        assert!(!is_behind(&l, 1, false), "one is behind it");
+        assert!(is_behind(&l, 2, false));
+        assert!(
+            !is_behind(&l, 2, true),
+            "the spool is full: the run waits for it"
+        );
+        assert!(!is_behind(&lanes(&[6, 6]), 1, false), "level");
+        assert!(!is_behind(&lanes(&[6]), 0, false), "alone");
+        let err = crate::error::ProviderError::new(
+            "p0",
+            "put",
+            "x",
+            crate::error::ErrorKind::Permanent,
+            "gone",
+        );
+        let l = lanes(&[5, 7, 6]);
+        l[0].drop_out(&err);
+        assert!(
+            is_behind(&l, 2, false),
+            "a provider dropped from the run is behind no one"
+        );
     }
 }

@@ -506,10 +506,22 @@ async fn uploads_waiting_on_a_provider_end_when_it_drops_out() {
     assert_eq!(p1.missing_shards.len() as u64, report.shards);
 }
 
-/// A provider whose uploads wait until the test opens its gate: a slow one.
+/// A provider whose uploads wait until the test opens its gate: a slow one. It notes whether
+/// each upload, once through the gate, was asked to yield the CPU (`provider::priority`).
 struct Gated {
     inner: MemoryProvider,
     gate: tokio::sync::Semaphore,
+    behind: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Gated {
+    fn new(name: &str, open: usize) -> Arc<Gated> {
+        Arc::new(Gated {
+            inner: MemoryProvider::new(name),
+            gate: tokio::sync::Semaphore::new(open),
+            behind: Default::default(),
+        })
+    }
 }
 
 impl crate::provider::Layer for Gated {
@@ -525,6 +537,8 @@ impl crate::provider::Layer for Gated {
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             let _open = self.gate.acquire().await.unwrap();
+            let behind = crate::provider::priority::now();
+            self.behind.lock().unwrap().push(behind);
             self.inner.put(path, data, p).await
         })
     }
@@ -534,10 +548,7 @@ impl crate::provider::Layer for Gated {
 fn spooled_job(dir: &Path) -> (BackupJob, Vec<Arc<MemoryProvider>>, Arc<Gated>) {
     let spool = Arc::new(crate::spool::Spool::open(dir, 1 << 20).unwrap());
     let healthy = mems(2);
-    let slow = Arc::new(Gated {
-        inner: MemoryProvider::new("slow"),
-        gate: tokio::sync::Semaphore::new(0),
-    });
+    let slow = Gated::new("slow", 0);
     let mut providers = dyns(&healthy);
     providers.push(slow.clone());
     let mut j = job(providers, 1);
@@ -589,5 +600,54 @@ async fn a_spool_that_cannot_be_written_keeps_shards_in_memory_and_the_backup_co
     assert!(report.complete());
     for p in healthy.iter().map(|p| &**p).chain([&slow.inner]) {
         assert_eq!(stream_of(p), data, "{}", p.name());
+    }
+}
+
+#[tokio::test]
+async fn with_a_spool_a_provider_that_fell_behind_uploads_yielding_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 8000);
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(crate::spool::Spool::open(spool_dir.path(), 1 << 20).unwrap());
+    let (fast, slow) = (Gated::new("fast", 1000), Gated::new("slow", 0));
+    let mut j = job(vec![fast.clone(), slow.clone()], 1);
+    (j.shards_in_flight, j.spool) = (1, Some(spool));
+    let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
+    let all_on_fast = async {
+        while fast.inner.puts() < 8 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), all_on_fast)
+        .await
+        .expect("the fast provider got every shard while the slow one took none");
+    slow.gate.add_permits(1000);
+    let report = handle.await.unwrap().unwrap();
+    assert!(report.complete());
+    assert_eq!(stream_of(&slow.inner), data);
+    // Eight shards ahead with room in the spool: the slow provider's shard uploads yield
+    // (its manifest, written after them, does not), and none of the fast one's did.
+    assert_eq!(
+        *slow.behind.lock().unwrap(),
+        [[true; 8].as_slice(), &[false]].concat()
+    );
+    assert!(fast.behind.lock().unwrap().iter().all(|b| !b));
+}
+
+#[tokio::test]
+async fn without_a_spool_no_upload_yields_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = data_file(dir.path(), 8000);
+    let (fast, slow) = (Gated::new("fast", 1000), Gated::new("slow", 1000));
+    let report = run_job(
+        job(vec![fast.clone(), slow.clone()], 1),
+        sh(&format!("cat {}", file.display())),
+    )
+    .await
+    .unwrap();
+    assert!(report.complete());
+    for p in [&fast, &slow] {
+        let behind = p.behind.lock().unwrap();
+        assert!(behind.len() >= 8 && behind.iter().all(|b| !b), "{behind:?}");
     }
 }
