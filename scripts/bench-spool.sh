@@ -31,6 +31,8 @@
 #   BENCH_RUNS   runs of each kind (default 2)   BENCH_DIR    where the work dir goes
 #   BENCH_SLOW   p3's bwlimit in the slow runs (default 64M)
 #   BENCH_KINDS  the kinds to run (default all, in the order above; two and three are needed)
+#   BENCH_SPOOL_DIR  the spool's folder (default: in the work dir, on the providers' disk); a
+#                folder on another device measures a spool that does not share their disk
 #   BENCH_KEEP=1 keep the work dir               OFFSITE      the binary
 set -euo pipefail
 
@@ -47,7 +49,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 WORK=
 cleanup() {
     if [[ -n $WORK && ${BENCH_KEEP:-0} != 1 ]]; then
-        rm -rf "$WORK"
+        rm -rf "$WORK" "${SPOOL:-}"
     elif [[ -n $WORK ]]; then
         log "kept $WORK"
     fi
@@ -74,7 +76,7 @@ write_config() {
             "$(toml_str "$WORK/state")" "$(toml_str "$MOCK")"
         printf 'shard_size = %d\ncompression = "none"\n' "$SHARD"
         if [[ $1 == *spooled* ]]; then
-            printf 'spool_dir = %s\nspool_size = %d\n' "$(toml_str "$WORK/spool")" "$BYTES"
+            printf 'spool_dir = %s\nspool_size = %d\n' "$(toml_str "$SPOOL")" "$BYTES"
         fi
         printf '\n[[dataset]]\nname = "stream"\ncommand = %s\n' \
             "$(toml_str "cat $(printf '%q' "$STREAM")")"
@@ -113,10 +115,11 @@ declare -A RESULTS
 KINDS=${BENCH_KINDS:-"two three faulty spooled faulty3 spooled3 slow slowspooled"}
 one_run() {
     local kind=$1 t0 pid healthy whole cpu p
-    rm -rf "$WORK/state" "$WORK/mock.state" "$WORK/p1" "$WORK/p2" "$WORK/p3" "$WORK/spool"
-    mkdir -p "$WORK/spool"
+    rm -rf "$WORK/state" "$WORK/mock.state" "$WORK/p1" "$WORK/p2" "$WORK/p3" "$SPOOL"
+    mkdir -p "$SPOOL"
     write_config "$kind"
     : >"$WORK/mock.log"
+    sync # untimed: no run inherits the writeback of the one before it
     t0=$(now)
     /usr/bin/time -o "$WORK/time.out" -f '%U %S' \
         "$OFFSITE" --config "$WORK/offsite.toml" --no-progress backup --once >"$WORK/$kind.log" 2>&1 &
@@ -131,7 +134,7 @@ one_run() {
     if [[ $kind == faulty* || $kind == spooled* ]]; then
         (($(grep -c "^rcat :local:$WORK/p3/" "$WORK/mock.log") > NSHARDS)) || die "$kind: no upload to p3 was retried"
     fi
-    [[ -z $(ls -A "$WORK/spool") ]] || die "$kind: the spool folder is not empty"
+    [[ -z $(ls -A "$SPOOL") ]] || die "$kind: the spool folder is not empty"
     cpu=$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/time.out")
     RESULTS[$kind]+="$healthy $whole $cpu "
     log "   $kind: healthy done ${healthy}s, whole run ${whole}s, CPU ${cpu}s"
@@ -156,7 +159,7 @@ print_table() {
     echo
     echo "offsite spool: $(human "$BYTES") of random data, $(human "$SHARD") shards ($NSHARDS)," \
         "p1 and p2 plain local paths (written by offsite), p3 \`:local:\` through rclone rcat" \
-        "(fails the first upload of every 4th shard), $RUNS runs each," \
+        "(fails the first upload of every 4th shard), spool in ${BENCH_SPOOL_DIR:-the work dir}, $RUNS runs each," \
         "$(date -u +%F), $(rclone version | head -1), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
     echo
     echo "| run | healthy done, s (each run) | whole run, s (each run) | CPU s (median) | healthy / two (median) | healthy / three (median) |"
@@ -195,6 +198,10 @@ main() {
     WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/offsite-bench-spool.XXXXXX")
     trap cleanup EXIT
     STREAM=$WORK/stream.bin
+    SPOOL=$WORK/spool
+    if [[ -n ${BENCH_SPOOL_DIR:-} ]]; then
+        SPOOL=$(mktemp -d "$BENCH_SPOOL_DIR/offsite-bench-spool.XXXXXX")
+    fi
     log "writing $(human "$BYTES") of random data"
     head -c "$BYTES" /dev/urandom >"$STREAM"
     export MOCK_RCLONE_REAL MOCK_RCLONE_LOG=$WORK/mock.log \
