@@ -51,7 +51,7 @@ cleanup() {
     if [[ -n $WORK && ${BENCH_KEEP:-0} != 1 ]]; then
         rm -rf "$WORK" "${SPOOL:-}"
     elif [[ -n $WORK ]]; then
-        log "kept $WORK"
+        log "kept $WORK (and the spool folder ${SPOOL:-})"
     fi
 }
 
@@ -97,15 +97,16 @@ shard_bytes() {
 }
 
 # Prints the seconds since $1 at which p1 and p2 both hold the whole stream in shards; stops
-# when offsite (pid $2) has ended.
+# when offsite (pid $2) has ended (then its end, if they do by then, else "-").
 poll_healthy() {
-    local t0=$1 pid=$2
-    while kill -0 "$pid" 2>/dev/null; do
+    local t0=$1 pid=$2 running=1
+    while ((running)); do
+        kill -0 "$pid" 2>/dev/null || running=0
         if (($(shard_bytes "$WORK/p1") >= BYTES && $(shard_bytes "$WORK/p2") >= BYTES)); then
             elapsed "$t0" "$(now)"
             return
         fi
-        sleep 0.05
+        ((running)) && sleep 0.05
     done
     echo "-"
 }
@@ -159,7 +160,7 @@ print_table() {
     echo
     echo "offsite spool: $(human "$BYTES") of random data, $(human "$SHARD") shards ($NSHARDS)," \
         "p1 and p2 plain local paths (written by offsite), p3 \`:local:\` through rclone rcat" \
-        "(fails the first upload of every 4th shard), spool in ${BENCH_SPOOL_DIR:-the work dir}, $RUNS runs each," \
+        "(fails the first upload of every 4th shard), spool in ${BENCH_SPOOL_DIR:-the work dir} ($(stat -f -c %T "$SPOOL")), $RUNS runs each," \
         "$(date -u +%F), $(rclone version | head -1), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
     echo
     echo "| run | healthy done, s (each run) | whole run, s (each run) | CPU s (median) | healthy / two (median) | healthy / three (median) |"
@@ -200,7 +201,7 @@ main() {
     STREAM=$WORK/stream.bin
     SPOOL=$WORK/spool
     if [[ -n ${BENCH_SPOOL_DIR:-} ]]; then
-        SPOOL=$(mktemp -d "$BENCH_SPOOL_DIR/offsite-bench-spool.XXXXXX")
+        SPOOL=$(mktemp -d "$(realpath "$BENCH_SPOOL_DIR")/offsite-bench-spool.XXXXXX")
     fi
     log "writing $(human "$BYTES") of random data"
     head -c "$BYTES" /dev/urandom >"$STREAM"

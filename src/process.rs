@@ -245,8 +245,8 @@ impl ChildProc {
     }
 
     /// Sets the nice value of every thread of every process in the child's group (a thread
-    /// started later takes its creator's); nothing once the child is reaped. Lowering always
-    /// works; raising needs root (`CAP_SYS_NICE`).
+    /// started later takes its creator's); nothing once the child is reaped. Raising it needs
+    /// `CAP_SYS_NICE` or a high enough `RLIMIT_NICE` (`provider::priority::can_raise`).
     pub fn set_nice(&self, nice: i32) -> std::io::Result<()> {
         let Some(pid) = self.child.id() else {
             return Ok(());

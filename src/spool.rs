@@ -111,10 +111,11 @@ impl Spool {
         (self.units as u64 - self.room.available_permits() as u64) * UNIT
     }
 
-    /// Whether a shard waits for room in the spool: then the source waits for the slowest
-    /// provider, as it would without a spool.
+    /// Whether a shard waits for room (or a file) in the spool, or a write to it failed this
+    /// run (shards then stay in memory): either way the source waits for the slowest provider,
+    /// as it would without a spool.
     pub fn is_full(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
+        self.waiting.load(Ordering::Relaxed) > 0 || self.warned.load(Ordering::Relaxed)
     }
 
     /// Copies `parts` into one spool file, once the spool has room for them (an object larger
@@ -127,7 +128,13 @@ impl Spool {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let want = total.div_ceil(UNIT).clamp(1, self.units as u64) as u32;
         let closed = "the spool's semaphores are never closed";
-        let file_slot = self.files.clone().acquire_owned().await.expect(closed);
+        let file_slot = match self.files.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let _waiting = Waiting::on(&self.waiting);
+                self.files.clone().acquire_owned().await.expect(closed)
+            }
+        };
         let room = match self.room.clone().try_acquire_many_owned(want) {
             Ok(room) => room,
             Err(_) => {
@@ -198,6 +205,26 @@ fn spool_manifest(m: &Manifest, dir: Option<&Path>) -> std::io::Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_spool_is_full_while_a_shard_waits_for_room_or_after_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), UNIT).unwrap();
+        let part = [Bytes::from(vec![7u8; UNIT as usize])];
+        let held = spool.keep(&part).await.unwrap();
+        assert!(!spool.is_full(), "room was taken without waiting");
+        let mut waiting = Box::pin(spool.keep(&part));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        assert!(spool.is_full());
+        drop(waiting);
+        assert!(!spool.is_full(), "a dropped call waits no more");
+        drop(held);
+        assert!(spool.first_failure());
+        assert!(
+            spool.is_full(),
+            "after a failed write shards stay in memory"
+        );
+    }
 
     #[tokio::test]
     async fn kept_parts_read_back_and_free_their_room_when_dropped() {

@@ -59,7 +59,7 @@ use crate::provider::DynProvider;
 use crate::spool::Spool;
 use crate::state::Journal;
 use anyhow::{anyhow, bail, Context, Result};
-use lanes::{BackupLane, Shipping};
+use lanes::{BackupLane, Lag, Shipping};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -92,6 +92,9 @@ pub struct BackupJob {
     pub min_providers: usize,
     /// The memory bound: shards read but not yet on every provider.
     pub shards_in_flight: usize,
+    /// Uploads at once per provider (`concurrency`): with a spool, how far a provider may
+    /// trail the others before it yields (`lanes::Lag`).
+    pub concurrency: usize,
     pub providers: Vec<DynProvider>,
     /// Expected stream size, for progress.
     pub estimate: Option<u64>,
@@ -191,6 +194,7 @@ pub async fn run(
         progress: progress.clone(),
         journal: job.journal.clone(),
         spool: job.spool.clone(),
+        lag: Arc::new(Lag::new(lanes.len(), job.concurrency)),
     });
     let records = stream(&job, source, &shipping, &cancel).await?;
     if records.is_empty() && job.source_kind != "command" {

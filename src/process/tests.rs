@@ -169,6 +169,10 @@ async fn set_nice_lowers_the_whole_group() {
     let p = ChildProc::spawn("sh", &mut sh(&script)).unwrap();
     let gpid = pid_from(&pidfile).await;
     let own = nice_of(std::process::id() as i32);
+    if own == 19 {
+        eprintln!("skipped: the tests run at nice 19, below which nothing can go");
+        return;
+    }
     let lower = (own + 5).min(19);
     p.set_nice(lower).unwrap();
     assert_eq!(nice_of(p.pid().unwrap() as i32), lower, "the child");

@@ -9,10 +9,12 @@
 //!
 //! The engine decides which uploads those are and runs them inside [`when`]; the provider
 //! asks [`now`] as a transfer starts (after its concurrency permit, and again on each retry)
-//! and lowers what does the work: a spawned rclone's process group
-//! ([`crate::process::ChildProc::set_nice`]), the provider's daemon, or a thread of its own
-//! for a direct write ([`on_own_thread`]). Raising a priority again needs root
-//! (`CAP_SYS_NICE`): run unprivileged, a daemon once lowered stays so for the rest of the run.
+//! and lowers what does the work: a spawned rclone from its start ([`start_lowered`]), a
+//! thread of its own for a direct write ([`on_own_thread`]), or the provider's daemon, whose
+//! whole process group is lowered and raised again as uploads ask
+//! ([`crate::process::ChildProc::set_nice`]), but only where offsite may raise it
+//! ([`can_raise`]: root, or `RLIMIT_NICE`): a daemon lowered for good would slow every later
+//! call of its provider, the ones that the run then waits for included.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -53,23 +55,59 @@ pub fn yielding_nice() -> i32 {
     (own_nice() + YIELD).min(19)
 }
 
-/// Runs `work` on a new thread at [`yielding_nice`]: a thread of tokio's blocking pool, once
-/// lowered, could not be raised again without root. A thread that cannot start is an error.
+/// Makes `cmd` start at [`yielding_nice`]: set in the child before it execs, so neither its
+/// start-up nor any thread it starts runs higher.
+pub fn start_lowered(cmd: &mut tokio::process::Command) {
+    let nice = yielding_nice();
+    // SAFETY: the closure runs in the forked child before exec: setpriority is
+    // async-signal-safe, and nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            Ok(())
+        });
+    }
+}
+
+/// Whether offsite may raise work it lowered back to its own priority: as root with
+/// `CAP_SYS_NICE`, or where `RLIMIT_NICE` allows. Probed once, on a thread of its own.
+pub fn can_raise() -> bool {
+    static CAN: OnceLock<bool> = OnceLock::new();
+    *CAN.get_or_init(|| {
+        let (lower, own) = (yielding_nice(), own_nice());
+        let probe = std::thread::spawn(move || {
+            // SAFETY: setpriority on this thread only; no memory effects.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, lower);
+                libc::setpriority(libc::PRIO_PROCESS, 0, own) == 0
+            }
+        });
+        probe.join().unwrap_or(false)
+    })
+}
+
+/// Runs `work` on a new thread at [`yielding_nice`] (a thread of tokio's blocking pool, once
+/// lowered, could not always be raised again), joined from the blocking pool, so that a
+/// runtime shutting down waits for it as for any blocking work. A thread that cannot start is
+/// an error.
 pub async fn on_own_thread<T, F>(work: F) -> std::io::Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> std::io::Result<T> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("offsite-yield".into())
-        .spawn(move || {
-            // SAFETY: setpriority has no memory effects; `0` is the calling thread on Linux.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, yielding_nice()) };
-            let _ = tx.send(work());
-        })?;
-    rx.await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked")))
+    let lowered = move || {
+        // SAFETY: setpriority has no memory effects; `0` is the calling thread on Linux.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, yielding_nice()) };
+        work()
+    };
+    let joined = tokio::task::spawn_blocking(move || {
+        let thread = std::thread::Builder::new().name("offsite-yield".into());
+        let panicked = |_| Err(std::io::Error::other("the writing thread panicked"));
+        thread.spawn(lowered)?.join().unwrap_or_else(panicked)
+    });
+    joined
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 #[cfg(test)]
@@ -92,15 +130,32 @@ mod tests {
     #[tokio::test]
     async fn work_on_its_own_thread_runs_lowered_and_leaves_the_callers_thread_as_it_was() {
         let before = nice_here();
+        if before == 19 {
+            eprintln!("skipped: the tests run at nice 19, below which nothing can go");
+            return;
+        }
         let (nice, result) = on_own_thread(|| Ok((nice_here(), 7))).await.unwrap();
         assert_eq!(result, 7);
         assert_eq!(nice, yielding_nice());
-        assert!(
-            nice > before || before == 19,
-            "{nice} is not below {before}"
-        );
+        assert!(nice > before, "{nice} is not below {before}");
         assert_eq!(nice_here(), before);
         let failed = on_own_thread(|| Err::<(), _>(std::io::Error::other("disk"))).await;
         assert_eq!(failed.unwrap_err().to_string(), "disk");
+    }
+
+    #[tokio::test]
+    async fn a_command_started_lowered_runs_lowered_from_its_start() {
+        if nice_here() == 19 {
+            eprintln!("skipped: the tests run at nice 19, below which nothing can go");
+            return;
+        }
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg("cat /proc/self/stat");
+        start_lowered(&mut cmd);
+        let out = cmd.output().await.unwrap();
+        let stat = String::from_utf8(out.stdout).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        assert_eq!(nice, yielding_nice(), "{stat}");
     }
 }

@@ -367,11 +367,10 @@ impl RcloneProvider {
         let target = self.target(path);
         let mut cmd = self.command(&["rcat", "--size", &size, &target]);
         cmd.stdin(Stdio::piped());
-        let mut child = self.spawn("upload", path, &mut cmd)?;
         if behind {
-            // Best effort: a priority is a hint, and lowering one fails only for a child gone.
-            let _ = child.set_nice(super::priority::yielding_nice());
+            super::priority::start_lowered(&mut cmd);
         }
+        let mut child = self.spawn("upload", path, &mut cmd)?;
         let mut stdin = child.take_stdin().expect("stdin is piped");
         let mut sent = 0usize;
         let mut write_err = None;

@@ -426,6 +426,7 @@ async fn pipeline(
         shard_size: u.shard_size,
         min_providers: cfg.min_providers,
         shards_in_flight: cfg.shards_in_flight,
+        concurrency: cfg.concurrency,
         providers: run.providers.clone(),
         estimate,
         resume,

@@ -37,8 +37,6 @@ pub(super) struct BackupLane {
     pub uploaded: Mutex<BTreeSet<u64>>,
     /// When resuming: the objects the provider already held.
     pub present: Listed,
-    /// Shards whose upload to this provider has ended (stored, failed, or nothing to send).
-    pub settled: AtomicU64,
 }
 
 impl std::ops::Deref for BackupLane {
@@ -69,7 +67,6 @@ pub(super) async fn make_lanes(
             lane: Lane::new(p.clone()).reporting_to(progress.clone()),
             uploaded: Mutex::default(),
             present: Listed::default(),
-            settled: AtomicU64::new(0),
         };
         if job.resume.is_none() {
             return lane;
@@ -114,6 +111,8 @@ pub(super) struct Shipping {
     pub journal: Option<Arc<Journal>>,
     /// `spool_dir`: see [`spool_out`].
     pub spool: Option<Arc<Spool>>,
+    /// How far behind the others each provider is.
+    pub lag: Arc<Lag>,
 }
 
 /// The object a provider holds of one shard.
@@ -209,7 +208,7 @@ pub(super) async fn ship(
         delivery.payload.is_some() && delivery.send_to.iter().any(|&i| !s.lanes[i].is_down());
     let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
         let send = delivery.send_to.contains(&i);
-        settle(s, i, upload(lane, s, &delivery, send))
+        settle(s, i, index, upload(lane, s, &delivery, send))
     });
     let record = async {
         let Some(enc) = &unhashed else {
@@ -239,35 +238,72 @@ pub(super) async fn ship(
     Ok(record)
 }
 
-/// Runs lane `i`'s upload of a shard, and counts the shard as settled for the lane once it
-/// ends. With a spool, the upload yields the CPU to the other providers while this one is
-/// behind them ([`is_behind`], asked as the transfer starts; see `provider::priority`).
-async fn settle<T>(s: &Shipping, i: usize, upload: impl Future<Output = T>) -> T {
+/// Runs lane `i`'s upload of shard `index`, noting in [`Lag`] when it begins and ends. With a
+/// spool, the upload yields the CPU to the other providers while this one is behind them
+/// ([`Lag::is_behind`], asked as the transfer starts; see `provider::priority`).
+async fn settle<T>(s: &Shipping, i: usize, index: u64, upload: impl Future<Output = T>) -> T {
+    s.lag.begin(i, index);
     let ended = match &s.spool {
         Some(spool) => {
-            let (lanes, spool) = (s.lanes.clone(), spool.clone());
-            let behind = move || is_behind(&lanes, i, spool.is_full());
+            let (lanes, lag, spool) = (s.lanes.clone(), s.lag.clone(), spool.clone());
+            let behind = move || lag.is_behind(&lanes, i, spool.is_full());
             priority::when(Arc::new(behind), upload).await
         }
         None => upload.await,
     };
-    s.lanes[i].settled.fetch_add(1, Ordering::Relaxed);
+    s.lag.end(i, index);
     ended
 }
 
-/// Whether lane `i` is behind: it has settled fewer shards than every other provider still in
-/// the run, and the spool is not full (when it is, the source waits for the slowest
-/// provider, which then goes at full priority). Only the last provider yields, so two that
-/// keep up never slow each other down, and one that fell behind stays so, out of the way,
-/// until the others are through or the spool is full.
-fn is_behind(lanes: &[BackupLane], i: usize, spool_full: bool) -> bool {
-    let settled = |l: &BackupLane| l.settled.load(Ordering::Relaxed);
-    let others = lanes
-        .iter()
-        .enumerate()
-        .filter(|(j, l)| *j != i && !l.is_down());
-    let least_of_others = others.map(|(_, l)| settled(l)).min();
-    !spool_full && least_of_others.is_some_and(|least| settled(&lanes[i]) < least)
+/// How far behind the others each provider of a run is, by the oldest shard whose upload to
+/// it has begun and not ended (its frontier). Counting finished uploads instead would take a
+/// provider that holds no piece of some shards (erasure coding), or whose uploads end later
+/// than they start (rclone still writing), for one behind.
+pub(super) struct Lag {
+    /// Per lane: the shards whose upload has begun and not ended.
+    pending: Vec<Mutex<BTreeSet<u64>>>,
+    /// One past the newest shard whose uploads have begun: the frontier of a provider with
+    /// nothing pending.
+    next: AtomicU64,
+    /// How many shards a provider's frontier must trail every other provider's for it to be
+    /// behind: more than a provider's uploads at once (`concurrency`), so that two that keep up
+    /// are never behind each other.
+    lead: u64,
+}
+
+impl Lag {
+    pub fn new(lanes: usize, concurrency: usize) -> Lag {
+        Lag {
+            pending: (0..lanes).map(|_| Mutex::default()).collect(),
+            next: AtomicU64::new(0),
+            lead: concurrency as u64 + 1,
+        }
+    }
+
+    fn begin(&self, lane: usize, index: u64) {
+        self.pending[lane].lock().unwrap().insert(index);
+        self.next.fetch_max(index + 1, Ordering::Relaxed);
+    }
+
+    fn end(&self, lane: usize, index: u64) {
+        self.pending[lane].lock().unwrap().remove(&index);
+    }
+
+    fn frontier(&self, lane: usize) -> u64 {
+        let oldest = self.pending[lane].lock().unwrap().first().copied();
+        oldest.unwrap_or_else(|| self.next.load(Ordering::Relaxed))
+    }
+
+    /// Whether lane `i` is behind: its frontier trails every other provider's still in the
+    /// run by `lead` shards or more, and the spool is not full (when it is, the source waits
+    /// for the slowest provider, which then goes at full priority). Once behind, a provider
+    /// that yields stays so, out of the way, until the others are through or the spool fills.
+    pub fn is_behind(&self, lanes: &[BackupLane], i: usize, spool_full: bool) -> bool {
+        let others = (0..lanes.len()).filter(|&j| j != i && !lanes[j].is_down());
+        let least_of_others = others.map(|j| self.frontier(j)).min();
+        let mine = self.frontier(i);
+        !spool_full && least_of_others.is_some_and(|least| mine + self.lead <= least)
+    }
 }
 
 /// With a spool: hashes a fresh shard while it copies its stored objects into the spool
@@ -390,40 +426,74 @@ mod tests {
     use super::*;
     use crate::provider::MemoryProvider;
 
-    fn lanes(settled: &[u64]) -> Vec<BackupLane> {
-        let lane = |(i, n): (usize, &u64)| BackupLane {
+    fn lanes(n: usize) -> Vec<BackupLane> {
+        let lane = |i| BackupLane {
             lane: Lane::new(Arc::new(MemoryProvider::new(&format!("p{i}")))),
             uploaded: Mutex::default(),
             present: Listed::default(),
-            settled: AtomicU64::new(*n),
         };
-        settled.iter().enumerate().map(lane).collect()
+        (0..n).map(lane).collect()
+    }
+
+    /// A lag of lead 4 where lane `i` has the shards `pending[i]` begun and not ended, and
+    /// shards up to 19 have begun.
+    fn lag(pending: &[&[u64]]) -> Lag {
+        let lag = Lag::new(pending.len(), 3);
+        for (lane, shards) in pending.iter().enumerate() {
+            shards.iter().for_each(|&s| lag.begin(lane, s));
+        }
+        lag.next.fetch_max(20, Ordering::Relaxed);
+        lag
     }
 
     #[test]
-    fn only_the_provider_behind_every_other_is_behind_while_the_spool_has_room() {
-        let l = lanes(&[10, 7, 6]);
-        assert!(!is_behind(&l, 0, false), "the one ahead");
-        assert!(!is_behind(&l, 1, false), "one is behind it");
-        assert!(is_behind(&l, 2, false));
+    fn a_provider_is_behind_when_its_oldest_unfinished_shard_trails_every_other_ones() {
+        let l = lanes(3);
+        let lag = lag(&[&[19], &[16, 17], &[12, 18]]);
+        assert!(!lag.is_behind(&l, 0, false), "the one ahead");
+        assert!(!lag.is_behind(&l, 1, false), "p2 trails it");
+        assert!(lag.is_behind(&l, 2, false), "shard 12 is 4 older than 16");
         assert!(
-            !is_behind(&l, 2, true),
+            !lag.is_behind(&l, 2, true),
             "the spool is full: the run waits for it"
         );
-        assert!(!is_behind(&lanes(&[6, 6]), 1, false), "level");
-        assert!(!is_behind(&lanes(&[6]), 0, false), "alone");
+        lag.end(2, 12);
+        assert!(!lag.is_behind(&l, 2, false), "caught up to shard 18");
+        let level = self::lag(&[&[], &[]]);
+        assert!(
+            !level.is_behind(&lanes(2), 1, false),
+            "nothing pending anywhere"
+        );
+        assert!(!self::lag(&[&[3]]).is_behind(&lanes(1), 0, false), "alone");
+    }
+
+    #[test]
+    fn a_provider_with_nothing_pending_is_at_the_newest_shard_and_one_dropped_counts_for_none() {
+        let l = lanes(3);
+        let lag = lag(&[&[], &[15], &[19]]);
+        assert!(
+            lag.is_behind(&l, 1, false),
+            "15 trails 19 and 20 (nothing pending)"
+        );
         let err = crate::error::ProviderError::new(
-            "p0",
+            "p2",
             "put",
             "x",
             crate::error::ErrorKind::Permanent,
             "gone",
         );
-        let l = lanes(&[5, 7, 6]);
+        l[2].drop_out(&err);
+        assert!(lag.is_behind(&l, 1, false));
         l[0].drop_out(&err);
         assert!(
-            is_behind(&l, 2, false),
-            "a provider dropped from the run is behind no one"
+            !lag.is_behind(&l, 1, false),
+            "no provider left to be behind"
         );
+    }
+
+    #[test]
+    fn the_lead_is_more_than_a_providers_uploads_at_once() {
+        assert_eq!(Lag::new(2, 2).lead, 3);
+        assert_eq!(Lag::new(2, 8).lead, 9);
     }
 }

@@ -211,17 +211,23 @@ impl Daemon {
         }
     }
 
-    /// Lowers the daemon's CPU priority for an upload its provider is behind on, or raises it
-    /// again for one it is not (which only root may: unprivileged, it stays lowered).
+    /// Lowers the daemon's CPU priority for an upload its provider is behind on, and raises it
+    /// again for one it is not; nothing where offsite could not raise it again
+    /// (`provider::priority::can_raise`).
     pub fn yield_cpu(&self, behind: bool) {
+        use crate::provider::priority;
+        if behind && !priority::can_raise() {
+            return;
+        }
+        let proc = self.proc.lock().expect("daemon lock");
         if self.yielding.load(Ordering::Relaxed) == behind {
             return;
         }
         let nice = match behind {
-            true => crate::provider::priority::yielding_nice(),
-            false => crate::provider::priority::own_nice(),
+            true => priority::yielding_nice(),
+            false => priority::own_nice(),
         };
-        match self.proc.lock().expect("daemon lock").set_nice(nice) {
+        match proc.set_nice(nice) {
             Ok(()) => self.yielding.store(behind, Ordering::Relaxed),
             Err(e) => tracing::debug!("rclone rcd: cannot set its nice value to {nice}: {e}"),
         }
