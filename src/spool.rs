@@ -69,6 +69,8 @@ pub struct Spool {
     warned: AtomicBool,
     /// Calls of [`Spool::keep`] waiting for room.
     waiting: AtomicUsize,
+    /// Calls of [`Spool::keep`] that succeeded.
+    kept: AtomicUsize,
 }
 
 /// Counts one waiting call for as long as it lives (a dropped call included).
@@ -99,6 +101,7 @@ impl Spool {
             files: Arc::new(Semaphore::new(MAX_FILES)),
             warned: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
+            kept: AtomicUsize::new(0),
         })
     }
 
@@ -109,6 +112,11 @@ impl Spool {
     /// Bytes the spool holds now (rounded up to its unit).
     pub fn used(&self) -> u64 {
         (self.units as u64 - self.room.available_permits() as u64) * UNIT
+    }
+
+    /// How many shards (or other sets of objects) were written to the spool so far.
+    pub fn kept(&self) -> usize {
+        self.kept.load(Ordering::Relaxed)
     }
 
     /// Whether a shard waits for room (or a file) in the spool, or a write to it failed this
@@ -144,7 +152,7 @@ impl Spool {
             }
         };
         let (dir, parts) = (self.dir.clone(), parts.to_vec());
-        tokio::task::spawn_blocking(move || {
+        let kept = tokio::task::spawn_blocking(move || {
             let mut file = tempfile::tempfile_in(&dir)?;
             for p in &parts {
                 file.write_all(p)?;
@@ -161,7 +169,11 @@ impl Spool {
                 .collect())
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
+        if kept.is_ok() {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+        }
+        kept
     }
 
     /// True the first time it is called: whether to log a failed write.
@@ -237,6 +249,7 @@ mod tests {
         ];
         let kept = spool.keep(&parts).await.unwrap();
         assert_eq!(kept, parts);
+        assert_eq!(spool.kept(), 1);
         assert_eq!(spool.used(), 2 * UNIT);
         // Nothing is visible in the folder: the file is unlinked.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

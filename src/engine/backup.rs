@@ -194,7 +194,7 @@ pub async fn run(
         progress: progress.clone(),
         journal: job.journal.clone(),
         spool: job.spool.clone(),
-        lag: Arc::new(Lag::new(lanes.len(), job.concurrency)),
+        lag: Arc::new(Lag::new(lanes.len(), job.concurrency, job.shards_in_flight)),
     });
     let records = stream(&job, source, &shipping, &cancel).await?;
     if records.is_empty() && job.source_kind != "command" {

@@ -174,9 +174,14 @@ pub(super) struct Delivery {
 
 /// Encodes one shard (on the blocking pool) and uploads the same stored bytes (or each its
 /// piece) to every provider still in the run that lacks them. A fresh shard's objects are
-/// hashed while they upload (uploads need only their lengths), and journaled once hashed;
-/// with a spool, they are hashed while they are spooled (see [`spool_out`]). `memory` is the
-/// shard's place in memory, freed once nothing of the shard is left in memory.
+/// hashed while they upload (uploads need only their lengths), and journaled once hashed.
+/// `memory` is the shard's place in memory, freed once nothing of the shard is left in memory.
+///
+/// With a spool, a provider that trails the others ([`Lag::late`]) gets the shard from the
+/// spool: a copy is written there (hashed as it is written, see [`spool_out`]), and the
+/// shard's place in memory is freed once it is there and the other providers have it. The
+/// others upload from memory at once, as without a spool. When no provider trails, nothing
+/// is written to the spool.
 pub(super) async fn ship(
     shard: Shard,
     memory: OwnedSemaphorePermit,
@@ -197,35 +202,19 @@ pub(super) async fn ship(
             (delivery, Some(enc))
         }
     };
-    let (delivery, unhashed, _memory) = match &s.spool {
-        Some(spool) => {
-            let (delivery, memory) = spool_out(delivery, unhashed, memory, spool, s).await?;
-            (delivery, None, memory)
-        }
-        None => (delivery, unhashed, Some(memory)),
-    };
     let moved =
         delivery.payload.is_some() && delivery.send_to.iter().any(|&i| !s.lanes[i].is_down());
-    let uploads = s.lanes.iter().enumerate().map(|(i, lane)| {
-        let send = delivery.send_to.contains(&i);
-        settle(s, i, index, upload(lane, s, &delivery, send))
-    });
-    let record = async {
-        let Some(enc) = &unhashed else {
-            return Ok(delivery.record.clone());
-        };
-        let record = enc
-            .record()
-            .await
-            .with_context(|| format!("hashing shard {index}"))?;
-        // The journal describes the source, not the uploads: a shard is recorded as soon as
-        // it is encoded, so a resume trusts a provider's whole object even if a slower
-        // provider never got it.
-        s.journal(&record)?;
-        anyhow::Ok(record)
+    let late = match (&s.spool, &delivery.payload) {
+        (Some(_), Some(_)) => s.lag.late(&s.lanes, &delivery.send_to),
+        _ => BTreeSet::new(),
     };
-    let (record, results) = futures::future::join(record, futures::future::join_all(uploads)).await;
-    let record = record?;
+    (0..s.lanes.len()).for_each(|i| s.lag.begin(i, index));
+    let (record, results) = match &s.spool {
+        Some(spool) if !late.is_empty() => {
+            send_spooling(delivery, unhashed, memory, &late, spool, s).await?
+        }
+        _ => send(delivery, unhashed, memory, s).await?,
+    };
     let held = results.iter().filter(|r| matches!(r, Ok(true))).count();
     if held < s.needed() {
         let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
@@ -238,11 +227,98 @@ pub(super) async fn ship(
     Ok(record)
 }
 
-/// Runs lane `i`'s upload of shard `index`, noting in [`Lag`] when it begins and ends. With a
-/// spool, the upload yields the CPU to the other providers while this one is behind them
-/// ([`Lag::is_behind`], asked as the transfer starts; see `provider::priority`).
+/// Every lane's upload result of one shard, `Err` why it does not hold its object.
+type Results = Vec<Result<bool, String>>;
+
+/// Uploads a shard from memory to every lane, hashing (and journaling) a fresh one meanwhile.
+async fn send(
+    d: Delivery,
+    unhashed: Option<Unhashed>,
+    memory: OwnedSemaphorePermit,
+    s: &Shipping,
+) -> Result<(ShardRecord, Results)> {
+    let index = d.record.index;
+    let record = async {
+        let Some(enc) = &unhashed else {
+            return Ok(d.record.clone());
+        };
+        let record = enc
+            .record()
+            .await
+            .with_context(|| format!("hashing shard {index}"))?;
+        // The journal describes the source, not the uploads: a shard is recorded as soon as
+        // it is encoded, so a resume trusts a provider's whole object even if a slower
+        // provider never got it.
+        s.journal(&record)?;
+        anyhow::Ok(record)
+    };
+    let uploads = upload_to(s, &d, 0..s.lanes.len());
+    let (record, results) = futures::future::join(record, uploads).await;
+    drop(memory);
+    Ok((record?, results))
+}
+
+/// Uploads a shard from memory to the lanes not `late` while a copy is spooled for those that
+/// are, which upload it from there. The place in memory is freed once the copy is spooled and
+/// the lanes not late have the shard (or gave up); if the spool cannot take it, once every
+/// lane has.
+async fn send_spooling(
+    d: Delivery,
+    unhashed: Option<Unhashed>,
+    memory: OwnedSemaphorePermit,
+    late: &BTreeSet<usize>,
+    spool: &Spool,
+    s: &Shipping,
+) -> Result<(ShardRecord, Results)> {
+    let index = d.record.index;
+    let copy = Delivery {
+        record: d.record.clone(),
+        payload: d.payload.clone(),
+        send_to: d.send_to.clone(),
+    };
+    let memory = Arc::new(memory);
+    let early = {
+        let held = memory.clone();
+        async move {
+            let lanes = (0..s.lanes.len()).filter(|i| !late.contains(i));
+            let results = upload_to(s, &d, lanes).await;
+            drop((d, held));
+            results
+        }
+    };
+    let spooled = async {
+        let (copy, on_disk) = match spool_out(copy, unhashed, spool, s).await {
+            Ok(spooled) => spooled,
+            Err(e) => {
+                late.iter().for_each(|&i| s.lag.end(i, index));
+                return Err(e);
+            }
+        };
+        let held = (!on_disk).then_some(memory);
+        let results = upload_to(s, &copy, late.iter().copied()).await;
+        drop(held);
+        Ok((copy.record, results))
+    };
+    let (early, spooled) = futures::future::join(early, spooled).await;
+    let (record, mut results) = spooled?;
+    results.extend(early);
+    Ok((record, results))
+}
+
+/// Uploads `d` to each of `lanes` (see [`upload`]), each under [`settle`].
+async fn upload_to(s: &Shipping, d: &Delivery, lanes: impl Iterator<Item = usize>) -> Results {
+    let index = d.record.index;
+    let uploads = lanes.map(|i| {
+        let send = d.send_to.contains(&i);
+        settle(s, i, index, upload(&s.lanes[i], s, d, send))
+    });
+    futures::future::join_all(uploads).await
+}
+
+/// Runs lane `i`'s upload of shard `index`, begun in [`Lag`] by [`ship`], and ends it there.
+/// With a spool, the upload yields the CPU to the other providers while this one is behind
+/// them ([`Lag::is_behind`], asked as the transfer starts; see `provider::priority`).
 async fn settle<T>(s: &Shipping, i: usize, index: u64, upload: impl Future<Output = T>) -> T {
-    s.lag.begin(i, index);
     let ended = match &s.spool {
         Some(spool) => {
             let (lanes, lag, spool) = (s.lanes.clone(), s.lag.clone(), spool.clone());
@@ -269,14 +345,21 @@ pub(super) struct Lag {
     /// behind: more than a provider's uploads at once (`concurrency`), so that two that keep up
     /// are never behind each other.
     lead: u64,
+    /// How many shards a provider's frontier must trail the leading provider's for it to get
+    /// the next shard from the spool ([`Lag::late`]): `concurrency`, at most half of
+    /// `shards_in_flight`. Shards a provider that is not late uploads from memory hold their
+    /// place there, so a provider that stops answering holds at most this many places before
+    /// it is late, and the source keeps the rest.
+    spool_lead: u64,
 }
 
 impl Lag {
-    pub fn new(lanes: usize, concurrency: usize) -> Lag {
+    pub fn new(lanes: usize, concurrency: usize, shards_in_flight: usize) -> Lag {
         Lag {
             pending: (0..lanes).map(|_| Mutex::default()).collect(),
             next: AtomicU64::new(0),
             lead: concurrency as u64 + 1,
+            spool_lead: concurrency.min(shards_in_flight / 2) as u64,
         }
     }
 
@@ -304,24 +387,39 @@ impl Lag {
         let mine = self.frontier(i);
         !spool_full && least_of_others.is_some_and(|least| mine + self.lead <= least)
     }
+
+    /// The lanes of `send_to` still in the run whose frontier trails the leading one's by
+    /// `spool_lead` shards or more: those that get the next shard from the spool. With a
+    /// `spool_lead` of 0 (`shards_in_flight` 1), every lane.
+    pub fn late(&self, lanes: &[BackupLane], send_to: &BTreeSet<usize>) -> BTreeSet<usize> {
+        let up: Vec<usize> = (send_to.iter().copied())
+            .filter(|&i| !lanes[i].is_down())
+            .collect();
+        let frontiers: Vec<u64> = up.iter().map(|&i| self.frontier(i)).collect();
+        let lead = frontiers.iter().copied().max().unwrap_or(0);
+        let trails = |&(_, f): &(&usize, &u64)| f + self.spool_lead <= lead;
+        up.iter()
+            .zip(&frontiers)
+            .filter(trails)
+            .map(|(&i, _)| i)
+            .collect()
+    }
 }
 
 /// With a spool: hashes a fresh shard while it copies its stored objects into the spool
-/// (waiting for room there), then journals it and frees its place in memory, so the source is
-/// read on while slow providers still upload it. A shard the spool cannot take (disk full, I/O
-/// error) stays in memory, with one warning per run. Returns the delivery, hashed, and the
-/// place in memory if still held.
+/// (waiting for room there), then journals it. Returns the delivery, hashed, its payload read
+/// from the spool, and `true`; or, when the spool cannot take the shard (disk full, I/O error,
+/// one warning per run), its payload still in memory and `false`.
 async fn spool_out(
     mut d: Delivery,
     unhashed: Option<Unhashed>,
-    memory: OwnedSemaphorePermit,
     spool: &Spool,
     s: &Shipping,
-) -> Result<(Delivery, Option<OwnedSemaphorePermit>)> {
+) -> Result<(Delivery, bool)> {
     let index = d.record.index;
     let Some(payload) = d.payload.take() else {
         debug_assert!(unhashed.is_none(), "a fresh shard always has a payload");
-        return Ok((d, Some(memory)));
+        return Ok((d, false));
     };
     // Both read the same bytes in memory: hashing and the copy (a write and an fsync) overlap.
     let hashed = async {
@@ -339,13 +437,12 @@ async fn spool_out(
     match kept {
         Ok(parts) => {
             d.payload = Some(payload.with_parts(parts));
-            drop(payload);
             tracing::debug!(
                 "shard {index} spooled to {} (the spool holds {})",
                 spool.dir().display(),
                 human_bytes(spool.used())
             );
-            Ok((d, None))
+            Ok((d, true))
         }
         Err(e) => {
             if spool.first_failure() {
@@ -356,7 +453,7 @@ async fn spool_out(
                 );
             }
             d.payload = Some(payload);
-            Ok((d, Some(memory)))
+            Ok((d, false))
         }
     }
 }
@@ -438,7 +535,7 @@ mod tests {
     /// A lag of lead 4 where lane `i` has the shards `pending[i]` begun and not ended, and
     /// shards up to 19 have begun.
     fn lag(pending: &[&[u64]]) -> Lag {
-        let lag = Lag::new(pending.len(), 3);
+        let lag = Lag::new(pending.len(), 3, 8);
         for (lane, shards) in pending.iter().enumerate() {
             shards.iter().for_each(|&s| lag.begin(lane, s));
         }
@@ -492,8 +589,40 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_trailing_the_leading_one_by_the_spool_lead_gets_the_next_shard_from_the_spool() {
+        let l = lanes(3);
+        let all = BTreeSet::from([0, 1, 2]);
+        // Spool lead 3: concurrency 3, half of 8 shards in flight is more.
+        let lag = lag(&[&[], &[18], &[17, 19]]);
+        assert_eq!(lag.late(&l, &all), BTreeSet::from([2]), "17 is 3 behind 20");
+        assert_eq!(lag.late(&l, &BTreeSet::from([0, 1])), BTreeSet::new());
+        let err = crate::error::ProviderError::new(
+            "p0",
+            "put",
+            "x",
+            crate::error::ErrorKind::Permanent,
+            "gone",
+        );
+        l[0].drop_out(&err);
+        assert_eq!(lag.late(&l, &all), BTreeSet::new(), "p1, at 18, leads now");
+        let one_in_flight = Lag::new(2, 2, 1);
+        assert_eq!(
+            one_in_flight.late(&lanes(2), &BTreeSet::from([0, 1])),
+            BTreeSet::from([0, 1]),
+            "with one shard in memory, every provider takes every shard from the spool"
+        );
+    }
+
+    #[test]
+    fn the_spool_lead_is_concurrency_at_most_half_the_shards_in_flight() {
+        assert_eq!(Lag::new(2, 2, 4).spool_lead, 2);
+        assert_eq!(Lag::new(2, 8, 6).spool_lead, 3);
+        assert_eq!(Lag::new(2, 2, 1).spool_lead, 0);
+    }
+
+    #[test]
     fn the_lead_is_more_than_a_providers_uploads_at_once() {
-        assert_eq!(Lag::new(2, 2).lead, 3);
-        assert_eq!(Lag::new(2, 8).lead, 9);
+        assert_eq!(Lag::new(2, 2, 4).lead, 3);
+        assert_eq!(Lag::new(2, 8, 4).lead, 9);
     }
 }

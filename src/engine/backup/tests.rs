@@ -557,15 +557,16 @@ fn spooled_job(dir: &Path) -> (BackupJob, Vec<Arc<MemoryProvider>>, Arc<Gated>) 
     (j, healthy, slow)
 }
 
-#[tokio::test]
-async fn with_a_spool_healthy_providers_get_every_shard_while_a_slow_one_holds_none() {
+/// Healthy providers get every shard of a backup with `shards_in_flight` places in memory
+/// while a slow one, gated shut, takes none: the shards wait in the spool for it.
+async fn healthy_providers_get_every_shard_while_a_slow_one_holds_none(shards_in_flight: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (file, data) = data_file(dir.path(), 8000);
     let spool_dir = tempfile::tempdir().unwrap();
-    let (j, healthy, slow) = spooled_job(spool_dir.path());
+    let (mut j, healthy, slow) = spooled_job(spool_dir.path());
+    j.shards_in_flight = shards_in_flight;
     let spool = j.spool.clone().unwrap();
     let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
-    // One shard's place in memory; all eight shards wait in the spool for the slow provider.
     let all_on_healthy = async {
         while healthy.iter().any(|p| p.puts() < 8) {
             tokio::task::yield_now().await;
@@ -584,6 +585,43 @@ async fn with_a_spool_healthy_providers_get_every_shard_while_a_slow_one_holds_n
         assert_eq!(manifest_of(p).unwrap().shards.len(), 8);
     }
     assert_eq!(spool.used(), 0, "every spooled shard was freed");
+}
+
+#[tokio::test]
+async fn with_a_spool_healthy_providers_get_every_shard_while_a_slow_one_holds_none() {
+    // One shard's place in memory: every shard goes to the spool.
+    healthy_providers_get_every_shard_while_a_slow_one_holds_none(1).await;
+}
+
+#[tokio::test]
+async fn with_a_spool_a_provider_that_stops_answering_holds_at_most_half_the_shards_in_memory() {
+    // Four places: the slow provider gets its first shards from memory, and holds their
+    // places until it is two shards behind (the spool lead: concurrency 2, half of 4); the
+    // source reads on with the other two, and the slow one gets later shards from the spool.
+    healthy_providers_get_every_shard_while_a_slow_one_holds_none(4).await;
+}
+
+#[tokio::test]
+async fn with_a_spool_and_providers_that_keep_up_nothing_is_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 8000);
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(crate::spool::Spool::open(spool_dir.path(), 1 << 20).unwrap());
+    let providers = mems(3);
+    let mut j = job(dyns(&providers), 3);
+    (j.shards_in_flight, j.spool) = (4, Some(spool.clone()));
+    let report = run_job(j, sh(&format!("cat {}", file.display())))
+        .await
+        .unwrap();
+    assert!(report.complete());
+    for p in &providers {
+        assert_eq!(stream_of(p), data, "{}", p.name());
+    }
+    assert_eq!(
+        spool.kept(),
+        0,
+        "every provider took every shard from memory"
+    );
 }
 
 #[tokio::test]
