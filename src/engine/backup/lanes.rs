@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// One provider's part of the run.
@@ -155,6 +155,34 @@ impl Shipping {
         self.erasure.as_ref().map_or(self.min_providers, |e| e.k)
     }
 
+    /// With a spool: which lanes get shard `d` from the spool ([`Lag::late`]), the others from
+    /// memory. Those take one of the run's memory uploads ([`Lag::memory_upload`]); when none
+    /// is free, every lane gets the shard from the spool.
+    fn route(&self, d: &Delivery) -> Route {
+        let lanes = self.lanes.iter().enumerate();
+        let wanting: BTreeSet<usize> = (lanes.filter(|(i, _)| d.send_to.contains(i)))
+            .filter(|(_, lane)| self.placed(&d.record, lane.name()).is_some())
+            .map(|(i, _)| i)
+            .collect();
+        let late = self.lag.late(&self.lanes, &wanting);
+        if late.len() == wanting.len() {
+            return Route {
+                late,
+                memory_upload: None,
+            };
+        }
+        match self.lag.memory_upload() {
+            Some(slot) => Route {
+                late,
+                memory_upload: Some(slot),
+            },
+            None => Route {
+                late: wanting,
+                memory_upload: None,
+            },
+        }
+    }
+
     /// Records `rec` in the resume journal, if there is one.
     pub fn journal(&self, rec: &ShardRecord) -> Result<()> {
         match &self.journal {
@@ -166,6 +194,7 @@ impl Shipping {
 
 /// What a shard's upload tasks do: the record the manifest gets, the stored bytes (or pieces),
 /// and the lanes to send them to. A lane up and not in `send_to` already holds its object whole.
+#[derive(Clone)]
 pub(super) struct Delivery {
     pub record: ShardRecord,
     pub payload: Option<Payload>,
@@ -177,11 +206,11 @@ pub(super) struct Delivery {
 /// hashed while they upload (uploads need only their lengths), and journaled once hashed.
 /// `memory` is the shard's place in memory, freed once nothing of the shard is left in memory.
 ///
-/// With a spool, a provider that trails the others ([`Lag::late`]) gets the shard from the
-/// spool: a copy is written there (hashed as it is written, see [`spool_out`]), and the
-/// shard's place in memory is freed once it is there and the other providers have it. The
-/// others upload from memory at once, as without a spool. When no provider trails, nothing
-/// is written to the spool.
+/// With a spool, the shard is routed first ([`Shipping::route`]): a provider that trails the
+/// others gets it from the spool, where a copy is written (hashed as it is written, see
+/// [`spool_out`]), and the shard's place in memory is freed once it is there and the other
+/// providers, uploading from memory meanwhile, have it. When no provider trails, nothing is
+/// written to the spool.
 pub(super) async fn ship(
     shard: Shard,
     memory: OwnedSemaphorePermit,
@@ -204,16 +233,16 @@ pub(super) async fn ship(
     };
     let moved =
         delivery.payload.is_some() && delivery.send_to.iter().any(|&i| !s.lanes[i].is_down());
-    let late = match (&s.spool, &delivery.payload) {
-        (Some(_), Some(_)) => s.lag.late(&s.lanes, &delivery.send_to),
-        _ => BTreeSet::new(),
+    let route = match (&s.spool, &delivery.payload) {
+        (Some(_), Some(_)) => s.route(&delivery),
+        _ => Route::default(),
     };
     (0..s.lanes.len()).for_each(|i| s.lag.begin(i, index));
     let (record, results) = match &s.spool {
-        Some(spool) if !late.is_empty() => {
-            send_spooling(delivery, unhashed, memory, &late, spool, s).await?
+        Some(spool) if !route.late.is_empty() => {
+            send_spooling(delivery, unhashed, memory, route, spool, s).await?
         }
-        _ => send(delivery, unhashed, memory, s).await?,
+        _ => send(delivery, unhashed, memory, route.memory_upload, s).await?,
     };
     let held = results.iter().filter(|r| matches!(r, Ok(true))).count();
     if held < s.needed() {
@@ -227,62 +256,67 @@ pub(super) async fn ship(
     Ok(record)
 }
 
+/// Where a shard's uploads read it from ([`Shipping::route`]).
+#[derive(Default)]
+struct Route {
+    /// The lanes that get it from the spool; the others, from memory.
+    late: BTreeSet<usize>,
+    /// Held while the others upload it from memory.
+    memory_upload: Option<OwnedSemaphorePermit>,
+}
+
 /// Every lane's upload result of one shard, `Err` why it does not hold its object.
 type Results = Vec<Result<bool, String>>;
 
 /// Uploads a shard from memory to every lane, hashing (and journaling) a fresh one meanwhile.
+/// `memory_upload` is freed once every lane has ended its upload, `memory` once the shard is
+/// hashed too.
 async fn send(
     d: Delivery,
     unhashed: Option<Unhashed>,
     memory: OwnedSemaphorePermit,
+    memory_upload: Option<OwnedSemaphorePermit>,
     s: &Shipping,
 ) -> Result<(ShardRecord, Results)> {
     let index = d.record.index;
     let record = async {
-        let Some(enc) = &unhashed else {
-            return Ok(d.record.clone());
-        };
-        let record = enc
-            .record()
-            .await
-            .with_context(|| format!("hashing shard {index}"))?;
-        // The journal describes the source, not the uploads: a shard is recorded as soon as
-        // it is encoded, so a resume trusts a provider's whole object even if a slower
-        // provider never got it.
-        s.journal(&record)?;
-        anyhow::Ok(record)
+        match &unhashed {
+            Some(enc) => hash(enc, index, s).await,
+            None => Ok(d.record.clone()),
+        }
     };
-    let uploads = upload_to(s, &d, 0..s.lanes.len());
+    let uploads = async {
+        let results = upload_to(s, &d, 0..s.lanes.len()).await;
+        drop(memory_upload);
+        results
+    };
     let (record, results) = futures::future::join(record, uploads).await;
+    drop((d, unhashed));
     drop(memory);
     Ok((record?, results))
 }
 
-/// Uploads a shard from memory to the lanes not `late` while a copy is spooled for those that
-/// are, which upload it from there. The place in memory is freed once the copy is spooled and
-/// the lanes not late have the shard (or gave up); if the spool cannot take it, once every
+/// Uploads a shard from memory to the lanes not `route.late` while a copy is spooled for those
+/// that are, which upload it from there. The place in memory is freed once the copy is spooled
+/// and the lanes not late have the shard (or gave up); if the spool cannot take it, once every
 /// lane has.
 async fn send_spooling(
     d: Delivery,
     unhashed: Option<Unhashed>,
     memory: OwnedSemaphorePermit,
-    late: &BTreeSet<usize>,
+    route: Route,
     spool: &Spool,
     s: &Shipping,
 ) -> Result<(ShardRecord, Results)> {
-    let index = d.record.index;
-    let copy = Delivery {
-        record: d.record.clone(),
-        payload: d.payload.clone(),
-        send_to: d.send_to.clone(),
-    };
+    let (index, late, copy) = (d.record.index, &route.late, d.clone());
     let memory = Arc::new(memory);
     let early = {
-        let held = memory.clone();
+        let held = (memory.clone(), route.memory_upload);
         async move {
             let lanes = (0..s.lanes.len()).filter(|i| !late.contains(i));
             let results = upload_to(s, &d, lanes).await;
-            drop((d, held));
+            drop(d);
+            drop(held);
             results
         }
     };
@@ -296,8 +330,9 @@ async fn send_spooling(
         };
         let held = (!on_disk).then_some(memory);
         let results = upload_to(s, &copy, late.iter().copied()).await;
+        let Delivery { record, .. } = copy;
         drop(held);
-        Ok((copy.record, results))
+        Ok((record, results))
     };
     let (early, spooled) = futures::future::join(early, spooled).await;
     let (record, mut results) = spooled?;
@@ -347,10 +382,13 @@ pub(super) struct Lag {
     lead: u64,
     /// How many shards a provider's frontier must trail the leading provider's for it to get
     /// the next shard from the spool ([`Lag::late`]): `concurrency`, at most half of
-    /// `shards_in_flight`. Shards a provider that is not late uploads from memory hold their
-    /// place there, so a provider that stops answering holds at most this many places before
-    /// it is late, and the source keeps the rest.
+    /// `shards_in_flight`, so that a slow provider soon stops holding places in memory.
     spool_lead: u64,
+    /// With a spool: shards some lane uploads from memory, one permit each, all but one of
+    /// `shards_in_flight`. Any such upload may stop answering and hold its shard's place in
+    /// memory until the provider is dropped; the last place is the source's, its shards
+    /// spooled for every lane.
+    memory_uploads: Arc<Semaphore>,
 }
 
 impl Lag {
@@ -360,6 +398,7 @@ impl Lag {
             next: AtomicU64::new(0),
             lead: concurrency as u64 + 1,
             spool_lead: concurrency.min(shards_in_flight / 2) as u64,
+            memory_uploads: Arc::new(Semaphore::new(shards_in_flight.saturating_sub(1))),
         }
     }
 
@@ -386,6 +425,11 @@ impl Lag {
         let least_of_others = others.map(|j| self.frontier(j)).min();
         let mine = self.frontier(i);
         !spool_full && least_of_others.is_some_and(|least| mine + self.lead <= least)
+    }
+
+    /// A memory upload ([`Lag::memory_uploads`]), if one is free.
+    fn memory_upload(&self) -> Option<OwnedSemaphorePermit> {
+        self.memory_uploads.clone().try_acquire_owned().ok()
     }
 
     /// The lanes of `send_to` still in the run whose frontier trails the leading one's by
@@ -424,14 +468,13 @@ async fn spool_out(
     // Both read the same bytes in memory: hashing and the copy (a write and an fsync) overlap.
     let hashed = async {
         match &unhashed {
-            Some(enc) => enc.record().await.map(Some),
+            Some(enc) => hash(enc, index, s).await.map(Some),
             None => Ok(None),
         }
     };
     let (hashed, kept) = futures::future::join(hashed, spool.keep(payload.parts())).await;
     drop(unhashed);
-    if let Some(record) = hashed.with_context(|| format!("hashing shard {index}"))? {
-        s.journal(&record)?;
+    if let Some(record) = hashed? {
         d.record = record;
     }
     match kept {
@@ -456,6 +499,18 @@ async fn spool_out(
             Ok((d, false))
         }
     }
+}
+
+/// The record of fresh shard `index`, once hashed, journaled. The journal describes the
+/// source, not the uploads: a shard is recorded as soon as it is encoded, so a resume trusts a
+/// provider's whole object even if a slower provider never got it.
+async fn hash(enc: &Unhashed, index: u64, s: &Shipping) -> Result<ShardRecord> {
+    let record = enc
+        .record()
+        .await
+        .with_context(|| format!("hashing shard {index}"))?;
+    s.journal(&record)?;
+    Ok(record)
 }
 
 /// Why a shard that reached only `held` providers (or pieces) fails the backup.
@@ -611,6 +666,20 @@ mod tests {
             BTreeSet::from([0, 1]),
             "with one shard in memory, every provider takes every shard from the spool"
         );
+    }
+
+    #[test]
+    fn all_but_one_of_the_shards_in_flight_may_be_uploaded_from_memory() {
+        let lag = Lag::new(3, 2, 3);
+        let (a, b) = (lag.memory_upload(), lag.memory_upload());
+        assert!(a.is_some() && b.is_some());
+        assert!(
+            lag.memory_upload().is_none(),
+            "the last place is the source's"
+        );
+        drop(a);
+        assert!(lag.memory_upload().is_some());
+        assert!(Lag::new(3, 2, 1).memory_upload().is_none());
     }
 
     #[test]

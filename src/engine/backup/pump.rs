@@ -81,7 +81,7 @@ async fn room_for_a_shard(
 }
 
 /// Starts the upload of `shard`; its place in memory is freed when the upload task ends, or
-/// when the shard is spooled.
+/// earlier with a spool (see `lanes::ship`).
 fn spawn_ship(
     job: &BackupJob,
     shard: Shard,

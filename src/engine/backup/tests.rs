@@ -507,7 +507,8 @@ async fn uploads_waiting_on_a_provider_end_when_it_drops_out() {
     assert_eq!(p1.missing_shards.len() as u64, report.shards);
 }
 
-/// A provider whose uploads wait until the test opens its gate: a slow one. It notes whether
+/// A provider whose uploads wait until the test opens its gate: a slow one, or one that stops
+/// answering after as many uploads as its gate lets through at first. It notes whether
 /// each upload, once through the gate, was asked to yield the CPU (`provider::priority`).
 struct Gated {
     inner: MemoryProvider,
@@ -537,7 +538,7 @@ impl crate::provider::Layer for Gated {
         p: Option<ProgressFn>,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let _open = self.gate.acquire().await.unwrap();
+            self.gate.acquire().await.unwrap().forget();
             let behind = crate::provider::priority::now();
             self.behind.lock().unwrap().push(behind);
             self.inner.put(path, data, p).await
@@ -558,8 +559,11 @@ fn spooled_job(dir: &Path) -> (BackupJob, Vec<Arc<MemoryProvider>>, Arc<Gated>) 
 }
 
 /// Healthy providers get every shard of a backup with `shards_in_flight` places in memory
-/// while a slow one, gated shut, takes none: the shards wait in the spool for it.
-async fn healthy_providers_get_every_shard_while_a_slow_one_holds_none(shards_in_flight: usize) {
+/// while a slow one, gated shut, takes none: the shards wait in the spool for it. Returns how
+/// many shards were spooled.
+async fn healthy_providers_get_every_shard_while_a_slow_one_holds_none(
+    shards_in_flight: usize,
+) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let (file, data) = data_file(dir.path(), 8000);
     let spool_dir = tempfile::tempdir().unwrap();
@@ -585,12 +589,14 @@ async fn healthy_providers_get_every_shard_while_a_slow_one_holds_none(shards_in
         assert_eq!(manifest_of(p).unwrap().shards.len(), 8);
     }
     assert_eq!(spool.used(), 0, "every spooled shard was freed");
+    spool.kept()
 }
 
 #[tokio::test]
 async fn with_a_spool_healthy_providers_get_every_shard_while_a_slow_one_holds_none() {
     // One shard's place in memory: every shard goes to the spool.
-    healthy_providers_get_every_shard_while_a_slow_one_holds_none(1).await;
+    let spooled = healthy_providers_get_every_shard_while_a_slow_one_holds_none(1).await;
+    assert_eq!(spooled, 8);
 }
 
 #[tokio::test]
@@ -598,7 +604,40 @@ async fn with_a_spool_a_provider_that_stops_answering_holds_at_most_half_the_sha
     // Four places: the slow provider gets its first shards from memory, and holds their
     // places until it is two shards behind (the spool lead: concurrency 2, half of 4); the
     // source reads on with the other two, and the slow one gets later shards from the spool.
-    healthy_providers_get_every_shard_while_a_slow_one_holds_none(4).await;
+    let spooled = healthy_providers_get_every_shard_while_a_slow_one_holds_none(4).await;
+    assert_eq!(spooled, 6, "the slow provider took two shards from memory");
+}
+
+#[tokio::test]
+async fn with_a_spool_providers_that_stop_answering_in_turn_leave_the_source_a_place() {
+    // p1 stops answering at once and p2 after two shards, each before it is behind: alone,
+    // each would hold two shards' places in memory. The source keeps one of its four places
+    // and spools every later shard for every provider, so p0 still gets every shard.
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 8000);
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(crate::spool::Spool::open(spool_dir.path(), 1 << 20).unwrap());
+    let healthy = Arc::new(MemoryProvider::new("p0"));
+    let (first, second) = (Gated::new("p1", 0), Gated::new("p2", 2));
+    let providers: Vec<DynProvider> = vec![healthy.clone(), first.clone(), second.clone()];
+    let mut j = job(providers, 1);
+    (j.shards_in_flight, j.spool) = (4, Some(spool.clone()));
+    let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
+    let all_on_healthy = async {
+        while healthy.puts() < 8 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), all_on_healthy)
+        .await
+        .expect("p0 got every shard while p1 and p2 hung");
+    first.gate.add_permits(1000);
+    second.gate.add_permits(1000);
+    let report = handle.await.unwrap().unwrap();
+    assert!(report.complete());
+    for p in [&*healthy, &first.inner, &second.inner] {
+        assert_eq!(stream_of(p), data, "{}", p.name());
+    }
 }
 
 #[tokio::test]
