@@ -373,6 +373,8 @@ pub(crate) fn truncated_upload_is_caught_by_the_size_check() {
 
 /// Through the spool, with erasure coding and a provider that fails the first upload of every
 /// shard: the backup completes, restores identical, and leaves nothing in the spool folder.
+/// With one shard in memory (`shards_in_flight = 1`), every shard goes through the spool;
+/// with more, only those a provider trails on (the unit tests of `engine::backup` count them).
 #[test]
 fn a_backup_through_the_spool_restores_identical_and_leaves_the_folder_empty() {
     let (mut env, data) = command_env(3, "d", 41);
@@ -380,6 +382,7 @@ fn a_backup_through_the_spool_restores_identical_and_leaves_the_folder_empty() {
     std::fs::create_dir(&spool).unwrap();
     env.set("spool_dir", spool.to_str().unwrap())
         .set("spool_size", "2MiB")
+        .set("shards_in_flight", 1)
         .set("erasure", "2+1")
         .use_mock_rclone();
     env.mock_rules("rcat */remotes/p3/*/s0000000000-* exit:5 1\nrcat */remotes/p3/*/s0000000001-* exit:5 1\nrcat */remotes/p3/*/s0000000002-* exit:5 1\nrcat */remotes/p3/*/s0000000003-* exit:5 1\n");

@@ -155,13 +155,14 @@ impl Shipping {
         self.erasure.as_ref().map_or(self.min_providers, |e| e.k)
     }
 
-    /// With a spool: which lanes get shard `d` from the spool ([`Lag::late`]), the others from
-    /// memory. Those take one of the run's memory uploads ([`Lag::memory_upload`]); when none
-    /// is free, every lane gets the shard from the spool.
+    /// With a spool: which lanes still in the run that need an object of shard `d` get it from
+    /// the spool ([`Lag::late`]), the others from memory. Those take one of the run's memory
+    /// uploads ([`Lag::memory_upload`]); when none is free, every lane gets the shard from the
+    /// spool (so when the providers are slower than the source, it reads ahead there).
     fn route(&self, d: &Delivery) -> Route {
         let lanes = self.lanes.iter().enumerate();
         let wanting: BTreeSet<usize> = (lanes.filter(|(i, _)| d.send_to.contains(i)))
-            .filter(|(_, lane)| self.placed(&d.record, lane.name()).is_some())
+            .filter(|(_, lane)| !lane.is_down() && self.placed(&d.record, lane.name()).is_some())
             .map(|(i, _)| i)
             .collect();
         let late = self.lag.late(&self.lanes, &wanting);
