@@ -588,6 +588,12 @@ mod tests {
         (0..n).map(lane).collect()
     }
 
+    /// The error that drops a provider out of the run.
+    fn gone(provider: &str) -> crate::error::ProviderError {
+        use crate::error::{ErrorKind, ProviderError};
+        ProviderError::new(provider, "put", "x", ErrorKind::Permanent, "gone")
+    }
+
     /// A lag of lead 4 where lane `i` has the shards `pending[i]` begun and not ended, and
     /// shards up to 19 have begun.
     fn lag(pending: &[&[u64]]) -> Lag {
@@ -628,13 +634,7 @@ mod tests {
             lag.is_behind(&l, 1, false),
             "15 trails 19 and 20 (nothing pending)"
         );
-        let err = crate::error::ProviderError::new(
-            "p2",
-            "put",
-            "x",
-            crate::error::ErrorKind::Permanent,
-            "gone",
-        );
+        let err = gone("p2");
         l[2].drop_out(&err);
         assert!(lag.is_behind(&l, 1, false));
         l[0].drop_out(&err);
@@ -652,13 +652,7 @@ mod tests {
         let lag = lag(&[&[], &[18], &[17, 19]]);
         assert_eq!(lag.late(&l, &all), BTreeSet::from([2]), "17 is 3 behind 20");
         assert_eq!(lag.late(&l, &BTreeSet::from([0, 1])), BTreeSet::new());
-        let err = crate::error::ProviderError::new(
-            "p0",
-            "put",
-            "x",
-            crate::error::ErrorKind::Permanent,
-            "gone",
-        );
+        let err = gone("p0");
         l[0].drop_out(&err);
         assert_eq!(lag.late(&l, &all), BTreeSet::new(), "p1, at 18, leads now");
         let one_in_flight = Lag::new(2, 2, 1);

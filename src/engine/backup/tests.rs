@@ -546,6 +546,19 @@ impl crate::provider::Layer for Gated {
     }
 }
 
+/// Yields until `done`; panics with `what` after 120 s, a guard against a hang, never a timing
+/// the test relies on.
+async fn until(done: impl Fn() -> bool, what: &str) {
+    let wait = async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), wait)
+        .await
+        .expect(what);
+}
+
 /// Three providers, the last one gated shut, and a spool of 1 MiB in `dir`.
 fn spooled_job(dir: &Path) -> (BackupJob, Vec<Arc<MemoryProvider>>, Arc<Gated>) {
     let spool = Arc::new(crate::spool::Spool::open(dir, 1 << 20).unwrap());
@@ -571,14 +584,11 @@ async fn healthy_providers_get_every_shard_while_a_slow_one_holds_none(
     j.shards_in_flight = shards_in_flight;
     let spool = j.spool.clone().unwrap();
     let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
-    let all_on_healthy = async {
-        while healthy.iter().any(|p| p.puts() < 8) {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), all_on_healthy)
-        .await
-        .expect("the healthy providers got every shard while the slow one took none");
+    until(
+        || healthy.iter().all(|p| p.puts() >= 8),
+        "the healthy providers got every shard while the slow one took none",
+    )
+    .await;
     assert_eq!(slow.inner.puts(), 0);
     assert!(spool.used() > 0, "the slow provider's shards are spooled");
     slow.gate.add_permits(1000);
@@ -623,14 +633,11 @@ async fn with_a_spool_providers_that_stop_answering_in_turn_leave_the_source_a_p
     let mut j = job(providers, 1);
     (j.shards_in_flight, j.spool) = (4, Some(spool.clone()));
     let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
-    let all_on_healthy = async {
-        while healthy.puts() < 8 {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), all_on_healthy)
-        .await
-        .expect("p0 got every shard while p1 and p2 hung");
+    until(
+        || healthy.puts() >= 8,
+        "p0 got every shard while p1 and p2 hung",
+    )
+    .await;
     first.gate.add_permits(1000);
     second.gate.add_permits(1000);
     let report = handle.await.unwrap().unwrap();
@@ -691,14 +698,11 @@ async fn with_a_spool_a_provider_that_fell_behind_uploads_yielding_the_cpu() {
     let mut j = job(vec![fast.clone(), slow.clone()], 1);
     (j.shards_in_flight, j.spool) = (1, Some(spool));
     let handle = tokio::spawn(run_job(j, sh(&format!("cat {}", file.display()))));
-    let all_on_fast = async {
-        while fast.inner.puts() < 8 {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), all_on_fast)
-        .await
-        .expect("the fast provider got every shard while the slow one took none");
+    until(
+        || fast.inner.puts() >= 8,
+        "the fast provider got every shard while the slow one took none",
+    )
+    .await;
     slow.gate.add_permits(1000);
     let report = handle.await.unwrap().unwrap();
     assert!(report.complete());
