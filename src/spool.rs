@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The spool's room is counted in units of this many bytes (a `u32` of them is 256 TiB).
 const UNIT: u64 = 64 << 10;
@@ -135,22 +135,8 @@ impl Spool {
     pub async fn keep(&self, parts: &[Bytes]) -> io::Result<Vec<Bytes>> {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let want = total.div_ceil(UNIT).clamp(1, self.units as u64) as u32;
-        let closed = "the spool's semaphores are never closed";
-        let file_slot = match self.files.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                let _waiting = Waiting::on(&self.waiting);
-                self.files.clone().acquire_owned().await.expect(closed)
-            }
-        };
-        let room = match self.room.clone().try_acquire_many_owned(want) {
-            Ok(room) => room,
-            Err(_) => {
-                let _waiting = Waiting::on(&self.waiting);
-                let room = self.room.clone().acquire_many_owned(want).await;
-                room.expect(closed)
-            }
-        };
+        let file_slot = self.acquire(&self.files, 1).await;
+        let room = self.acquire(&self.room, want).await;
         let (dir, parts) = (self.dir.clone(), parts.to_vec());
         let kept = tokio::task::spawn_blocking(move || {
             let mut file = tempfile::tempfile_in(&dir)?;
@@ -174,6 +160,16 @@ impl Spool {
             self.kept.fetch_add(1, Ordering::Relaxed);
         }
         kept
+    }
+
+    /// `n` permits of `semaphore`, counted in [`Spool::is_full`] while they are waited for.
+    async fn acquire(&self, semaphore: &Arc<Semaphore>, n: u32) -> OwnedSemaphorePermit {
+        if let Ok(permits) = semaphore.clone().try_acquire_many_owned(n) {
+            return permits;
+        }
+        let _waiting = Waiting::on(&self.waiting);
+        let permits = semaphore.clone().acquire_many_owned(n).await;
+        permits.expect("the spool's semaphores are never closed")
     }
 
     /// True the first time it is called: whether to log a failed write.

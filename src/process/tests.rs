@@ -2,6 +2,7 @@
 //! and [`super::run_to_end`]'s cancellation and timeout.
 
 use super::*;
+use crate::provider::priority::nice_of;
 
 fn sh(script: &str) -> Command {
     let mut c = Command::new("sh");
@@ -154,13 +155,6 @@ async fn run_to_end_stops_at_cancellation_and_at_the_timeout() {
     assert!(e.to_string().contains("did not finish within"), "{e}");
 }
 
-/// The nice value of process `pid` (field 19 of `/proc/PID/stat`, after the command name).
-fn nice_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name.split(' ').nth(16).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn set_nice_lowers_the_whole_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,15 +162,15 @@ async fn set_nice_lowers_the_whole_group() {
     let script = format!("sleep 1000 & echo $! > {}; wait", pidfile.display());
     let p = ChildProc::spawn("sh", &mut sh(&script)).unwrap();
     let gpid = pid_from(&pidfile).await;
-    let own = nice_of(std::process::id() as i32);
+    let own = nice_of(std::process::id());
     if own == 19 {
         eprintln!("skipped: the tests run at nice 19, below which nothing can go");
         return;
     }
     let lower = (own + 5).min(19);
     p.set_nice(lower).unwrap();
-    assert_eq!(nice_of(p.pid().unwrap() as i32), lower, "the child");
-    assert_eq!(nice_of(gpid), lower, "the grandchild");
+    assert_eq!(nice_of(p.pid().unwrap()), lower, "the child");
+    assert_eq!(nice_of(gpid as u32), lower, "the grandchild");
     drop(p);
     assert!(gone(gpid).await, "grandchild {gpid} survived the drop");
 }

@@ -110,6 +110,14 @@ where
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
+/// The nice value of process `pid` (field 19 of `/proc/PID/stat`, after the command name).
+#[cfg(test)]
+pub(crate) fn nice_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,13 +157,10 @@ mod tests {
             eprintln!("skipped: the tests run at nice 19, below which nothing can go");
             return;
         }
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c").arg("cat /proc/self/stat");
+        let mut cmd = tokio::process::Command::new("sleep");
+        cmd.arg("1000").kill_on_drop(true);
         start_lowered(&mut cmd);
-        let out = cmd.output().await.unwrap();
-        let stat = String::from_utf8(out.stdout).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-        assert_eq!(nice, yielding_nice(), "{stat}");
+        let child = cmd.spawn().unwrap();
+        assert_eq!(nice_of(child.id().unwrap()), yielding_nice());
     }
 }

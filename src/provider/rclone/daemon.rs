@@ -216,7 +216,8 @@ impl Daemon {
     /// (`provider::priority::can_raise`).
     pub fn yield_cpu(&self, behind: bool) {
         use crate::provider::priority;
-        if behind && !priority::can_raise() {
+        // Most uploads change nothing: no lock for them.
+        if self.yielding.load(Ordering::Relaxed) == behind || behind && !priority::can_raise() {
             return;
         }
         let proc = self.proc.lock().expect("daemon lock");
