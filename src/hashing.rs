@@ -2,8 +2,9 @@
 //! the MD5 and SHA-1 that storage backends compute natively and report in listings
 //! (`rclone lsjson --hash`), so that a corrupt object can be caught without downloading it.
 //!
-//! Hashing is CPU work: [`digests_blocking`] and [`sha256_blocking`] run it on tokio's blocking
-//! pool, one pass over the bytes for all three digests.
+//! Hashing is CPU work: callers run it on tokio's blocking pool ([`sha256_blocking`], or from a
+//! task already there). A backup computes MD5 and SHA-1 only where a provider lists them
+//! ([`NativeHashes`]).
 
 use crate::manifest::hex;
 use bytes::Bytes;
@@ -35,23 +36,70 @@ pub fn digests(data: &[u8]) -> Digests {
     }
 }
 
-/// [`digests`] on two threads: SHA-256 on the caller's, MD5 and SHA-1 on a scoped one, so on
-/// two cores the native hashes add no wall time. For callers already on the blocking pool
+/// Which of the hashes backends compute natively a backup records next to SHA-256: the ones
+/// some provider of the run lists without reading its objects. MD5 costs more CPU than SHA-256
+/// on a CPU with SHA instructions, so a hash that no listing carries is not computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NativeHashes {
+    pub md5: bool,
+    pub sha1: bool,
+}
+
+impl NativeHashes {
+    pub const ALL: NativeHashes = NativeHashes {
+        md5: true,
+        sha1: true,
+    };
+    pub const NONE: NativeHashes = NativeHashes {
+        md5: false,
+        sha1: false,
+    };
+
+    /// The hashes either wants.
+    pub fn union(self, other: NativeHashes) -> NativeHashes {
+        NativeHashes {
+            md5: self.md5 || other.md5,
+            sha1: self.sha1 || other.sha1,
+        }
+    }
+}
+
+/// What a backup records of one stored object: its SHA-256, and the native hashes asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub sha256: String,
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
+}
+
+/// SHA-256 of `data` on the caller's thread and, on a scoped one, the native hashes `native`
+/// asks for, so on two cores they add no wall time. For callers already on the blocking pool
 /// (the backup's per-shard task: hash, encode, hash the stored bytes).
-pub fn digests_two_threads(data: &[u8]) -> Digests {
+pub fn recorded_digests(data: &[u8], native: NativeHashes) -> Recorded {
+    if native == NativeHashes::NONE {
+        return Recorded {
+            sha256: sha256(data),
+            md5: None,
+            sha1: None,
+        };
+    }
     let (sha256, (md5, sha1)) = std::thread::scope(|s| {
-        let native = s.spawn(|| {
-            let (mut m5, mut s1) = (Md5::new(), Sha1::new());
+        let natives = s.spawn(|| {
+            let mut m5 = native.md5.then(Md5::new);
+            let mut s1 = native.sha1.then(Sha1::new);
             for chunk in data.chunks(1 << 20) {
-                m5.update(chunk);
-                s1.update(chunk);
+                m5.iter_mut().for_each(|h| h.update(chunk));
+                s1.iter_mut().for_each(|h| h.update(chunk));
             }
-            (hex(&m5.finalize()), hex(&s1.finalize()))
+            (
+                m5.map(|h| hex(&h.finalize())),
+                s1.map(|h| hex(&h.finalize())),
+            )
         });
-        let sha256 = hex(&Sha256::digest(data));
-        (sha256, native.join().expect("hashing never panics"))
+        let sha256 = sha256(data);
+        (sha256, natives.join().expect("hashing never panics"))
     });
-    Digests { sha256, md5, sha1 }
+    Recorded { sha256, md5, sha1 }
 }
 
 /// SHA-256 of `data`, lower-case hex.
@@ -80,29 +128,6 @@ impl std::io::Write for Sha256Writer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// [`digests`] on the blocking pool.
-pub async fn digests_blocking(data: Bytes) -> std::io::Result<Digests> {
-    // SHA-256 on one blocking thread, MD5 and SHA-1 on another: on two cores the native
-    // hashes then add no wall time to a shard's hashing.
-    let d = data.clone();
-    let sha256 = tokio::task::spawn_blocking(move || hex(&Sha256::digest(&d)));
-    let native = tokio::task::spawn_blocking(move || {
-        let (mut m5, mut s1) = (Md5::new(), Sha1::new());
-        for chunk in data.chunks(1 << 20) {
-            m5.update(chunk);
-            s1.update(chunk);
-        }
-        (hex(&m5.finalize()), hex(&s1.finalize()))
-    });
-    let (sha256, native) = tokio::join!(sha256, native);
-    let (md5, sha1) = native.map_err(std::io::Error::other)?;
-    Ok(Digests {
-        sha256: sha256.map_err(std::io::Error::other)?,
-        md5,
-        sha1,
-    })
 }
 
 /// [`sha256`] on the blocking pool.
@@ -139,13 +164,31 @@ mod tests {
         assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(d.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(sha256(b"abc"), d.sha256);
-        assert_eq!(digests_two_threads(b"abc"), d);
+    }
+
+    #[test]
+    fn recorded_digests_are_the_ones_asked_for() {
+        let d = digests(b"abc");
+        let all = recorded_digests(b"abc", NativeHashes::ALL);
+        assert_eq!(all.sha256, d.sha256);
+        assert_eq!(all.md5.as_deref(), Some(d.md5.as_str()));
+        assert_eq!(all.sha1.as_deref(), Some(d.sha1.as_str()));
+        let none = recorded_digests(b"abc", NativeHashes::NONE);
+        assert_eq!(
+            (none.sha256, none.md5, none.sha1),
+            (d.sha256.clone(), None, None)
+        );
+        let md5 = NativeHashes::NONE.union(NativeHashes {
+            md5: true,
+            sha1: false,
+        });
+        let only = recorded_digests(b"abc", md5);
+        assert_eq!((only.md5, only.sha1), (Some(d.md5), None));
     }
 
     #[tokio::test]
     async fn blocking_pool_gives_the_same() {
-        let d = digests_blocking(Bytes::from_static(b"abc")).await.unwrap();
-        assert_eq!(d, digests(b"abc"));
+        let d = digests(b"abc");
         let parts = vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")];
         assert_eq!(sha256_chunks_blocking(parts).await.unwrap(), d.sha256);
     }

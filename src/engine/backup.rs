@@ -41,6 +41,7 @@ pub mod dry_run;
 mod encode;
 mod lanes;
 pub mod limits;
+mod native;
 pub mod plan;
 mod pump;
 mod resume;
@@ -179,6 +180,8 @@ pub async fn run(
     let names: Vec<String> = job.providers.iter().map(|p| p.name().to_string()).collect();
     progress.begin(&format!("backup {}", job.dataset), job.estimate, &names);
     let finish = FinishProgress(progress.clone());
+    // Asked while the lanes list (resuming) and the first shards are read; see `native`.
+    let (natives, _asking) = native::Natives::ask(&job.providers);
     let lanes = lanes::make_lanes(&job, &dir, &progress, &cancel).await?;
     let lanes: Arc<Vec<BackupLane>> = Arc::new(lanes);
 
@@ -188,6 +191,7 @@ pub async fn run(
         encoder: encode::Encoder {
             codec: job.codec.clone(),
             erasure: job.erasure.as_ref().map(ErasureRecord::scheme),
+            natives,
         },
         erasure: job.erasure.clone(),
         min_providers: job.min_providers,

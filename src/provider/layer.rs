@@ -24,7 +24,7 @@
 //! those of `Provider`: where both traits are imported, call a concrete layer through
 //! `Provider::put(&layer, ..)` or hold it as a [`super::DynProvider`].
 
-use super::{ObjectInfo, ProgressFn, Provider, Usage};
+use super::{NativeHashes, ObjectInfo, ProgressFn, Provider, Usage};
 use crate::error::ProviderError;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -187,6 +187,11 @@ pub trait Layer: Send + Sync {
         })
     }
 
+    /// Passed on as it is: it never fails, and asks nothing a layer limits or retries.
+    fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
+        self.inner().native_hashes()
+    }
+
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
         write(self, Op::Delete { path }, move || self.inner().delete(path))
     }
@@ -260,6 +265,10 @@ impl<L: Layer> Provider for L {
         dir: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
         Layer::list_hashed(self, dir)
+    }
+
+    fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
+        Layer::native_hashes(self)
     }
 
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {

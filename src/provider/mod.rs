@@ -37,6 +37,7 @@ pub use retry::Retry;
 pub use timeout::Timeout;
 
 use crate::error::ProviderError;
+pub use crate::hashing::NativeHashes;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -105,6 +106,14 @@ pub trait Provider: Send + Sync {
         dir: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ObjectInfo>, ProviderError>> {
         self.list(dir)
+    }
+
+    /// The hashes this provider's [`Provider::list_hashed`] carries without reading the
+    /// objects: what a backup records next to SHA-256 for it. Never fails: a provider that
+    /// cannot tell yet answers [`NativeHashes::ALL`], so no listing later lacks its hash. The
+    /// default is all (the in-memory provider lists both).
+    fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
+        Box::pin(async { NativeHashes::ALL })
     }
 
     /// Deletes the object at `path`; deleting a missing object is not an error.

@@ -10,7 +10,7 @@
 //! trust a shard (see `engine::backup`). On a plain local path offsite reads and writes the
 //! files itself (`rclone/direct.rs`).
 
-use super::{ObjectInfo, ProgressFn, Provider, Usage};
+use super::{NativeHashes, ObjectInfo, ProgressFn, Provider, Usage};
 use crate::config::{Config, ListHashes, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::layout::join_remote;
@@ -531,11 +531,37 @@ impl RcloneProvider {
         }
     }
 
+    /// The hashes [`Self::hash_types`] lists, found the same way; [`NativeHashes::ALL`] while
+    /// the backend's features are unknown (asking failed: a provider down now may answer later).
+    async fn native(&self) -> NativeHashes {
+        let types = match self.list_hashes {
+            ListHashes::Never => return NativeHashes::NONE,
+            ListHashes::Always => return NativeHashes::ALL,
+            // A plain local path: rclone's local backend computes its hashes by reading.
+            ListHashes::Auto if self.direct => return NativeHashes::NONE,
+            ListHashes::Auto => match self.try_backend().await {
+                Ok(b) => b.fast_hashes,
+                Err(_) => return NativeHashes::ALL,
+            },
+        };
+        NativeHashes {
+            md5: types.contains(&"MD5"),
+            sha1: types.contains(&"SHA-1"),
+        }
+    }
+
     /// What the backend can do: asked once, and again on the next call if asking failed (a
     /// provider down now may answer later; meanwhile it lists no hashes and uploads by rcat).
     async fn backend(&self) -> Backend {
-        let asked = self
-            .info
+        self.try_backend().await.unwrap_or_else(|e| {
+            tracing::debug!("provider {}: backend features unknown: {e}", self.name);
+            Backend::default()
+        })
+    }
+
+    /// [`Self::backend`], or why asking failed.
+    async fn try_backend(&self) -> Result<Backend, ProviderError> {
+        self.info
             .get_or_try_init(|| async {
                 let (out, kind) = match self.daemon("features", "").await? {
                     Some(d) => {
@@ -552,14 +578,8 @@ impl RcloneProvider {
                 };
                 Ok::<_, ProviderError>(parse_backend(&out, &kind))
             })
-            .await;
-        match asked {
-            Ok(b) => b.clone(),
-            Err(e) => {
-                tracing::debug!("provider {}: backend features unknown: {e}", self.name);
-                Backend::default()
-            }
-        }
+            .await
+            .cloned()
     }
 
     /// The backend's type (`local`, `s3`, ...): from a connection string (`:s3,...:`) or a
@@ -929,6 +949,10 @@ impl Provider for RcloneProvider {
         })
     }
 
+    fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
+        Box::pin(self.native())
+    }
+
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(self.delete_inner(path))
     }
@@ -1028,19 +1052,26 @@ mod complaint_tests {
 mod daemon_tests {
     use super::*;
 
-    fn provider(root: &std::path::Path, flags: &[&str]) -> RcloneProvider {
-        let p = ProviderConfig {
+    fn config(remote: &str, flags: &[&str], list_hashes: ListHashes) -> ProviderConfig {
+        ProviderConfig {
             name: "d".into(),
-            remote: root.display().to_string(),
+            remote: remote.into(),
             enabled: true,
             priority: 1,
             bwlimit: None,
             flags: flags.iter().map(|f| f.to_string()).collect(),
-            list_hashes: ListHashes::Never,
+            list_hashes,
             max_object_size: None,
-        };
-        let rclone = which::which("rclone").expect("rclone is installed by scripts/test.sh");
-        RcloneProvider::from_parts(&rclone, None, &p)
+        }
+    }
+
+    fn rclone() -> std::path::PathBuf {
+        which::which("rclone").expect("rclone is installed by scripts/test.sh")
+    }
+
+    fn provider(root: &std::path::Path, flags: &[&str]) -> RcloneProvider {
+        let p = config(&root.display().to_string(), flags, ListHashes::Never);
+        RcloneProvider::from_parts(&rclone(), None, &p)
     }
 
     /// The daemon is found ready whatever the provider's flags do to rclone's log: silenced
@@ -1060,6 +1091,36 @@ mod daemon_tests {
             assert_eq!(listed.len(), 1, "{flags:?}: {listed:?}");
             assert_eq!(p.get("a/b", 5).await.unwrap(), &b"hello"[..], "{flags:?}");
         }
+    }
+
+    /// A backup records the hashes `list_hashes` lists: by the key, else (`"auto"`) what the
+    /// backend lists without reading its objects; all while that is unknown.
+    #[tokio::test]
+    async fn native_hashes_follow_list_hashes_and_the_backend() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().display().to_string();
+        let native = |program: &std::path::Path, remote: &str, list_hashes| {
+            let p = RcloneProvider::from_parts(program, None, &config(remote, &[], list_hashes));
+            async move { p.native().await }
+        };
+        let md5 = NativeHashes {
+            md5: true,
+            sha1: false,
+        };
+        let local = format!(":local:{path}");
+        for (remote, list_hashes, want) in [
+            (path.as_str(), ListHashes::Auto, NativeHashes::NONE),
+            (local.as_str(), ListHashes::Auto, NativeHashes::NONE),
+            (":memory:", ListHashes::Auto, md5),
+            (path.as_str(), ListHashes::Always, NativeHashes::ALL),
+            (":memory:", ListHashes::Never, NativeHashes::NONE),
+        ] {
+            let got = native(&rclone(), remote, list_hashes).await;
+            assert_eq!(got, want, "{remote} {list_hashes:?}");
+        }
+        let missing = root.path().join("no-rclone-here");
+        let got = native(&missing, ":memory:", ListHashes::Auto).await;
+        assert_eq!(got, NativeHashes::ALL, "features unknown");
     }
 
     /// A flag rclone refuses stops the daemon at start: a permanent error (no retries) with

@@ -1,6 +1,6 @@
 //! A shard's CPU work, in one task on tokio's blocking pool, never on the reactor: the
 //! plaintext's SHA-256, compression and encryption ([`Codec::encode`]), then the stored bytes'
-//! SHA-256, MD5 and SHA-1. The plaintext is dropped as soon as it is encoded, so a shard in
+//! SHA-256, and their MD5 and SHA-1 where a provider of the run lists them (`native`). The plaintext is dropped as soon as it is encoded, so a shard in
 //! flight holds at most its plaintext and its stored bytes at once.
 //!
 //! A plain codec stores the plaintext itself: the record then has no plaintext fields and is
@@ -11,12 +11,15 @@
 //! piece that needs padding is a copy), so what stays in flight until the last upload ends is
 //! the stored shard plus its parity.
 
+use super::native::Natives;
 use crate::codec::{Codec, Encoding};
 use crate::erasure::{self, Scheme};
 use crate::hashing;
+use crate::hashing::NativeHashes;
 use crate::manifest::{PieceRecord, ShardRecord};
 use bytes::Bytes;
 use std::io;
+use std::sync::Arc;
 
 /// A shard's stored bytes (what every provider gets) and its record.
 pub(super) struct Encoded {
@@ -65,6 +68,8 @@ impl Payload {
 pub(super) struct Encoder {
     pub codec: Codec,
     pub erasure: Option<Scheme>,
+    /// The native hashes the run's providers list.
+    pub natives: Arc<Natives>,
 }
 
 /// Encodes one shard on the blocking pool, hashes included. `plain_sha` is the plaintext's
@@ -93,18 +98,22 @@ pub(super) struct Unhashed {
     /// Erasure-coded: the whole stored shard, hashed for the record (its data pieces are
     /// slices of it, so keeping it costs nothing).
     stored: Option<Bytes>,
+    /// Which native hashes to record, asked when the shard is hashed.
+    natives: Arc<Natives>,
 }
 
 impl Unhashed {
-    /// The record with the stored objects' SHA-256 (and MD5, SHA-1), hashed on the blocking pool.
+    /// The record with the stored objects' SHA-256 (and the MD5, SHA-1 a provider of the run
+    /// lists), hashed on the blocking pool.
     pub async fn record(&self) -> io::Result<ShardRecord> {
         let (mut record, payload, stored) = (
             self.record.clone(),
             self.payload.clone(),
             self.stored.clone(),
         );
+        let natives = self.natives.wanted();
         tokio::task::spawn_blocking(move || {
-            hash_objects(&mut record, &payload, stored.as_deref());
+            hash_objects(&mut record, &payload, stored.as_deref(), natives);
             record
         })
         .await
@@ -121,21 +130,26 @@ impl Unhashed {
     }
 }
 
-/// Fills in the hashes of the objects that store a shard: the stored bytes' SHA-256, MD5 and
-/// SHA-1; erasure-coded, the whole stored shard's SHA-256 (checked after a restore joins the
-/// pieces) and each piece's three hashes, and no MD5/SHA-1 of the shard, which no provider
-/// holds whole.
-fn hash_objects(record: &mut ShardRecord, payload: &Payload, stored: Option<&[u8]>) {
+/// Fills in the hashes of the objects that store a shard: the stored bytes' SHA-256, and the
+/// MD5 and SHA-1 `natives` asks for; erasure-coded, the whole stored shard's SHA-256 (checked
+/// after a restore joins the pieces) and each piece's hashes, and no MD5/SHA-1 of the shard,
+/// which no provider holds whole.
+fn hash_objects(
+    record: &mut ShardRecord,
+    payload: &Payload,
+    stored: Option<&[u8]>,
+    natives: NativeHashes,
+) {
     match (payload, stored) {
         (Payload::Whole(b), _) => {
-            let d = hashing::digests_two_threads(b);
-            (record.sha256, record.md5, record.sha1) = (d.sha256, Some(d.md5), Some(d.sha1));
+            let d = hashing::recorded_digests(b, natives);
+            (record.sha256, record.md5, record.sha1) = (d.sha256, d.md5, d.sha1);
         }
         (Payload::Pieces(pieces), Some(stored)) => {
             record.sha256 = hashing::sha256(stored);
             for (rec, p) in record.pieces.iter_mut().zip(pieces) {
-                let d = hashing::digests_two_threads(p);
-                (rec.sha256, rec.md5, rec.sha1) = (d.sha256, Some(d.md5), Some(d.sha1));
+                let d = hashing::recorded_digests(p, natives);
+                (rec.sha256, rec.md5, rec.sha1) = (d.sha256, d.md5, d.sha1);
             }
         }
         (Payload::Pieces(_), None) => unreachable!("pieces are cut from a stored shard"),
@@ -192,6 +206,7 @@ fn encode_now(
             record,
             payload,
             stored: None,
+            natives: encoder.natives.clone(),
         });
     };
     let pieces = erasure::split(scheme, &stored).map_err(io::Error::other)?;
@@ -207,6 +222,7 @@ fn encode_now(
         record,
         payload: Payload::Pieces(pieces),
         stored: Some(stored),
+        natives: encoder.natives.clone(),
     })
 }
 

@@ -3,7 +3,9 @@
 use super::*;
 use crate::error::{ErrorKind, ProviderError, SourceChanged};
 use crate::progress::NoProgress;
-use crate::provider::{Fault, MemoryProvider, ObjectInfo, ProgressFn, Provider, Usage};
+use crate::provider::{
+    Fault, MemoryProvider, NativeHashes, ObjectInfo, ProgressFn, Provider, Usage,
+};
 use crate::state::DatasetState;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -736,5 +738,66 @@ async fn without_a_spool_no_upload_yields_the_cpu() {
     for p in [&fast, &slow] {
         let behind = p.behind.lock().unwrap();
         assert!(behind.len() >= 8 && behind.iter().all(|b| !b), "{behind:?}");
+    }
+}
+
+/// A provider whose listings carry `lists` of the native hashes (`None`: it never says).
+struct Listing(Arc<MemoryProvider>, Option<NativeHashes>);
+
+impl crate::provider::Layer for Listing {
+    type Inner = MemoryProvider;
+
+    fn inner(&self) -> &MemoryProvider {
+        &self.0
+    }
+
+    fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
+        match self.1 {
+            Some(lists) => Box::pin(async move { lists }),
+            None => Box::pin(futures::future::pending()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn md5_and_sha1_are_recorded_where_a_provider_lists_them_or_has_not_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 3500);
+    let (all, none) = (Some(NativeHashes::ALL), Some(NativeHashes::NONE));
+    let md5 = NativeHashes {
+        md5: true,
+        sha1: false,
+    };
+    for (lists, want) in [
+        ([none, none], NativeHashes::NONE),
+        ([none, Some(md5)], md5),
+        ([Some(md5), all], NativeHashes::ALL),
+        ([none, None], NativeHashes::ALL),
+    ] {
+        let m = mems(2);
+        let providers = (m.iter().zip(lists))
+            .map(|(p, l)| Arc::new(Listing(p.clone(), l)) as DynProvider)
+            .collect();
+        let cat = sh(&format!("cat {}", file.display()));
+        assert!(run_job(job(providers, 1), cat).await.unwrap().complete());
+        let man = manifest_of(&m[0]).unwrap();
+        assert_eq!(man.shards.len(), 4);
+        for s in &man.shards {
+            let at = s.offset as usize;
+            let d = crate::hashing::digests(&data[at..at + s.length as usize]);
+            assert_eq!(s.sha256, d.sha256);
+            assert_eq!(
+                s.md5,
+                want.md5.then_some(d.md5),
+                "{lists:?}: shard {}",
+                s.index
+            );
+            assert_eq!(
+                s.sha1,
+                want.sha1.then_some(d.sha1),
+                "{lists:?}: shard {}",
+                s.index
+            );
+        }
     }
 }
