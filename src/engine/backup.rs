@@ -181,7 +181,7 @@ pub async fn run(
     progress.begin(&format!("backup {}", job.dataset), job.estimate, &names);
     let finish = FinishProgress(progress.clone());
     // Asked while the lanes list (resuming) and the first shards are read; see `native`.
-    let (natives, _asking) = native::Natives::ask(&job.providers);
+    let (natives, asking) = native::Natives::ask(&job.providers);
     let lanes = lanes::make_lanes(&job, &dir, &progress, &cancel).await?;
     let lanes: Arc<Vec<BackupLane>> = Arc::new(lanes);
 
@@ -201,6 +201,8 @@ pub async fn run(
         lag: Arc::new(Lag::new(lanes.len(), job.concurrency, job.shards_in_flight)),
     });
     let records = stream(&job, source, &shipping, &cancel).await?;
+    // Every shard is hashed: an answer still to come no longer matters.
+    drop(asking);
     if records.is_empty() && job.source_kind != "command" {
         bail!(
             "{} wrote 0 bytes and exited 0, but a {} send stream is never empty, so nothing was recorded as a backup \

@@ -187,7 +187,9 @@ pub trait Layer: Send + Sync {
         })
     }
 
-    /// Passed on as it is: it never fails, and asks nothing a layer limits or retries.
+    /// Passed on as it is, outside `around`: it never fails, so there is nothing to retry,
+    /// and no caller waits on it (a backup takes the answer whenever it comes; rclone's own
+    /// connection timeout bounds its question).
     fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
         self.inner().native_hashes()
     }

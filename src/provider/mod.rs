@@ -108,10 +108,10 @@ pub trait Provider: Send + Sync {
         self.list(dir)
     }
 
-    /// The hashes this provider's [`Provider::list_hashed`] carries without reading the
-    /// objects: what a backup records next to SHA-256 for it. Never fails: a provider that
-    /// cannot tell yet answers [`NativeHashes::ALL`], so no listing later lacks its hash. The
-    /// default is all (the in-memory provider lists both).
+    /// At least the hashes this provider's [`Provider::list_hashed`] carries: what a backup
+    /// records next to SHA-256 for it. Never fails: a provider that cannot tell answers
+    /// [`NativeHashes::ALL`], so no hash it lists is missing from the manifest. The default
+    /// is all (the in-memory provider lists both).
     fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
         Box::pin(async { NativeHashes::ALL })
     }

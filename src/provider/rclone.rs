@@ -541,7 +541,13 @@ impl RcloneProvider {
             ListHashes::Auto if self.direct => return NativeHashes::NONE,
             ListHashes::Auto => match self.try_backend().await {
                 Ok(b) => b.fast_hashes,
-                Err(_) => return NativeHashes::ALL,
+                Err(e) => {
+                    tracing::debug!(
+                        "provider {}: backend features unknown, so a backup records MD5 and SHA-1: {e}",
+                        self.name
+                    );
+                    return NativeHashes::ALL;
+                }
             },
         };
         NativeHashes {

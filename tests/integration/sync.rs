@@ -157,21 +157,26 @@ fn sync_copies_exactly_the_missing_objects_and_status_goes_from_3_to_0() {
     assert_eq!(writes(&env).len(), 3);
 }
 
-/// The `md5` and `sha1` the manifest `provider` holds records for shard `i`.
-fn recorded_hashes(env: &Env, provider: &str, i: usize) -> (serde_json::Value, serde_json::Value) {
+/// The `md5` and `sha1` the manifest `provider` holds records for each shard.
+fn recorded_hashes(env: &Env, provider: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
     let text = std::fs::read(object(env, provider, MANIFEST)).unwrap();
     let m: serde_json::Value = serde_json::from_slice(&text).unwrap();
-    let s = &m["shards"][i];
-    assert!(s["sha256"].is_string(), "{s}");
-    (s["md5"].clone(), s["sha1"].clone())
+    let shards = m["shards"].as_array().unwrap();
+    assert!(shards.iter().all(|s| s["sha256"].is_string()), "{m}");
+    (shards.iter())
+        .map(|s| (s["md5"].clone(), s["sha1"].clone()))
+        .collect()
 }
 
 #[test]
 fn a_backup_records_md5_and_sha1_only_where_a_provider_lists_them() {
-    // Local directories list no hashes by default ("auto": rclone would read every object).
+    // Local directories list no hashes by default ("auto": rclone would read every object),
+    // and offsite, writing plain paths itself, knows that without asking rclone.
     let (env, _) = backed_up(2, DS, 11);
+    let recorded = recorded_hashes(&env, "p1");
+    assert_eq!(recorded.len(), 4);
     let none = (serde_json::Value::Null, serde_json::Value::Null);
-    assert_eq!(recorded_hashes(&env, "p1", 1), none);
+    assert!(recorded.iter().all(|h| *h == none), "{recorded:?}");
 }
 
 #[test]
@@ -181,8 +186,13 @@ fn listed_hashes_let_status_and_plain_sync_catch_and_replace_a_corrupt_shard() {
     env.provider_set("p1", "list_hashes", true)
         .provider_set("p2", "list_hashes", true);
     env.offsite(&["backup", "--once"]).assert_exit(0);
-    let (md5, sha1) = recorded_hashes(&env, "p2", 1);
-    assert!(md5.is_string() && sha1.is_string(), "{md5} {sha1}");
+    let recorded = recorded_hashes(&env, "p2");
+    assert!(
+        recorded
+            .iter()
+            .all(|(md5, sha1)| md5.is_string() && sha1.is_string()),
+        "{recorded:?}"
+    );
     env.provider_set("p1", "list_hashes", "auto")
         .provider_set("p2", "list_hashes", "auto");
     env.use_mock_rclone();

@@ -1,7 +1,8 @@
 //! A shard's CPU work, in one task on tokio's blocking pool, never on the reactor: the
 //! plaintext's SHA-256, compression and encryption ([`Codec::encode`]), then the stored bytes'
-//! SHA-256, and their MD5 and SHA-1 where a provider of the run lists them (`native`). The plaintext is dropped as soon as it is encoded, so a shard in
-//! flight holds at most its plaintext and its stored bytes at once.
+//! SHA-256, and their MD5 and SHA-1 where a provider of the run lists them (`native`). The
+//! plaintext is dropped as soon as it is encoded, so a shard in flight holds at most its
+//! plaintext and its stored bytes at once.
 //!
 //! A plain codec stores the plaintext itself: the record then has no plaintext fields and is
 //! byte for byte the record of a backup made before encodings existed.

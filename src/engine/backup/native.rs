@@ -80,6 +80,9 @@ impl Natives {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{Layer, MemoryProvider};
+    use futures::future::BoxFuture;
+    use tokio::sync::Notify;
 
     const MD5: NativeHashes = NativeHashes {
         md5: true,
@@ -92,6 +95,35 @@ mod tests {
         assert_eq!(Natives::answered_by(&[none, none]).wanted(), none);
         assert_eq!(Natives::answered_by(&[none, MD5]).wanted(), MD5);
         assert_eq!(Natives::answered_by(&[]).wanted(), none);
+    }
+
+    /// A provider that answers `NONE` once `go` is notified.
+    struct Late(MemoryProvider, Arc<Notify>);
+
+    impl Layer for Late {
+        type Inner = MemoryProvider;
+
+        fn inner(&self) -> &MemoryProvider {
+            &self.0
+        }
+
+        fn native_hashes(&self) -> BoxFuture<'_, NativeHashes> {
+            Box::pin(async move {
+                self.1.notified().await;
+                NativeHashes::NONE
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_takes_a_while_counts_once_it_arrives() {
+        let go = Arc::new(Notify::new());
+        let late: DynProvider = Arc::new(Late(MemoryProvider::new("late"), go.clone()));
+        let (natives, mut asking) = Natives::ask(&[late]);
+        assert_eq!(natives.wanted(), NativeHashes::ALL, "not answered yet");
+        go.notify_one();
+        while asking.join_next().await.is_some() {}
+        assert_eq!(natives.wanted(), NativeHashes::NONE);
     }
 
     #[test]

@@ -25,6 +25,22 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 
+/// Journaled record `j` with the MD5 and SHA-1 it lacks taken from `again`, the same stored
+/// bytes encoded again in this run: a provider of this run may list a hash that none of the
+/// interrupted run's did. (A shard every provider already holds is not encoded again, and
+/// keeps the hashes it was journaled with.)
+fn with_natives_of(mut j: ShardRecord, again: &ShardRecord) -> ShardRecord {
+    j.md5 = j.md5.or_else(|| again.md5.clone());
+    j.sha1 = j.sha1.or_else(|| again.sha1.clone());
+    for (p, q) in j.pieces.iter_mut().zip(&again.pieces) {
+        if p.sha256 == q.sha256 {
+            p.md5 = p.md5.take().or_else(|| q.md5.clone());
+            p.sha1 = p.sha1.take().or_else(|| q.sha1.clone());
+        }
+    }
+    j
+}
+
 /// What the upload tasks do with journaled shard `j`, whose plaintext `plain` matched it.
 pub(super) async fn delivery(plain: Bytes, j: ShardRecord, s: &Shipping) -> Result<Delivery> {
     let mut lacking: BTreeSet<usize> = live(s)
@@ -56,7 +72,7 @@ pub(super) async fn delivery(plain: Bytes, j: ShardRecord, s: &Shipping) -> Resu
         let again = encode_now(plain.take().expect("not taken yet")).await?;
         if again.record.sha256 == j.sha256 {
             return Ok(Delivery {
-                record: j,
+                record: with_natives_of(j, &again.record),
                 payload: Some(again.payload),
                 send_to: lacking,
             });

@@ -267,13 +267,9 @@ async fn a_truncated_object_is_not_taken_for_a_good_shard() {
     assert!(report.providers[0].missing_shards.is_empty());
 }
 
-#[tokio::test]
-async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (file, data) = data_file(dir.path(), 4500);
-    let m = mems(2);
-    let state = DatasetState::new(dir.path(), "h", "tank/x");
-    let u = crate::state::Unfinished {
+/// The journal's header for the test backup, plain and mirrored.
+fn unfinished() -> crate::state::Unfinished {
+    crate::state::Unfinished {
         backup_id: "20261121T020000Z-full".into(),
         snapshot: None,
         parent: None,
@@ -284,9 +280,17 @@ async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
         recipients: Vec::new(),
         erasure: None,
         previous_bytes: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn resume_uploads_only_what_is_missing_and_checks_the_recorded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 4500);
+    let m = mems(2);
+    let state = DatasetState::new(dir.path(), "h", "tank/x");
     let mut j = job(dyns(&m), 1);
-    j.journal = Some(Arc::new(state.begin(&u).unwrap()));
+    j.journal = Some(Arc::new(state.begin(&unfinished()).unwrap()));
     run_job(j, sh(&format!("cat {}", file.display())))
         .await
         .unwrap();
@@ -406,18 +410,7 @@ async fn shards_are_journaled_when_hashed_so_a_lagging_provider_costs_the_others
     let (file, data) = data_file(dir.path(), 2500);
     let m = mems(1);
     let state = DatasetState::new(dir.path(), "h", "tank/x");
-    let u = crate::state::Unfinished {
-        backup_id: "20261121T020000Z-full".into(),
-        snapshot: None,
-        parent: None,
-        shard_size: SHARD,
-        started: "x".into(),
-        gaps_retry: false,
-        encoding: Default::default(),
-        recipients: Vec::new(),
-        erasure: None,
-        previous_bytes: None,
-    };
+    let u = unfinished();
     // p0 takes every shard; `stuck` never finishes one, as a provider that lags behind.
     let mut j = job(vec![m[0].clone() as DynProvider, Arc::new(Stuck)], 1);
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
@@ -800,4 +793,42 @@ async fn md5_and_sha1_are_recorded_where_a_provider_lists_them_or_has_not_said()
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_resumed_shard_uploaded_again_gains_the_hashes_a_new_provider_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = data_file(dir.path(), 3500);
+    let m = mems(2);
+    let listing = |lists: [NativeHashes; 2]| -> Vec<DynProvider> {
+        (m.iter().zip(lists))
+            .map(|(p, l)| Arc::new(Listing(p.clone(), Some(l))) as DynProvider)
+            .collect()
+    };
+    let cat = || sh(&format!("cat {}", file.display()));
+    let none = NativeHashes::NONE;
+    let state = DatasetState::new(dir.path(), "h", "tank/x");
+    let mut j = job(listing([none, none]), 1);
+    j.journal = Some(Arc::new(state.begin(&unfinished()).unwrap()));
+    run_job(j, cat()).await.unwrap();
+    let (_, recorded) = state.load().unwrap().unwrap();
+    assert!(recorded
+        .values()
+        .all(|r| r.md5.is_none() && r.sha1.is_none()));
+    // Interrupted before the manifests, and resumed with p1 now listing both: the shard it
+    // lost is encoded and uploaded again.
+    m[1].remove_object(&format!("{DIR}/{}", layout::shard_name(2, 2000)));
+    for p in &m {
+        p.remove_object(&format!("{DIR}/{}", layout::MANIFEST));
+    }
+    let mut j = job(listing([none, NativeHashes::ALL]), 1);
+    j.resume = Some(recorded);
+    assert!(run_job(j, cat()).await.unwrap().complete());
+    let man = manifest_of(&m[1]).unwrap();
+    let d = crate::hashing::digests(&data[2000..3000]);
+    assert_eq!(
+        (&man.shards[2].md5, &man.shards[2].sha1),
+        (&Some(d.md5), &Some(d.sha1))
+    );
+    assert_eq!(man.shards[1].md5, None, "held by both: not encoded again");
 }

@@ -197,16 +197,8 @@ async fn first_run(
 ) -> BTreeMap<u64, ShardRecord> {
     let state = DatasetState::new(dir, "h", "tank/x");
     let u = crate::state::Unfinished {
-        backup_id: "20261121T020000Z-full".into(),
-        snapshot: None,
-        parent: None,
-        shard_size: SHARD,
-        started: "x".into(),
-        gaps_retry: false,
         encoding: codec.encoding(),
-        recipients: Vec::new(),
-        erasure: None,
-        previous_bytes: None,
+        ..unfinished()
     };
     let mut j = job(dyns(m), 1);
     j.codec = codec.clone();

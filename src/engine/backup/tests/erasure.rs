@@ -168,16 +168,10 @@ async fn lose_and_resume(
     coded(&mut j, "2+1");
     j.codec = codec.clone();
     let u = crate::state::Unfinished {
-        backup_id: "20261121T020000Z-full".into(),
-        snapshot: None,
-        parent: None,
-        shard_size: SHARD,
-        started: "x".into(),
         gaps_retry: true,
         encoding: codec.encoding(),
-        recipients: Vec::new(),
         erasure: j.erasure.clone(),
-        previous_bytes: None,
+        ..unfinished()
     };
     j.journal = Some(Arc::new(state.begin(&u).unwrap()));
     let erasure_record = j.erasure.clone();
